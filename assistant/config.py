@@ -1,0 +1,92 @@
+"""Typed settings: one nested, frozen model per component, read once by the app factory or the CLI.
+
+Environment variables use the prefix ``ASSISTANT_`` and ``__`` between levels, for example
+``ASSISTANT_REDIS_URL``, ``ASSISTANT_DATA_DIR``, ``ASSISTANT_LLM__MAX_NEW_TOKENS=128``.
+Nothing else in the code reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    """A per-user directory: ``$XDG_DATA_HOME/assistant`` or ``~/.local/share/assistant``."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "assistant"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LLMSettings(_Section):
+    #: Adapter name, looked up in ``assistant.registry`` (``transformers_local``, ...).
+    adapter: str = "transformers_local"
+    #: A local directory or hub id. Empty: the prepared SmolLM2-135M-Instruct under the data dir.
+    model: str = ""
+    max_new_tokens: int = Field(256, ge=1, le=8192)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    #: Torch threads for the local model; 0 leaves torch's default.
+    threads: int = Field(0, ge=0)
+    #: Seconds allowed between two tokens before a generation fails with ``model_timeout``.
+    token_timeout_s: float = Field(120.0, gt=0)
+
+
+class MemorySettings(_Section):
+    adapter: str = "redis"
+    #: Key prefix; every key is ``{prefix}:{tenant}:...``.
+    key_prefix: str = "assistant"
+    tenant: str = "default"
+    #: Sliding time to live of a session, refreshed on every read and write.
+    ttl_s: int = Field(7 * 24 * 3600, ge=1)
+    #: How long a writer lock is held without renewal (it is renewed while a turn runs).
+    lock_ttl_ms: int = Field(10_000, ge=100)
+    #: How long a turn waits for another connection's turn on the same session to finish.
+    lock_wait_s: float = Field(5.0, ge=0)
+
+
+class PromptSettings(_Section):
+    #: System prompt used when the session sets no instructions.
+    instructions: str = "You are a helpful assistant. Answer briefly and clearly."
+    #: Tokens of the model's context the prompt (history + current turn) may use; the reply's
+    #: ``max_new_tokens`` come on top. 0 means the model's context length minus the reply.
+    context_tokens: int = Field(0, ge=0)
+    #: At most this many stored messages are read per turn, before the token budget is applied.
+    max_history_messages: int = Field(200, ge=1)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    #: Largest accepted WebSocket text frame, in bytes.
+    max_event_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    #: Events queued to a client before it is considered too slow and disconnected.
+    send_queue_events: int = Field(1024, ge=16)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ASSISTANT_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    #: ``redis://host:port/db``. Empty: ``serve`` starts a private redis-server under the data dir.
+    redis_url: str = ""
+    llm: LLMSettings = LLMSettings()
+    memory: MemorySettings = MemorySettings()
+    prompt: PromptSettings = PromptSettings()
+    server: ServerSettings = ServerSettings()
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.data_dir / "redis"

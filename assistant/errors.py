@@ -1,0 +1,139 @@
+"""The one error tree of the assistant. Every error carries a stable ``code`` that the wire protocol
+sends in an ``error`` event (``{"error": {"type", "code", "message", "event_id"}}``).
+
+    AssistantError                      type            code (default)
+    ├── InvalidRequestError             invalid_request_error
+    │   ├── InvalidJSONError                            invalid_json
+    │   ├── UnknownEventError                           unknown_event
+    │   ├── InvalidEventError                           invalid_event
+    │   └── NoInputError                                no_input
+    ├── ConflictError                   conflict_error
+    │   ├── SessionBusyError                            session_busy
+    │   └── ResponseInProgressError                     response_in_progress
+    ├── NotFoundError                   not_found_error
+    │   └── SessionNotFoundError                        session_not_found
+    ├── ConfigurationError              configuration_error
+    │   ├── UnknownAdapterError                         unknown_adapter
+    │   └── MissingDependencyError                      missing_dependency
+    └── ServerError                     server_error
+        ├── ModelError                                  model_error
+        │   └── ModelTimeoutError                       model_timeout
+        └── StoreError                                  store_unavailable
+
+Codes are part of the protocol: never rename one, add a new class instead.
+"""
+
+from __future__ import annotations
+
+
+class AssistantError(Exception):
+    type: str = "server_error"
+    code: str = "internal_error"
+
+    def __init__(self, message: str = "", *, code: str | None = None) -> None:
+        super().__init__(message or self.__class__.__doc__ or self.code)
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class InvalidRequestError(AssistantError):
+    """The client sent something the server cannot act on."""
+
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class InvalidJSONError(InvalidRequestError):
+    """The frame is not valid JSON."""
+
+    code = "invalid_json"
+
+
+class UnknownEventError(InvalidRequestError):
+    """The event type is not one the server knows."""
+
+    code = "unknown_event"
+
+
+class InvalidEventError(InvalidRequestError):
+    """The event is missing a field or has a field of the wrong shape."""
+
+    code = "invalid_event"
+
+
+class NoInputError(InvalidRequestError):
+    """A response was asked for but the conversation holds no user input to answer."""
+
+    code = "no_input"
+
+
+class ConflictError(AssistantError):
+    type = "conflict_error"
+    code = "conflict"
+
+
+class SessionBusyError(ConflictError):
+    """Another connection is writing to this session right now."""
+
+    code = "session_busy"
+
+
+class ResponseInProgressError(ConflictError):
+    """A response is already streaming on this connection."""
+
+    code = "response_in_progress"
+
+
+class NotFoundError(AssistantError):
+    type = "not_found_error"
+    code = "not_found"
+
+
+class SessionNotFoundError(NotFoundError):
+    """No session with this id exists (or it expired)."""
+
+    code = "session_not_found"
+
+
+class ConfigurationError(AssistantError):
+    type = "configuration_error"
+    code = "configuration_error"
+
+
+class UnknownAdapterError(ConfigurationError):
+    """The configured adapter name is not registered."""
+
+    code = "unknown_adapter"
+
+
+class MissingDependencyError(ConfigurationError):
+    """An optional dependency of the configured adapter is not installed."""
+
+    code = "missing_dependency"
+
+
+class ServerError(AssistantError):
+    type = "server_error"
+    code = "internal_error"
+
+
+class ModelError(ServerError):
+    """The language model failed."""
+
+    code = "model_error"
+
+
+class ModelTimeoutError(ModelError):
+    """The language model did not answer in time."""
+
+    code = "model_timeout"
+
+
+class StoreError(ServerError):
+    """The session store could not be reached or failed."""
+
+    code = "store_unavailable"

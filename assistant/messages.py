@@ -1,0 +1,86 @@
+"""Domain models: content parts, messages and session metadata, as stored and as passed around
+inside the server. Wire shapes live in ``protocol.py``; these are the storage shapes.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["system", "user", "assistant"]
+MessageStatus = Literal["completed", "interrupted", "incomplete"]
+
+
+def new_id(prefix: str) -> str:
+    """A short random id with a readable prefix: ``msg_3f9a...``."""
+    return f"{prefix}_{secrets.token_hex(10)}"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TextPart(_Frozen):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ImagePart(_Frozen):
+    """An image, stored by reference to a content-addressed blob (its sha256)."""
+
+    type: Literal["image"] = "image"
+    sha256: str
+    mime_type: str = "image/png"
+
+
+class AudioPart(_Frozen):
+    """Speech the user sent; the transcript is what the language model reads."""
+
+    type: Literal["audio"] = "audio"
+    transcript: str = ""
+    duration_s: float | None = None
+
+
+ContentPart = Annotated[Union[TextPart, ImagePart, AudioPart], Field(discriminator="type")]
+
+
+class Message(_Frozen):
+    id: str = Field(default_factory=lambda: new_id("msg"))
+    role: Role
+    content: tuple[ContentPart, ...]
+    status: MessageStatus = "completed"
+    # The client's own id for the turn: a retried send with the same turn id is stored once.
+    turn_id: str | None = None
+    created_at: int = Field(default_factory=now_ms)
+
+    @property
+    def text(self) -> str:
+        """The message as plain text: text parts and audio transcripts joined."""
+        pieces: list[str] = []
+        for part in self.content:
+            if isinstance(part, TextPart):
+                pieces.append(part.text)
+            elif isinstance(part, AudioPart) and part.transcript:
+                pieces.append(part.transcript)
+        return "\n".join(pieces)
+
+    @classmethod
+    def from_text(cls, role: Role, text: str, **kwargs: object) -> "Message":
+        return cls(role=role, content=(TextPart(text=text),), **kwargs)
+
+
+class SessionInfo(_Frozen):
+    """A session's metadata; its messages are stored beside it."""
+
+    id: str
+    created_at: int = Field(default_factory=now_ms)
+    instructions: str | None = None
+    owner: str | None = None
+    summary: str | None = None

@@ -1,0 +1,329 @@
+"""The interfaces adapters implement. The core talks to the outside world only through these.
+
+Each port's public method owns timeouts, metrics and error mapping; an adapter implements the small
+``_..._impl`` method beneath it. Capabilities are declared as data (``LanguageModelCapabilities``),
+never discovered with ``isinstance``.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Literal
+
+from assistant.errors import AssistantError, ModelError, ModelTimeoutError, StoreError
+from assistant.messages import Message, MessageStatus, SessionInfo
+
+# --------------------------------------------------------------------------------------------------
+# Language model
+# --------------------------------------------------------------------------------------------------
+
+_T = TypeVar("_T")
+PromptRole = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class PromptMessage:
+    """One message of a prompt as the language model sees it: a role and its text."""
+
+    role: PromptRole
+    text: str
+
+
+@dataclass(frozen=True)
+class Prompt:
+    messages: tuple[PromptMessage, ...]
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class LanguageModelCapabilities:
+    """What a language model accepts, as data. The orchestrator picks how images reach it from this."""
+
+    embeddings: bool = False  # accepts inputs_embeds (projected image embeddings spliced in)
+    images: bool = False  # accepts images themselves (OpenAI-style image_url parts)
+    streaming: bool = True
+    context_tokens: int = 2048
+
+
+@dataclass
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+class CancelToken:
+    """Thread-safe cancellation flag shared between the event loop and a generation thread."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+
+
+@dataclass
+class Generation:
+    """A streaming generation: iterate it for text deltas; ``usage`` and ``finish_reason`` are final
+    once iteration ends. ``cancel()`` stops it within one token."""
+
+    _chunks: AsyncIterator[str]
+    cancel_token: CancelToken
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: FinishReason | None = None
+    cancel_requested: bool = False
+    first_token_s: float | None = None
+
+    def cancel(self) -> None:
+        self.cancel_requested = True
+        self.cancel_token.cancel()
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._chunks
+
+
+class LanguageModel(abc.ABC):
+    """A chat language model that streams its reply as text deltas."""
+
+    name: str = "language_model"
+    capabilities: LanguageModelCapabilities = LanguageModelCapabilities()
+    #: Seconds allowed between two deltas (the first one included) before the generation fails.
+    token_timeout_s: float = 120.0
+
+    def stream(self, prompt: Prompt, options: GenerationOptions | None = None) -> Generation:
+        """Start generating. Errors from the adapter surface as ``ModelError`` while iterating."""
+        generation = Generation(_chunks=_empty(), cancel_token=CancelToken())
+        generation._chunks = self._guarded(generation, prompt, options or GenerationOptions())
+        return generation
+
+    async def _guarded(
+        self, generation: Generation, prompt: Prompt, options: GenerationOptions
+    ) -> AsyncIterator[str]:
+        started = time.perf_counter()
+        chunks = self._stream_impl(prompt, options, generation.cancel_token, generation.usage)
+        iterator = chunks.__aiter__()
+        try:
+            while not generation.cancel_requested:
+                try:
+                    delta = await asyncio.wait_for(iterator.__anext__(), self.token_timeout_s)
+                except StopAsyncIteration:
+                    break
+                except asyncio.TimeoutError as exc:
+                    raise ModelTimeoutError(
+                        f"{self.name}: no token within {self.token_timeout_s:.0f} s"
+                    ) from exc
+                if generation.first_token_s is None:
+                    generation.first_token_s = time.perf_counter() - started
+                if delta and not generation.cancel_requested:
+                    yield delta
+        except AssistantError:
+            generation.finish_reason = "error"
+            raise
+        except GeneratorExit:
+            generation.finish_reason = "cancelled"
+            raise
+        except Exception as exc:  # an adapter failure gets a stable code
+            generation.finish_reason = "error"
+            raise ModelError(f"{self.name} failed: {exc}") from exc
+        finally:
+            generation.cancel_token.cancel()  # stops a thread still generating after an early exit
+            await _aclose(chunks)
+        if generation.cancel_requested:
+            generation.finish_reason = "cancelled"
+        elif generation.usage.output_tokens >= options.max_new_tokens:
+            generation.finish_reason = "length"
+        else:
+            generation.finish_reason = "stop"
+
+    @abc.abstractmethod
+    def _stream_impl(
+        self, prompt: Prompt, options: GenerationOptions, cancel: CancelToken, usage: Usage
+    ) -> AsyncIterator[str]:
+        """Yield text deltas; count tokens into ``usage``; stop soon after ``cancel.cancelled``."""
+
+    @abc.abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """How many tokens ``text`` takes in this model's tokenizer."""
+
+    def message_overhead_tokens(self) -> int:
+        """Tokens the chat template adds around each message (role markers, separators)."""
+        return 4
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release what the adapter holds."""
+
+
+async def _empty() -> AsyncIterator[str]:
+    return
+    yield  # pragma: no cover
+
+
+async def _aclose(iterator: object) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+async def iterate_in_thread(
+    produce: Callable[[], Iterator[str]], cancel: CancelToken, *, max_pending: int = 256
+) -> AsyncIterator[str]:
+    """Run a blocking generator in a worker thread and yield what it produces on the event loop.
+
+    The blocking side checks ``cancel`` between items; leaving the ``async for`` early cancels it.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, object]] = asyncio.Queue(max_pending)
+
+    def put(kind: str, value: object) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+
+    def run() -> None:
+        try:
+            for item in produce():
+                put("item", item)
+                if cancel.cancelled:
+                    break
+            put("end", None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the loop
+            put("error", exc)
+
+    worker = loop.run_in_executor(None, run)
+    try:
+        while True:
+            kind, value = await queue.get()
+            if kind == "item":
+                yield value  # type: ignore[misc]
+            elif kind == "end":
+                break
+            else:
+                raise value  # type: ignore[misc]
+    finally:
+        cancel.cancel()
+        await asyncio.shield(worker)
+
+
+# --------------------------------------------------------------------------------------------------
+# Session memory
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    message: Message
+    created: bool  # False when the turn id was seen before: the stored message is returned
+
+
+@dataclass(frozen=True)
+class SessionSnapshot:
+    info: SessionInfo
+    messages: tuple[Message, ...]
+
+
+class SessionLock(abc.ABC):
+    """A short exclusive hold on one session, released on exit; kept alive while held."""
+
+    @abc.abstractmethod
+    async def __aenter__(self) -> "SessionLock": ...
+
+    @abc.abstractmethod
+    async def __aexit__(self, *exc: object) -> None: ...
+
+
+class SessionStore(abc.ABC):
+    """Where sessions live. Every read and write refreshes the session's time to live."""
+
+    name: str = "session_store"
+
+    async def create(self, info: SessionInfo) -> SessionInfo:
+        return await self._call(self._create_impl(info))
+
+    async def load(self, session_id: str, *, last: int | None = None) -> SessionSnapshot | None:
+        """The session and its messages (the ``last`` N only, when given); None if unknown."""
+        return await self._call(self._load_impl(session_id, last))
+
+    async def update_info(self, session_id: str, **fields: object) -> SessionInfo:
+        return await self._call(self._update_info_impl(session_id, fields))
+
+    async def append(self, session_id: str, message: Message) -> AppendResult:
+        """Append a message; a message whose ``turn_id`` was stored before is not stored again."""
+        return await self._call(self._append_impl(session_id, message))
+
+    def lock(self, session_id: str, *, wait_s: float = 0.0) -> SessionLock:
+        """An exclusive writer lock on a session; raises ``SessionBusyError`` when not had in time."""
+        return self._lock_impl(session_id, wait_s)
+
+    async def ping(self) -> bool:
+        try:
+            return await self._call(self._ping_impl())
+        except StoreError:
+            return False
+
+    async def aclose(self) -> None:  # noqa: B027
+        """Release connections."""
+
+    async def _call(self, awaitable: Awaitable[_T]) -> _T:
+        try:
+            return await awaitable
+        except AssistantError:
+            raise
+        except (ConnectionError, OSError, TimeoutError) as exc:
+            raise StoreError(f"{self.name}: {exc}") from exc
+
+    @abc.abstractmethod
+    async def _create_impl(self, info: SessionInfo) -> SessionInfo: ...
+
+    @abc.abstractmethod
+    async def _load_impl(self, session_id: str, last: int | None) -> SessionSnapshot | None: ...
+
+    @abc.abstractmethod
+    async def _update_info_impl(self, session_id: str, fields: dict[str, object]) -> SessionInfo: ...
+
+    @abc.abstractmethod
+    async def _append_impl(self, session_id: str, message: Message) -> AppendResult: ...
+
+    @abc.abstractmethod
+    def _lock_impl(self, session_id: str, wait_s: float) -> SessionLock: ...
+
+    @abc.abstractmethod
+    async def _ping_impl(self) -> bool: ...
+
+
+__all__ = [
+    "AppendResult",
+    "CancelToken",
+    "Generation",
+    "GenerationOptions",
+    "LanguageModel",
+    "LanguageModelCapabilities",
+    "MessageStatus",
+    "Prompt",
+    "PromptMessage",
+    "SessionLock",
+    "SessionSnapshot",
+    "SessionStore",
+    "Usage",
+    "iterate_in_thread",
+]
