@@ -5,11 +5,13 @@ sends in an ``error`` event (``{"error": {"type", "code", "message", "event_id"}
     ├── InvalidRequestError             invalid_request_error
     │   ├── InvalidJSONError                            invalid_json
     │   ├── UnknownEventError                           unknown_event
-    │   ├── InvalidEventError                           invalid_event
-    │   └── NoInputError                                no_input
+    │   ├── InvalidEventError                           invalid_event, unsupported_content
+    │   ├── NoInputError                                no_input
+    │   └── ContextLengthError                          context_length_exceeded
     ├── ConflictError                   conflict_error
     │   ├── SessionBusyError                            session_busy
-    │   └── ResponseInProgressError                     response_in_progress
+    │   ├── ResponseInProgressError                     response_in_progress
+    │   └── SlowClientError                             slow_client
     ├── NotFoundError                   not_found_error
     │   └── SessionNotFoundError                        session_not_found
     ├── ConfigurationError              configuration_error
@@ -30,10 +32,14 @@ class AssistantError(Exception):
     type: str = "server_error"
     code: str = "internal_error"
 
-    def __init__(self, message: str = "", *, code: str | None = None) -> None:
+    def __init__(
+        self, message: str = "", *, code: str | None = None, event_id: str | None = None
+    ) -> None:
         super().__init__(message or self.__class__.__doc__ or self.code)
         if code is not None:
             self.code = code
+        #: The client event this error answers, echoed in the ``error`` event.
+        self.event_id = event_id
 
     @property
     def message(self) -> str:
@@ -71,6 +77,12 @@ class NoInputError(InvalidRequestError):
     code = "no_input"
 
 
+class ContextLengthError(InvalidRequestError):
+    """The system prompt and the current turn alone do not fit the model's context."""
+
+    code = "context_length_exceeded"
+
+
 class ConflictError(AssistantError):
     type = "conflict_error"
     code = "conflict"
@@ -86,6 +98,12 @@ class ResponseInProgressError(ConflictError):
     """A response is already streaming on this connection."""
 
     code = "response_in_progress"
+
+
+class SlowClientError(ConflictError):
+    """The client does not read events as fast as they are produced."""
+
+    code = "slow_client"
 
 
 class NotFoundError(AssistantError):

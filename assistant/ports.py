@@ -104,6 +104,11 @@ class Generation:
     def __aiter__(self) -> AsyncIterator[str]:
         return self._chunks
 
+    async def aclose(self) -> None:
+        """Stop generating now and release the worker (safe to call more than once)."""
+        self.cancel_token.cancel()
+        await _aclose(self._chunks)
+
 
 class LanguageModel(abc.ABC):
     """A chat language model that streams its reply as text deltas."""
@@ -137,7 +142,7 @@ class LanguageModel(abc.ABC):
                     ) from exc
                 if generation.first_token_s is None:
                     generation.first_token_s = time.perf_counter() - started
-                if delta and not generation.cancel_requested:
+                if delta:
                     yield delta
         except AssistantError:
             generation.finish_reason = "error"

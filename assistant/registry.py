@@ -38,3 +38,20 @@ def build_language_model(settings: Settings) -> LanguageModel:
 
 def build_session_store(settings: Settings, *, redis_url: str) -> SessionStore:
     return _module("memory", MEMORY_ADAPTERS, settings.memory.adapter).build(settings, redis_url=redis_url)
+
+
+def start_embedded_redis(settings: Settings) -> Any:
+    """Start a private ``redis-server`` on loopback with its data under the data dir (AOF on).
+    Returns the running server; its ``url`` is what the store connects to, ``stop()`` ends it."""
+    module = importlib.import_module("adapters.memory.embedded_redis")
+    server = module.EmbeddedRedis(settings.redis_dir)
+    server.start()
+    return server
+
+
+def prepare_models(settings: Settings, *, progress: bool = True) -> list[str]:
+    """Prepare what the configured adapters need on disk (once; later calls return at once).
+    Each adapter module may define ``prepare(settings, progress=...) -> list[str]`` (lines to show)."""
+    module = _module("llm", LLM_ADAPTERS, settings.llm.adapter)
+    prepare = getattr(module, "prepare", None)
+    return list(prepare(settings, progress=progress)) if prepare else []

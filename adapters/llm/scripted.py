@@ -1,0 +1,59 @@
+"""A language model that needs no weights: it answers with a fixed reply, or echoes the last user
+message, one word per token, optionally slowed down. For benchmarks of the gateway ("an instant
+model"), demos without a model, and tests of everything around the model."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from assistant.config import Settings
+from assistant.ports import (
+    CancelToken,
+    GenerationOptions,
+    LanguageModel,
+    LanguageModelCapabilities,
+    Prompt,
+    Usage,
+)
+
+
+class ScriptedLM(LanguageModel):
+    name = "scripted"
+
+    def __init__(self, reply: str | None = None, *, token_delay_s: float = 0.0) -> None:
+        self.reply = reply
+        self.token_delay_s = token_delay_s
+        self.capabilities = LanguageModelCapabilities(context_tokens=4096)
+        self.prompts: list[Prompt] = []  # what it was asked, newest last (bounded)
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def message_overhead_tokens(self) -> int:
+        return 1
+
+    def reply_for(self, prompt: Prompt) -> str:
+        if self.reply is not None:
+            return self.reply
+        last_user = next((m.text for m in reversed(prompt.messages) if m.role == "user"), "")
+        return f"You said: {last_user}"
+
+    async def _stream_impl(
+        self, prompt: Prompt, options: GenerationOptions, cancel: CancelToken, usage: Usage
+    ) -> AsyncIterator[str]:
+        self.prompts = [*self.prompts[-15:], prompt]
+        usage.input_tokens = sum(self.count_tokens(m.text) + 1 for m in prompt.messages)
+        words = self.reply_for(prompt).split(" ")
+        for index, word in enumerate(words[: options.max_new_tokens]):
+            if cancel.cancelled:
+                return
+            if self.token_delay_s:
+                await asyncio.sleep(self.token_delay_s)
+            usage.output_tokens += 1
+            yield word if index == 0 else f" {word}"
+
+
+def build(settings: Settings) -> ScriptedLM:
+    """``ASSISTANT_LLM__MODEL`` is the fixed reply; empty means echo the user."""
+    return ScriptedLM(settings.llm.model or None)

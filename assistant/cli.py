@@ -1,0 +1,133 @@
+"""The ``assistant`` command: ``serve``, ``chat`` and ``prepare-models``.
+
+Every command takes ``--data-dir`` (default ``ASSISTANT_DATA_DIR`` or a per-user directory); all
+other settings come from ``ASSISTANT_*`` environment variables (see the README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from assistant.config import Settings
+
+
+def _settings(args: argparse.Namespace, **updates: object) -> Settings:
+    overrides: dict[str, object] = {}
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = Path(args.data_dir).expanduser()
+    return Settings(**overrides, **updates)  # type: ignore[arg-type]
+
+
+def cmd_prepare_models(args: argparse.Namespace) -> int:
+    from assistant.registry import prepare_models
+
+    settings = _settings(args)
+    for line in prepare_models(settings, progress=not args.quiet):
+        print(line)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from assistant.registry import prepare_models, start_embedded_redis
+    from assistant.server.app import create_app
+
+    settings = _settings(args)
+    server = settings.server.model_copy(
+        update={"host": args.host or settings.server.host, "port": args.port or settings.server.port}
+    )
+    settings = settings.model_copy(update={"server": server})
+    for line in prepare_models(settings, progress=True):
+        print(line, file=sys.stderr)
+    embedded = None
+    if not settings.redis_url:
+        embedded = start_embedded_redis(settings)
+        settings = settings.model_copy(update={"redis_url": embedded.url})
+        print(f"redis: private redis-server at {embedded.url}, data in {settings.redis_dir}", file=sys.stderr)
+    try:
+        if args.workers > 1:
+            # Workers are separate processes: they read their settings from the environment.
+            os.environ["ASSISTANT_REDIS_URL"] = settings.redis_url
+            os.environ["ASSISTANT_DATA_DIR"] = str(settings.data_dir)
+            uvicorn.run(
+                "assistant.server.app:app_from_env",
+                factory=True,
+                host=server.host,
+                port=server.port,
+                workers=args.workers,
+                log_level=args.log_level,
+            )
+        else:
+            uvicorn.run(create_app(settings), host=server.host, port=server.port, log_level=args.log_level)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from assistant.chat_client import run_chat
+
+    return asyncio.run(
+        run_chat(
+            args.url,
+            session_id=args.session,
+            instructions=args.instructions,
+            message=args.message,
+        )
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="assistant", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--data-dir", help="data directory (models, embedded Redis)")
+        return sub
+
+    serve = add("serve", "Run the server (WebSocket /v1/realtime, REST /v1/..., /healthz, /metrics).")
+    serve.add_argument("--host", help="interface to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=cmd_serve)
+
+    chat = add("chat", "Chat with a running server in the terminal, the reply streaming as it comes.")
+    chat.add_argument("--url", default="ws://127.0.0.1:8000/v1/realtime", help="server WebSocket URL")
+    chat.add_argument("--session", help="resume this session id")
+    chat.add_argument("--instructions", help="system prompt for the session")
+    chat.add_argument("-m", "--message", action="append", help="send this message and exit (repeatable)")
+    chat.set_defaults(func=cmd_chat)
+
+    prepare = add("prepare-models", "Prepare the default models under the data directory (once).")
+    prepare.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    prepare.set_defaults(func=cmd_prepare_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from assistant.errors import AssistantError
+
+    try:
+        return int(args.func(args) or 0)
+    except AssistantError as exc:
+        print(f"error [{exc.code}]: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,211 @@
+"""One conversation turn, transport-agnostic: store the user's items, then for a response load the
+history, fit the prompt to the budget, stream the reply and persist it, cut short or not.
+
+    add_item(session, message)          -> stored (idempotent on the client's turn id)
+    respond(session, options) -> ResponseRun
+        lock session -> load history -> build prompt -> LanguageModel.stream -> deltas
+        -> append assistant message (completed | incomplete | interrupted) -> unlock
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from assistant.config import LLMSettings, MemorySettings, PromptSettings
+from assistant.errors import AssistantError, NoInputError, SessionNotFoundError
+from assistant.messages import Message, MessageStatus, SessionInfo, TextPart, new_id
+from assistant.ports import (
+    AppendResult,
+    Generation,
+    GenerationOptions,
+    LanguageModel,
+    SessionStore,
+    Usage,
+)
+from assistant.prompt import BuiltPrompt, PromptBudget, build_prompt
+
+log = logging.getLogger(__name__)
+
+ResponseStatus = Literal["completed", "cancelled", "incomplete", "failed"]
+_STORED_STATUS: dict[ResponseStatus, MessageStatus] = {
+    "completed": "completed",
+    "incomplete": "incomplete",
+    "cancelled": "interrupted",
+    "failed": "interrupted",
+}
+
+
+@dataclass(frozen=True)
+class ResponseOverrides:
+    """Per-response settings from the client; ``None`` keeps the session's or server's value."""
+
+    instructions: str | None = None
+    max_output_tokens: int | None = None
+    temperature: float | None = None
+
+
+@dataclass
+class ResponseRun:
+    """A response being generated. Iterate ``deltas()`` once; then ``status``, ``message`` and
+    ``usage`` hold the outcome. ``cancel()`` may be called at any time, from any task."""
+
+    id: str
+    item_id: str
+    status: ResponseStatus | None = None
+    message: Message | None = None
+    usage: Usage = field(default_factory=Usage)
+    error: AssistantError | None = None
+    prompt: BuiltPrompt | None = None
+    _generation: Generation | None = None
+    _cancelled: bool = False
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        if self._generation is not None:
+            self._generation.cancel()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        llm: LanguageModel,
+        store: SessionStore,
+        *,
+        llm_settings: LLMSettings,
+        prompt_settings: PromptSettings,
+        memory_settings: MemorySettings,
+    ) -> None:
+        self.llm = llm
+        self.store = store
+        self._llm_settings = llm_settings
+        self._prompt_settings = prompt_settings
+        self._memory_settings = memory_settings
+
+    # -- sessions ----------------------------------------------------------------------------------
+
+    async def open_session(self, session_id: str | None = None) -> SessionInfo:
+        """Resume ``session_id`` (``SessionNotFoundError`` if unknown) or create a new session."""
+        if session_id is not None:
+            snapshot = await self.store.load(session_id, last=0)
+            if snapshot is None:
+                raise SessionNotFoundError(f"no session {session_id!r} (it may have expired)")
+            return snapshot.info
+        return await self.store.create(SessionInfo(id=new_id("sess")))
+
+    async def update_session(self, session_id: str, **fields: object) -> SessionInfo:
+        return await self.store.update_info(session_id, **fields)
+
+    async def add_item(self, session_id: str, message: Message, *, locked: bool = False) -> AppendResult:
+        """Store a client item. ``locked`` says the caller already holds the session's lock."""
+        if locked:
+            return await self.store.append(session_id, message)
+        async with self.store.lock(session_id, wait_s=self._memory_settings.lock_wait_s):
+            return await self.store.append(session_id, message)
+
+    # -- responses ---------------------------------------------------------------------------------
+
+    def start_response(self) -> ResponseRun:
+        return ResponseRun(id=new_id("resp"), item_id=new_id("msg"))
+
+    async def respond(
+        self, session_id: str, run: ResponseRun, overrides: ResponseOverrides = ResponseOverrides()
+    ) -> AsyncIterator[str]:
+        """Stream the reply's text deltas; the outcome lands on ``run`` and in the store.
+
+        The session's writer lock is held from loading the history until the reply is stored."""
+        async with self.store.lock(session_id, wait_s=self._memory_settings.lock_wait_s):
+            snapshot = await self.store.load(
+                session_id, last=self._prompt_settings.max_history_messages
+            )
+            if snapshot is None:
+                raise SessionNotFoundError(f"no session {session_id!r} (it may have expired)")
+            if not any(m.role == "user" for m in snapshot.messages):
+                raise NoInputError("the conversation holds no user message to respond to")
+            instructions = (
+                overrides.instructions
+                or snapshot.info.instructions
+                or self._prompt_settings.instructions
+            )
+            run.prompt = self._build(instructions, snapshot.messages, overrides)
+            # aclosing: when our consumer stops early, the reply is still stored before unlocking.
+            async with contextlib.aclosing(self._generate(session_id, run, overrides)) as deltas:
+                async for delta in deltas:
+                    yield delta
+
+    def _build(
+        self, instructions: str, history: tuple[Message, ...], overrides: ResponseOverrides
+    ) -> BuiltPrompt:
+        max_new = overrides.max_output_tokens or self._llm_settings.max_new_tokens
+        context = self._prompt_settings.context_tokens or (
+            self.llm.capabilities.context_tokens - max_new
+        )
+        budget = PromptBudget(tokens=max(context, 1), per_message=self.llm.message_overhead_tokens())
+        return build_prompt(instructions, history, budget, self.llm.count_tokens)
+
+    async def _generate(
+        self, session_id: str, run: ResponseRun, overrides: ResponseOverrides
+    ) -> AsyncIterator[str]:
+        assert run.prompt is not None
+        options = GenerationOptions(
+            max_new_tokens=overrides.max_output_tokens or self._llm_settings.max_new_tokens,
+            temperature=(
+                overrides.temperature
+                if overrides.temperature is not None
+                else self._llm_settings.temperature
+            ),
+            top_p=self._llm_settings.top_p,
+        )
+        generation = self.llm.stream(run.prompt.prompt, options)
+        run._generation = generation
+        if run.cancelled:
+            generation.cancel()
+        pieces: list[str] = []
+        try:
+            async for delta in generation:
+                pieces.append(delta)
+                yield delta
+        except AssistantError as exc:
+            run.error = exc
+        finally:
+            # Runs on success, on cancel, on a model error and when the consumer goes away: the
+            # reply (whole or cut short) is stored in any case, shielded from cancellation.
+            run.status = _status(generation, run)
+            await generation.aclose()
+            run.usage = generation.usage
+            text = "".join(pieces)
+            if text or run.status == "completed":
+                await asyncio.shield(self._persist(session_id, run, text))
+        if run.error is not None:
+            raise run.error
+
+    async def _persist(self, session_id: str, run: ResponseRun, text: str) -> None:
+        assert run.status is not None
+        message = Message(
+            id=run.item_id,
+            role="assistant",
+            content=(TextPart(text=text),),
+            status=_STORED_STATUS[run.status],
+        )
+        result = await self.store.append(session_id, message)
+        run.message = result.message
+
+
+def _status(generation: Generation, run: ResponseRun) -> ResponseStatus:
+    if run.error is not None or generation.finish_reason == "error":
+        return "failed"
+    if run.cancelled or generation.finish_reason == "cancelled":
+        return "cancelled"
+    if generation.finish_reason == "length":
+        return "incomplete"
+    if generation.finish_reason is None:  # the consumer stopped iterating
+        return "cancelled"
+    return "completed"

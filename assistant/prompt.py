@@ -1,0 +1,91 @@
+"""Building a turn's prompt: the system prompt, as much history as the token budget allows, and the
+current turn. The system prompt and the current turn are never dropped; the oldest history goes
+first, and a note tells the model that earlier messages were left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from assistant.errors import ContextLengthError
+from assistant.messages import Message
+from assistant.ports import Prompt, PromptMessage
+
+OMITTED_NOTE = "(Earlier messages of this conversation are omitted.)"
+
+
+@dataclass(frozen=True)
+class PromptBudget:
+    """``tokens`` is what the whole prompt may use; ``per_message`` is the template's overhead."""
+
+    tokens: int
+    per_message: int = 4
+
+
+@dataclass(frozen=True)
+class BuiltPrompt:
+    prompt: Prompt
+    tokens: int  # estimated prompt tokens, template overhead included
+    dropped: int  # history messages left out to fit the budget
+
+
+def current_turn_start(history: Sequence[Message]) -> int:
+    """Index of the first message of the current turn: the user/system messages after the last
+    assistant message (the whole history when there is no assistant message yet)."""
+    for index in range(len(history) - 1, -1, -1):
+        if history[index].role == "assistant":
+            return index + 1
+    return 0
+
+
+def build_prompt(
+    instructions: str,
+    history: Sequence[Message],
+    budget: PromptBudget,
+    count_tokens: Callable[[str], int],
+) -> BuiltPrompt:
+    """Fit ``history`` (oldest first, the current turn last) into ``budget``."""
+
+    def cost(text: str) -> int:
+        return count_tokens(text) + budget.per_message
+
+    start = current_turn_start(history)
+    system_text = instructions
+    required = cost(system_text) + sum(cost(m.text) for m in history[start:])
+    if required > budget.tokens:
+        raise ContextLengthError(
+            f"the instructions and the current turn take {required} tokens; the budget is "
+            f"{budget.tokens}"
+        )
+    earlier = history[:start]
+    costs = [cost(m.text) for m in earlier]
+    kept_from = 0
+    if required + sum(costs) > budget.tokens:
+        # Not everything fits: keep the newest messages that fit beside the omission note.
+        room = budget.tokens - required - (count_tokens(OMITTED_NOTE) + 1)
+        kept_from = len(earlier)
+        while kept_from > 0 and costs[kept_from - 1] <= room:
+            kept_from -= 1
+            room -= costs[kept_from]
+        system_text = f"{instructions}\n{OMITTED_NOTE}"
+        required += count_tokens(OMITTED_NOTE) + 1
+    kept = earlier[kept_from:]
+    used = required + sum(costs[kept_from:])
+    dropped = kept_from
+    messages = [PromptMessage("system", system_text)]
+    messages.extend(PromptMessage(m.role, m.text) for m in kept)
+    messages.extend(PromptMessage(m.role, m.text) for m in history[start:])
+    return BuiltPrompt(Prompt(tuple(_merge_roles(messages))), used, dropped)
+
+
+def _merge_roles(messages: list[PromptMessage]) -> list[PromptMessage]:
+    """Join consecutive messages of one role (two user items in a turn) into one message; a system
+    item sent by the client in the middle of a conversation stays where it is."""
+    merged: list[PromptMessage] = []
+    for message in messages:
+        if merged and merged[-1].role == message.role and message.role != "system":
+            merged[-1] = PromptMessage(message.role, f"{merged[-1].text}\n{message.text}")
+        else:
+            merged.append(message)
+    return merged

@@ -1,0 +1,115 @@
+"""The FastAPI app factory. It is the one place that reads the environment (through ``Settings``);
+its lifespan builds the configured adapters (or takes built ones, as tests do) and closes them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request, WebSocket
+
+from assistant.config import Settings
+from assistant.errors import AssistantError
+from assistant.orchestrator import Orchestrator
+from assistant.ports import LanguageModel, SessionStore
+from assistant.protocol import ErrorEvent
+from assistant.registry import build_language_model, build_session_store, start_embedded_redis
+from assistant.server.metrics import Metrics
+from assistant.server.realtime import RealtimeConnection
+from assistant.server.rest import error_response, router
+
+log = logging.getLogger(__name__)
+
+CLOSE_SESSION_NOT_FOUND = 4404
+
+
+@dataclass
+class Components:
+    llm: LanguageModel
+    store: SessionStore
+    orchestrator: Orchestrator
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    llm: LanguageModel | None = None,
+    store: SessionStore | None = None,
+) -> FastAPI:
+    """Build the app. Adapters passed in are used as they are (and not closed); the others are
+    built from ``settings`` when the app starts and closed when it stops."""
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            app.state.components = await _build(settings, llm, store, stack)
+            yield
+
+    app = FastAPI(title="assistant", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.include_router(router)
+
+    @app.exception_handler(AssistantError)
+    async def _assistant_error(_: Request, exc: AssistantError):  # type: ignore[no-untyped-def]
+        return error_response(exc)
+
+    @app.websocket("/v1/realtime")
+    async def realtime(ws: WebSocket, session_id: str | None = None) -> None:
+        await _serve_realtime(ws, session_id)
+
+    return app
+
+
+async def _serve_realtime(ws: WebSocket, session_id: str | None) -> None:
+    await ws.accept()
+    app = ws.app
+    components: Components = app.state.components
+    try:
+        session = await components.orchestrator.open_session(session_id)
+    except AssistantError as exc:
+        app.state.metrics.errors.labels(exc.code).inc()
+        await ws.send_text(ErrorEvent.from_exception(exc).model_dump_json())
+        await ws.close(CLOSE_SESSION_NOT_FOUND if exc.code == "session_not_found" else 1011)
+        return
+    connection = RealtimeConnection(
+        ws, components.orchestrator, app.state.metrics, app.state.settings.server, session
+    )
+    await connection.serve()
+
+
+async def _build(
+    settings: Settings,
+    llm: LanguageModel | None,
+    store: SessionStore | None,
+    stack: contextlib.AsyncExitStack,
+) -> Components:
+    if store is None:
+        url = settings.redis_url
+        if not url:
+            embedded = await asyncio.to_thread(start_embedded_redis, settings)
+            stack.callback(embedded.stop)
+            url = embedded.url
+            log.info("started a private redis-server at %s (data in %s)", url, settings.redis_dir)
+        store = build_session_store(settings, redis_url=url)
+        stack.push_async_callback(store.aclose)
+    if llm is None:
+        llm = await asyncio.to_thread(build_language_model, settings)
+        stack.push_async_callback(llm.aclose)
+    orchestrator = Orchestrator(
+        llm,
+        store,
+        llm_settings=settings.llm,
+        prompt_settings=settings.prompt,
+        memory_settings=settings.memory,
+    )
+    return Components(llm=llm, store=store, orchestrator=orchestrator)
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` and multi-worker serving: settings from the environment."""
+    return create_app(Settings())

@@ -1,0 +1,285 @@
+"""The ``/v1/realtime`` WebSocket: one connection, one session. Client events are parsed and handled
+in order; a response streams from its own task so ``response.cancel`` is heard mid-stream. Every
+event to the client goes through one bounded send queue: a client that does not keep up is told
+(``slow_client``) and disconnected instead of growing the server's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from fastapi import WebSocket
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from assistant.config import ServerSettings
+from assistant.errors import (
+    AssistantError,
+    InvalidEventError,
+    InvalidRequestError,
+    ResponseInProgressError,
+    SlowClientError,
+)
+from assistant.messages import SessionInfo
+from assistant.orchestrator import Orchestrator, ResponseOverrides, ResponseRun
+from assistant.protocol import (
+    ConversationItemCreate,
+    ConversationItemCreated,
+    ErrorEvent,
+    ResponseCancel,
+    ResponseCreate,
+    ResponseCreated,
+    ResponseDone,
+    ResponseOutputTextDelta,
+    ResponseOutputTextDone,
+    SessionCreated,
+    SessionUpdate,
+    SessionUpdated,
+    WireResponse,
+    WireSession,
+    WireUsage,
+    message_from_input,
+    parse_client_event,
+    wire_item,
+)
+from assistant.server.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+_CLOSE = object()  # tells the sender to stop
+CLOSE_SLOW_CLIENT = 4008
+
+
+class RealtimeConnection:
+    def __init__(
+        self,
+        ws: WebSocket,
+        orchestrator: Orchestrator,
+        metrics: Metrics,
+        settings: ServerSettings,
+        session: SessionInfo,
+    ) -> None:
+        self.ws = ws
+        self.orchestrator = orchestrator
+        self.metrics = metrics
+        self.settings = settings
+        self.session = session
+        self._queue: asyncio.Queue[object] = asyncio.Queue(settings.send_queue_events)
+        self._closed = False
+        self._run: ResponseRun | None = None
+        self._run_task: asyncio.Task[None] | None = None
+        self._max_output_tokens: int | None = None
+        self._temperature: float | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        sender = asyncio.create_task(self._sender())
+        self.metrics.connections.inc()
+        try:
+            self.emit(SessionCreated(session=self._wire_session()))
+            await self._receive_loop()
+        finally:
+            self.metrics.connections.dec()
+            await self._finish_response(cancel=True)
+            self._closed = True
+            with contextlib.suppress(asyncio.QueueFull):
+                self._queue.put_nowait(_CLOSE)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(sender, 5)
+
+    async def _receive_loop(self) -> None:
+        while not self._closed:
+            try:
+                frame = await self.ws.receive()
+            except (WebSocketDisconnect, RuntimeError):
+                return
+            if frame["type"] == "websocket.disconnect":
+                return
+            text = frame.get("text")
+            if text is None:
+                self.emit_error(
+                    InvalidEventError("binary frames are not accepted here", code="unsupported_frame")
+                )
+                continue
+            await self._handle_text(text)
+
+    async def _handle_text(self, text: str) -> None:
+        if len(text) > self.settings.max_event_bytes:
+            self.emit_error(
+                InvalidRequestError(
+                    f"event of {len(text)} bytes exceeds {self.settings.max_event_bytes}",
+                    code="event_too_large",
+                )
+            )
+            return
+        try:
+            event = parse_client_event(text)
+            self.metrics.events_in.labels(event.type).inc()
+            await self._dispatch(event)
+        except AssistantError as exc:
+            self.emit_error(exc)
+
+    async def _dispatch(self, event: object) -> None:
+        if isinstance(event, ConversationItemCreate):
+            await self._on_item_create(event)
+        elif isinstance(event, ResponseCreate):
+            self._on_response_create(event)
+        elif isinstance(event, ResponseCancel):
+            self._on_response_cancel(event)
+        elif isinstance(event, SessionUpdate):
+            await self._on_session_update(event)
+
+    # -- sending -----------------------------------------------------------------------------------
+
+    def emit(self, event: object) -> None:
+        if self._closed:
+            return
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            log.warning("session %s: client too slow, disconnecting", self.session.id)
+            self.metrics.errors.labels(SlowClientError.code).inc()
+            self._closed = True
+            if self._run is not None:
+                self._run.cancel()
+            asyncio.ensure_future(self._close(CLOSE_SLOW_CLIENT, "slow_client"))
+
+    def emit_error(self, exc: AssistantError, event_id: str | None = None) -> None:
+        self.metrics.errors.labels(exc.code).inc()
+        self.emit(ErrorEvent.from_exception(exc, event_id))
+
+    async def _sender(self) -> None:
+        while True:
+            event = await self._queue.get()
+            if event is _CLOSE:
+                return
+            try:
+                await self.ws.send_text(event.model_dump_json())  # type: ignore[attr-defined]
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                self._closed = True
+                return
+
+    async def _close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            if self.ws.client_state == WebSocketState.CONNECTED:
+                await self.ws.close(code, reason)
+
+    # -- handlers ----------------------------------------------------------------------------------
+
+    def _wire_session(self) -> WireSession:
+        return WireSession(
+            id=self.session.id,
+            instructions=self.session.instructions,
+            max_output_tokens=self._max_output_tokens,
+            temperature=self._temperature,
+        )
+
+    async def _on_session_update(self, event: SessionUpdate) -> None:
+        config = event.session
+        if config.instructions is not None:
+            self.session = await self.orchestrator.update_session(
+                self.session.id, instructions=config.instructions
+            )
+        if config.max_output_tokens is not None:
+            self._max_output_tokens = config.max_output_tokens
+        if config.temperature is not None:
+            self._temperature = config.temperature
+        self.emit(SessionUpdated(session=self._wire_session()))
+
+    async def _on_item_create(self, event: ConversationItemCreate) -> None:
+        message = message_from_input(event.item)
+        result = await self.orchestrator.add_item(
+            self.session.id, message, locked=self._run is not None
+        )
+        self.emit(
+            ConversationItemCreated(
+                previous_item_id=event.previous_item_id, item=wire_item(result.message)
+            )
+        )
+
+    def _on_response_create(self, event: ResponseCreate) -> None:
+        if self._run is not None:
+            raise ResponseInProgressError(
+                f"response {self._run.id} is still in progress; cancel it or wait for response.done",
+                event_id=event.event_id,
+            )
+        config = event.response
+        overrides = ResponseOverrides(
+            instructions=config.instructions,
+            max_output_tokens=config.max_output_tokens or self._max_output_tokens,
+            temperature=config.temperature if config.temperature is not None else self._temperature,
+        )
+        run = self.orchestrator.start_response()
+        self._run = run
+        self.emit(ResponseCreated(response=WireResponse(id=run.id)))
+        self._run_task = asyncio.create_task(self._stream_response(run, overrides, event.event_id))
+
+    def _on_response_cancel(self, event: ResponseCancel) -> None:
+        run = self._run
+        if run is None or (event.response_id and event.response_id != run.id):
+            raise InvalidRequestError(
+                "there is no response in progress to cancel",
+                code="response_cancel_not_active",
+                event_id=event.event_id,
+            )
+        run.cancel()
+
+    async def _stream_response(
+        self, run: ResponseRun, overrides: ResponseOverrides, event_id: str | None
+    ) -> None:
+        started = time.perf_counter()
+        pieces: list[str] = []
+        try:
+            async for delta in self.orchestrator.respond(self.session.id, run, overrides):
+                if not pieces:
+                    self.metrics.first_delta_s.observe(time.perf_counter() - started)
+                pieces.append(delta)
+                self.emit(ResponseOutputTextDelta(response_id=run.id, item_id=run.item_id, delta=delta))
+        except AssistantError as exc:
+            run.error = run.error or exc
+            run.status = "failed"
+            self.emit_error(exc, event_id)
+        except Exception as exc:  # never leave the client without a response.done
+            log.exception("response %s failed", run.id)
+            run.error = AssistantError(f"internal error: {exc}")
+            run.status = "failed"
+            self.emit_error(run.error, event_id)
+        finally:
+            self._send_done(run, "".join(pieces))
+            self._run = None
+
+    def _send_done(self, run: ResponseRun, text: str) -> None:
+        status = run.status or "failed"
+        self.metrics.responses.labels(status).inc()
+        self.metrics.output_tokens.inc(run.usage.output_tokens)
+        if run.message is not None:
+            self.emit(ResponseOutputTextDone(response_id=run.id, item_id=run.item_id, text=text))
+        details = None
+        if run.error is not None:
+            details = {"type": "failed", "error": {"type": run.error.type, "code": run.error.code}}
+        elif status in ("cancelled", "incomplete"):
+            reason = "client_cancelled" if status == "cancelled" else "max_output_tokens"
+            details = {"type": status, "reason": reason}
+        usage = run.usage
+        response = WireResponse(
+            id=run.id,
+            status=status,
+            status_details=details,
+            output=[wire_item(run.message)] if run.message is not None else [],
+            usage=WireUsage(
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                total_tokens=usage.total_tokens,
+            ),
+        )
+        self.emit(ResponseDone(response=response))
+
+    async def _finish_response(self, *, cancel: bool) -> None:
+        if self._run is not None and cancel:
+            self._run.cancel()
+        if self._run_task is not None:
+            with contextlib.suppress(Exception):
+                await self._run_task

@@ -1,0 +1,100 @@
+"""In-process fakes for unit tests. Each subclasses the real port, so the port's own public methods
+(error mapping, cancellation, finish reasons) run as they do in production."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from assistant.errors import SessionBusyError, SessionNotFoundError
+from assistant.messages import Message, SessionInfo
+from assistant.ports import (
+    AppendResult,
+    CancelToken,
+    GenerationOptions,
+    LanguageModel,
+    Prompt,
+    SessionLock,
+    SessionSnapshot,
+    SessionStore,
+    Usage,
+)
+
+
+class MemoryLock(SessionLock):
+    def __init__(self, store: "MemoryStore", session_id: str, wait_s: float) -> None:
+        self.store, self.session_id, self.wait_s = store, session_id, wait_s
+
+    async def __aenter__(self) -> "MemoryLock":
+        lock = self.store.locks.setdefault(self.session_id, asyncio.Lock())
+        try:
+            await asyncio.wait_for(lock.acquire(), max(self.wait_s, 0.001))
+        except asyncio.TimeoutError:
+            raise SessionBusyError(f"session {self.session_id} is busy") from None
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.store.locks[self.session_id].release()
+
+
+class MemoryStore(SessionStore):
+    name = "memory"
+
+    def __init__(self) -> None:
+        self.infos: dict[str, SessionInfo] = {}
+        self.messages: dict[str, list[Message]] = {}
+        self.locks: dict[str, asyncio.Lock] = {}
+
+    async def _create_impl(self, info: SessionInfo) -> SessionInfo:
+        self.infos[info.id] = info
+        self.messages[info.id] = []
+        return info
+
+    async def _load_impl(self, session_id: str, last: int | None) -> SessionSnapshot | None:
+        if session_id not in self.infos:
+            return None
+        messages = self.messages[session_id]
+        chosen = messages[-last:] if last else ([] if last == 0 else messages)
+        return SessionSnapshot(self.infos[session_id], tuple(chosen))
+
+    async def _update_info_impl(self, session_id: str, fields: dict[str, object]) -> SessionInfo:
+        if session_id not in self.infos:
+            raise SessionNotFoundError(session_id)
+        info = self.infos[session_id].model_copy(update=fields)
+        self.infos[session_id] = info
+        return info
+
+    async def _append_impl(self, session_id: str, message: Message) -> AppendResult:
+        if session_id not in self.infos:
+            raise SessionNotFoundError(session_id)
+        for stored in self.messages[session_id]:
+            if message.turn_id and stored.turn_id == message.turn_id:
+                return AppendResult(stored, created=False)
+        self.messages[session_id].append(message)
+        return AppendResult(message, created=True)
+
+    def _lock_impl(self, session_id: str, wait_s: float) -> SessionLock:
+        return MemoryLock(self, session_id, wait_s)
+
+    async def _ping_impl(self) -> bool:
+        return True
+
+
+class FailingLM(LanguageModel):
+    """Yields ``good`` deltas, then raises."""
+
+    name = "failing"
+
+    def __init__(self, good: int = 2) -> None:
+        self.good = good
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    async def _stream_impl(
+        self, prompt: Prompt, options: GenerationOptions, cancel: CancelToken, usage: Usage
+    ) -> AsyncIterator[str]:
+        for index in range(self.good):
+            usage.output_tokens += 1
+            yield f"w{index} "
+        raise RuntimeError("the model fell over")
