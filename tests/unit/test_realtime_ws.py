@@ -1,11 +1,14 @@
 """The WebSocket protocol end to end in process: the real app, a scripted model, an in-memory store."""
 
+import contextlib
+
 import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from adapters.llm.scripted import ScriptedLM
-from assistant.config import Settings
+from assistant.config import PromptSettings, Settings
+from assistant.prompt import OMITTED_NOTE
 from assistant.server.app import create_app
 from tests.fakes import MemoryStore
 
@@ -30,17 +33,40 @@ def until(ws, kind):
             return events
 
 
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+def make_app(request):
+    """Builds the app on the in-memory fake store, or on the real Redis store with a real
+    redis-server; yields ``(TestClient, ScriptedLM)``."""
+    with contextlib.ExitStack() as stack:
+
+        def make(settings=None):
+            if request.param == "memory":
+                store = MemoryStore()
+            else:
+                from adapters.memory.redis import RedisSessionStore
+
+                store = RedisSessionStore.from_url(request.getfixturevalue("redis_url"))
+            llm = ScriptedLM()
+            client = stack.enter_context(TestClient(create_app(settings or Settings(), llm=llm, store=store)))
+            stack.callback(client.portal.call, store.aclose)
+            return client, llm
+
+        yield make
+
+
 @pytest.fixture
-def app_parts():
-    store = MemoryStore()
-    llm = ScriptedLM()
-    app = create_app(Settings(), llm=llm, store=store)
-    with TestClient(app) as client:
-        yield client, store, llm
+def app_parts(make_app):
+    return make_app()
+
+
+def stored(client, session_id):
+    response = client.get(f"/v1/sessions/{session_id}/messages")
+    assert response.status_code == 200
+    return response.json()["data"]
 
 
 def test_text_turn(app_parts):
-    client, store, _ = app_parts
+    client, _ = app_parts
     with client.websocket_connect("/v1/realtime") as ws:
         created = ws.receive_json()
         assert created["type"] == "session.created"
@@ -62,11 +88,11 @@ def test_text_turn(app_parts):
     assert done["status"] == "completed"
     assert done["output"][0]["content"][0]["text"] == "You said: hello world"
     assert done["usage"]["output_tokens"] == len(deltas)
-    assert [m.role for m in store.messages[session_id]] == ["user", "assistant"]
+    assert [m["role"] for m in stored(client, session_id)] == ["user", "assistant"]
 
 
 def test_bad_events_get_errors_and_the_socket_stays_usable(app_parts):
-    client, _, _ = app_parts
+    client, _ = app_parts
     with client.websocket_connect("/v1/realtime") as ws:
         ws.receive_json()
         ws.send_text("{oops")
@@ -95,7 +121,7 @@ def test_bad_events_get_errors_and_the_socket_stays_usable(app_parts):
 
 
 def test_cancel_mid_stream(app_parts):
-    client, store, llm = app_parts
+    client, llm = app_parts
     llm.reply = " ".join(f"w{i}" for i in range(200))
     llm.token_delay_s = 0.01
     with client.websocket_connect("/v1/realtime") as ws:
@@ -114,13 +140,13 @@ def test_cancel_mid_stream(app_parts):
     assert done["status_details"]["reason"] == "client_cancelled"
     produced = done["usage"]["output_tokens"]
     assert 1 <= produced < 200
-    stored = store.messages[session_id][-1]
-    assert stored.status == "interrupted"
-    assert len(stored.text.split()) == produced
+    reply = stored(client, session_id)[-1]
+    assert reply["status"] == "interrupted"
+    assert len(reply["content"][0]["text"].split()) == produced
 
 
 def test_resume_and_history_over_rest(app_parts):
-    client, _, _ = app_parts
+    client, _ = app_parts
     with client.websocket_connect("/v1/realtime") as ws:
         session_id = ws.receive_json()["session"]["id"]
         ws.send_json({"type": "session.update", "session": {"instructions": "be terse"}})
@@ -139,14 +165,15 @@ def test_resume_and_history_over_rest(app_parts):
         until(ws, "conversation.item.created")
         ws.send_json({"type": "response.create"})
         until(ws, "response.done")
-    body = client.get(f"/v1/sessions/{session_id}/messages").json()
-    assert [m["role"] for m in body["data"]] == ["user", "assistant", "user", "assistant"]
-    assert [m["status"] for m in body["data"]] == ["completed"] * 4
-    assert body["data"][3]["content"][0]["text"] == "You said: second"
+    messages = stored(client, session_id)
+    assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
+    assert [m["status"] for m in messages] == ["completed"] * 4
+    assert messages[0]["turn_id"] == "turn-1"
+    assert messages[3]["content"][0]["text"] == "You said: second"
 
 
 def test_unknown_session_is_refused(app_parts):
-    client, _, _ = app_parts
+    client, _ = app_parts
     with client.websocket_connect("/v1/realtime?session_id=sess_nope") as ws:
         assert ws.receive_json()["error"]["code"] == "session_not_found"
         with pytest.raises(WebSocketDisconnect) as info:
@@ -158,11 +185,30 @@ def test_unknown_session_is_refused(app_parts):
 
 
 def test_health_and_metrics(app_parts):
-    client, _, _ = app_parts
+    client, _ = app_parts
     assert client.get("/healthz").json() == {"status": "ok", "store": True, "model": "scripted"}
+    before = client.get("/metrics").text
+    assert 'assistant_errors_total{code="invalid_json"}' not in before
     with client.websocket_connect("/v1/realtime") as ws:
         ws.receive_json()
         ws.send_text("nope")
         ws.receive_json()
     text = client.get("/metrics").text
     assert 'assistant_errors_total{code="invalid_json"} 1.0' in text
+
+
+def test_history_is_fitted_to_the_token_budget(make_app):
+    client, llm = make_app(Settings(prompt=PromptSettings(instructions="sys", context_tokens=40)))
+    with client.websocket_connect("/v1/realtime") as ws:
+        session_id = ws.receive_json()["session"]["id"]
+        for i in range(8):
+            ws.send_json(user_item(f"message number {i} is here"))
+            until(ws, "conversation.item.created")
+            ws.send_json({"type": "response.create"})
+            assert until(ws, "response.done")[-1]["response"]["status"] == "completed"
+    prompt = llm.prompts[-1].messages
+    assert prompt[0].text == f"sys\n{OMITTED_NOTE}"
+    assert prompt[-1].text == "message number 7 is here"
+    assert 2 < len(prompt) < 16  # some history kept, the oldest dropped
+    assert sum(len(m.text.split()) + 1 for m in prompt) <= 40
+    assert len(stored(client, session_id)) == 16  # dropped from the prompt, never from the store

