@@ -212,21 +212,20 @@ class ResponseCreated(_ServerEvent):
     response: WireResponse
 
 
-class ResponseOutputTextDelta(_ServerEvent):
-    type: Literal["response.output_text.delta"] = "response.output_text.delta"
+class _OutputTextEvent(_ServerEvent):
     response_id: str
     item_id: str
     output_index: int = 0
     content_index: int = 0
+
+
+class ResponseOutputTextDelta(_OutputTextEvent):
+    type: Literal["response.output_text.delta"] = "response.output_text.delta"
     delta: str
 
 
-class ResponseOutputTextDone(_ServerEvent):
+class ResponseOutputTextDone(_OutputTextEvent):
     type: Literal["response.output_text.done"] = "response.output_text.done"
-    response_id: str
-    item_id: str
-    output_index: int = 0
-    content_index: int = 0
     text: str
 
 
