@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TypeVar
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from assistant.errors import AssistantError, ModelError, ModelTimeoutError, StoreError
 from assistant.messages import Message, MessageStatus, SessionInfo
@@ -22,6 +22,9 @@ from assistant.messages import Message, MessageStatus, SessionInfo
 # --------------------------------------------------------------------------------------------------
 # Language model
 # --------------------------------------------------------------------------------------------------
+
+if TYPE_CHECKING:
+    import numpy as np
 
 _T = TypeVar("_T")
 PromptRole = Literal["system", "user", "assistant"]
@@ -228,6 +231,120 @@ async def iterate_in_thread(
     finally:
         cancel.cancel()
         await asyncio.shield(worker)
+
+
+# --------------------------------------------------------------------------------------------------
+# Speech to text and voice activity (audio is float32 mono at 16 kHz, in [-1, 1])
+# --------------------------------------------------------------------------------------------------
+
+SAMPLE_RATE = 16_000
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    language: str | None = None
+    duration_s: float = 0.0  # of the audio transcribed
+
+
+@dataclass(frozen=True)
+class SpeechToTextCapabilities:
+    languages: tuple[str, ...] | None = None  # None: multilingual
+    #: Longest audio one call takes; longer audio is refused by the port.
+    max_audio_s: float = 600.0
+
+
+class SpeechToText(abc.ABC):
+    """Transcribes a whole utterance. Streaming partials are built on top by re-transcribing the
+    growing buffer (see the voice pipeline), so adapters only implement one blocking call."""
+
+    name: str = "speech_to_text"
+    capabilities: SpeechToTextCapabilities = SpeechToTextCapabilities()
+    timeout_s: float = 120.0
+
+    async def transcribe(
+        self, audio: "np.ndarray", *, language: str | None = None, prompt: str | None = None
+    ) -> Transcript:
+        """``audio``: float32 samples, mono, 16 kHz. Runs off the event loop."""
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(self._transcribe_impl, audio, language, prompt), self.timeout_s
+            )
+        except asyncio.TimeoutError as exc:
+            raise ModelTimeoutError(f"{self.name}: no transcript within {self.timeout_s:.0f} s") from exc
+        except AssistantError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"{self.name} failed: {exc}") from exc
+
+    @abc.abstractmethod
+    def _transcribe_impl(
+        self, audio: "np.ndarray", language: str | None, prompt: str | None
+    ) -> Transcript:
+        """Blocking: transcribe float32 16 kHz mono samples."""
+
+    async def aclose(self) -> None:  # noqa: B027
+        """Release what the adapter holds."""
+
+
+class VoiceActivity(abc.ABC):
+    """Speech probability per fixed window of audio (e.g. Silero VAD: 512 samples at 16 kHz).
+    Stateful over a stream: ``reset()`` between streams."""
+
+    name: str = "voice_activity"
+    window_samples: int = 512
+
+    @abc.abstractmethod
+    def probabilities(self, audio: "np.ndarray") -> "np.ndarray":
+        """Blocking: one probability in [0, 1] per whole window of ``audio`` (float32, 16 kHz);
+        a trailing partial window is kept for the next call."""
+
+    @abc.abstractmethod
+    def reset(self) -> None:
+        """Forget the stream's state."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Vision
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageFeatures:
+    patches: "np.ndarray"  # (N, D) float32: N patch features of D dims
+    class_probs: "np.ndarray | None" = None  # (C,) float32 posterior, when the encoder classifies
+    class_names: tuple[str, ...] | None = None  # (C,) names of the classes
+
+
+@dataclass(frozen=True)
+class VisionEncoderCapabilities:
+    feature_dim: int
+    patches: int
+    class_scores: bool = False
+    image_size: int = 224
+
+
+class VisionEncoder(abc.ABC):
+    """Turns a decoded RGB image into patch features (and class scores, where it has them)."""
+
+    name: str = "vision_encoder"
+    capabilities: VisionEncoderCapabilities
+    timeout_s: float = 60.0
+
+    async def encode(self, image: "np.ndarray") -> ImageFeatures:
+        """``image``: uint8 RGB, shape (H, W, 3). Runs off the event loop."""
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self._encode_impl, image), self.timeout_s)
+        except asyncio.TimeoutError as exc:
+            raise ModelTimeoutError(f"{self.name}: no features within {self.timeout_s:.0f} s") from exc
+        except AssistantError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"{self.name} failed: {exc}") from exc
+
+    @abc.abstractmethod
+    def _encode_impl(self, image: "np.ndarray") -> ImageFeatures:
+        """Blocking: encode one uint8 RGB (H, W, 3) image."""
 
 
 # --------------------------------------------------------------------------------------------------
