@@ -41,6 +41,9 @@ class PromptMessage:
 @dataclass(frozen=True)
 class Prompt:
     messages: tuple[PromptMessage, ...]
+    #: Identifies the conversation (the session id) so an adapter may reuse work from its previous
+    #: turn, such as the KV cache of the unchanged prefix. None: nothing to reuse.
+    cache_key: str | None = None
 
 
 @dataclass(frozen=True)
