@@ -1,16 +1,18 @@
 """One conversation turn, transport-agnostic: store the user's items, then for a response load the
 history, fit the prompt to the budget, stream the reply and persist it, cut short or not.
 
-    add_item(session, message)          -> stored (idempotent on the client's turn id)
-    respond(session, options) -> ResponseRun
-        lock session -> load history -> build prompt -> LanguageModel.stream -> deltas
-        -> append assistant message (completed | incomplete | interrupted) -> unlock
+    add_item(session, message, lease)   -> stored (idempotent on the client's turn id), lease taken
+    respond(session, run, lease) -> deltas
+        history (from the lease's write, or re-read) -> build prompt -> LanguageModel.stream
+        -> store the reply (completed | incomplete | interrupted) and give the lease back
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from assistant.ports import (
     Usage,
 )
 from assistant.prompt import BuiltPrompt, PromptBudget, build_prompt
+from assistant.turn_lease import TurnLease
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,8 @@ class Orchestrator:
         self._llm_settings = llm_settings
         self._prompt_settings = prompt_settings
         self._memory_settings = memory_settings
+        # Token counts of history messages, so a turn only tokenizes what is new (on the loop).
+        self._count_tokens = functools.lru_cache(maxsize=8192)(llm.count_tokens)
 
     # -- sessions ----------------------------------------------------------------------------------
 
@@ -104,12 +109,28 @@ class Orchestrator:
     async def update_session(self, session_id: str, **fields: object) -> SessionInfo:
         return await self.store.update_info(session_id, **fields)
 
-    async def add_item(self, session_id: str, message: Message, *, locked: bool = False) -> AppendResult:
-        """Store a client item. ``locked`` says the caller already holds the session's lock."""
-        if locked:
-            return await self.store.append(session_id, message)
-        async with self.store.lock(session_id, wait_s=self._memory_settings.lock_wait_s):
-            return await self.store.append(session_id, message)
+    def new_lease(self, session_id: str) -> TurnLease:
+        """A connection's writer lease on its session (see ``turn_lease``)."""
+        return TurnLease(
+            self.store,
+            session_id,
+            lease_s=self._memory_settings.lock_ttl_ms / 1000,
+            wait_s=self._memory_settings.lock_wait_s,
+            last=self._prompt_settings.max_history_messages,
+        )
+
+    async def add_item(
+        self, session_id: str, message: Message, lease: TurnLease | None = None
+    ) -> AppendResult:
+        """Store a client item, idempotent on its turn id. With the connection's ``lease`` the
+        lease is kept for the response that follows; without one it is given back at once."""
+        if lease is not None:
+            return await lease.add(message)
+        lease = self.new_lease(session_id)
+        try:
+            return await lease.add(message)
+        finally:
+            await lease.release()
 
     # -- responses ---------------------------------------------------------------------------------
 
@@ -117,17 +138,18 @@ class Orchestrator:
         return ResponseRun(id=new_id("resp"), item_id=new_id("msg"))
 
     async def respond(
-        self, session_id: str, run: ResponseRun, overrides: ResponseOverrides = ResponseOverrides()
+        self,
+        session_id: str,
+        run: ResponseRun,
+        overrides: ResponseOverrides = ResponseOverrides(),
+        lease: TurnLease | None = None,
     ) -> AsyncIterator[str]:
         """Stream the reply's text deltas; the outcome lands on ``run`` and in the store.
 
-        The session's writer lock is held from loading the history until the reply is stored."""
-        async with self.store.lock(session_id, wait_s=self._memory_settings.lock_wait_s):
-            snapshot = await self.store.load(
-                session_id, last=self._prompt_settings.max_history_messages
-            )
-            if snapshot is None:
-                raise SessionNotFoundError(f"no session {session_id!r} (it may have expired)")
+        The session's writer lease is held from reading the history until the reply is stored."""
+        lease = lease or self.new_lease(session_id)
+        try:
+            snapshot = await lease.history()
             if not any(m.role == "user" for m in snapshot.messages):
                 raise NoInputError("the conversation holds no user message to respond to")
             instructions = (
@@ -135,24 +157,34 @@ class Orchestrator:
                 or snapshot.info.instructions
                 or self._prompt_settings.instructions
             )
-            run.prompt = self._build(instructions, snapshot.messages, overrides)
+            run.prompt = self._build(session_id, instructions, snapshot.messages, overrides)
+            lease.keep_alive()
             # aclosing: when our consumer stops early, the reply is still stored before unlocking.
-            async with contextlib.aclosing(self._generate(session_id, run, overrides)) as deltas:
+            async with contextlib.aclosing(self._generate(run, overrides, lease)) as deltas:
                 async for delta in deltas:
                     yield delta
+        finally:
+            await lease.release()  # a no-op once the reply was stored
 
     def _build(
-        self, instructions: str, history: tuple[Message, ...], overrides: ResponseOverrides
+        self,
+        session_id: str,
+        instructions: str,
+        history: tuple[Message, ...],
+        overrides: ResponseOverrides,
     ) -> BuiltPrompt:
         max_new = overrides.max_output_tokens or self._llm_settings.max_new_tokens
         context = self._prompt_settings.context_tokens or (
             self.llm.capabilities.context_tokens - max_new
         )
         budget = PromptBudget(tokens=max(context, 1), per_message=self.llm.message_overhead_tokens())
-        return build_prompt(instructions, history, budget, self.llm.count_tokens)
+        built = build_prompt(instructions, history, budget, self._count_tokens)
+        return dataclasses.replace(
+            built, prompt=dataclasses.replace(built.prompt, cache_key=session_id)
+        )
 
     async def _generate(
-        self, session_id: str, run: ResponseRun, overrides: ResponseOverrides
+        self, run: ResponseRun, overrides: ResponseOverrides, lease: TurnLease
     ) -> AsyncIterator[str]:
         assert run.prompt is not None
         options = GenerationOptions(
@@ -182,21 +214,21 @@ class Orchestrator:
             await generation.aclose()
             run.usage = generation.usage
             text = "".join(pieces)
-            if text or run.status == "completed":
-                await asyncio.shield(self._persist(session_id, run, text))
+            reply = self._reply(run, text) if text or run.status == "completed" else None
+            result = await asyncio.shield(lease.finish(reply))
+            run.message = result.message if result is not None else None
         if run.error is not None:
             raise run.error
 
-    async def _persist(self, session_id: str, run: ResponseRun, text: str) -> None:
+    @staticmethod
+    def _reply(run: ResponseRun, text: str) -> Message:
         assert run.status is not None
-        message = Message(
+        return Message(
             id=run.item_id,
             role="assistant",
             content=(TextPart(text=text),),
             status=_STORED_STATUS[run.status],
         )
-        result = await self.store.append(session_id, message)
-        run.message = result.message
 
 
 def _status(generation: Generation, run: ResponseRun) -> ResponseStatus:

@@ -16,7 +16,13 @@ from typing import TypeVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from assistant.errors import AssistantError, ModelError, ModelTimeoutError, StoreError
+from assistant.errors import (
+    AssistantError,
+    ModelError,
+    ModelTimeoutError,
+    SessionBusyError,
+    StoreError,
+)
 from assistant.messages import Message, MessageStatus, SessionInfo
 
 # --------------------------------------------------------------------------------------------------
@@ -367,6 +373,14 @@ class SessionSnapshot:
     messages: tuple[Message, ...]
 
 
+@dataclass(frozen=True)
+class TurnStart:
+    """What ``begin_turn`` returns: the stored user message (if one was given) and the history."""
+
+    appended: AppendResult | None
+    snapshot: SessionSnapshot
+
+
 class SessionLock(abc.ABC):
     """A short exclusive hold on one session, released on exit; kept alive while held."""
 
@@ -399,6 +413,42 @@ class SessionStore(abc.ABC):
     def lock(self, session_id: str, *, wait_s: float = 0.0) -> SessionLock:
         """An exclusive writer lock on a session; raises ``SessionBusyError`` when not had in time."""
         return self._lock_impl(session_id, wait_s)
+
+    # -- turns: the hot path, one round trip at each end -------------------------------------------
+
+    async def begin_turn(
+        self,
+        session_id: str,
+        token: str,
+        *,
+        message: Message | None = None,
+        last: int | None = None,
+        wait_s: float = 0.0,
+    ) -> TurnStart:
+        """In one round trip: take (or keep) the session's writer lease for ``token``, append
+        ``message`` (idempotent on its turn id) and return the history (the ``last`` N messages).
+        Waits up to ``wait_s`` while another token holds the lease, then ``SessionBusyError``."""
+        deadline = time.monotonic() + max(wait_s, 0.0)
+        pause = 0.02
+        while True:
+            started = await self._call(self._begin_turn_impl(session_id, token, message, last))
+            if started is not None:
+                return started
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SessionBusyError(f"session {session_id!r} is busy (another writer)")
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, 0.2)
+
+    async def end_turn(
+        self, session_id: str, token: str, message: Message | None = None
+    ) -> AppendResult | None:
+        """In one round trip: append ``message`` (the reply) and release ``token``'s lease."""
+        return await self._call(self._end_turn_impl(session_id, token, message))
+
+    async def renew_turn(self, session_id: str, token: str) -> bool:
+        """Extend ``token``'s lease; False when it is no longer held by ``token``."""
+        return await self._call(self._renew_turn_impl(session_id, token))
 
     async def ping(self) -> bool:
         try:
@@ -435,6 +485,20 @@ class SessionStore(abc.ABC):
     @abc.abstractmethod
     async def _ping_impl(self) -> bool: ...
 
+    @abc.abstractmethod
+    async def _begin_turn_impl(
+        self, session_id: str, token: str, message: Message | None, last: int | None
+    ) -> TurnStart | None:
+        """None when another token holds the lease. ``SessionNotFoundError`` for an unknown id."""
+
+    @abc.abstractmethod
+    async def _end_turn_impl(
+        self, session_id: str, token: str, message: Message | None
+    ) -> AppendResult | None: ...
+
+    @abc.abstractmethod
+    async def _renew_turn_impl(self, session_id: str, token: str) -> bool: ...
+
 
 __all__ = [
     "AppendResult",
@@ -449,6 +513,7 @@ __all__ = [
     "SessionLock",
     "SessionSnapshot",
     "SessionStore",
+    "TurnStart",
     "Usage",
     "iterate_in_thread",
 ]

@@ -17,6 +17,7 @@ from assistant.ports import (
     SessionLock,
     SessionSnapshot,
     SessionStore,
+    TurnStart,
     Usage,
 )
 
@@ -44,6 +45,7 @@ class MemoryStore(SessionStore):
         self.infos: dict[str, SessionInfo] = {}
         self.messages: dict[str, list[Message]] = {}
         self.locks: dict[str, asyncio.Lock] = {}
+        self.leases: dict[str, str] = {}  # session id -> token holding the writer lease
 
     async def _create_impl(self, info: SessionInfo) -> SessionInfo:
         self.infos[info.id] = info
@@ -75,6 +77,30 @@ class MemoryStore(SessionStore):
 
     def _lock_impl(self, session_id: str, wait_s: float) -> SessionLock:
         return MemoryLock(self, session_id, wait_s)
+
+    async def _begin_turn_impl(
+        self, session_id: str, token: str, message: Message | None, last: int | None
+    ) -> TurnStart | None:
+        if session_id not in self.infos:
+            raise SessionNotFoundError(session_id)
+        holder = self.leases.get(session_id)
+        if holder is not None and holder != token:
+            return None
+        self.leases[session_id] = token
+        appended = await self._append_impl(session_id, message) if message else None
+        snapshot = await self._load_impl(session_id, last)
+        assert snapshot is not None
+        return TurnStart(appended, snapshot)
+
+    async def _end_turn_impl(
+        self, session_id: str, token: str, message: Message | None
+    ) -> AppendResult | None:
+        if self.leases.get(session_id) == token:
+            del self.leases[session_id]
+        return await self._append_impl(session_id, message) if message else None
+
+    async def _renew_turn_impl(self, session_id: str, token: str) -> bool:
+        return self.leases.get(session_id) == token
 
     async def _ping_impl(self) -> bool:
         return True

@@ -35,27 +35,66 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from assistant.errors import SessionBusyError, SessionNotFoundError, StoreError
 from assistant.messages import Message, SessionInfo
-from assistant.ports import AppendResult, SessionLock, SessionSnapshot, SessionStore
+from assistant.ports import AppendResult, SessionLock, SessionSnapshot, SessionStore, TurnStart
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-# KEYS: meta, msgs, turns. ARGV: message JSON, turn id ("" for none), ttl ms.
+# Lua pieces shared by the scripts. KEYS[1..3] are always meta, msgs, turns (KEYS[4] the lock).
+# append(json, once_key): store a message once per key; returns (created, stored JSON or nil).
+_LUA_APPEND = """
+local function append(json, once_key)
+  local index = redis.call('HGET', KEYS[3], once_key)
+  if index then
+    local stored = redis.call('LINDEX', KEYS[2], tonumber(index))
+    if stored then return 0, stored end
+  end
+  local length = redis.call('RPUSH', KEYS[2], json)
+  redis.call('HSET', KEYS[3], once_key, length - 1)
+  return 1, nil
+end
+local function touch(ttl)
+  for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ttl) end
+end
+"""
+
+# ARGV: message JSON, once key, ttl ms.
 # Returns {-1} for an unknown session, {0, stored JSON} for a known turn id, {1} when stored.
-_APPEND = """
+_APPEND = _LUA_APPEND + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
-local stored = nil
-if ARGV[2] ~= '' then
-  local index = redis.call('HGET', KEYS[3], ARGV[2])
-  if index then stored = redis.call('LINDEX', KEYS[2], tonumber(index)) end
-end
-if not stored then
-  local length = redis.call('RPUSH', KEYS[2], ARGV[1])
-  if ARGV[2] ~= '' then redis.call('HSET', KEYS[3], ARGV[2], length - 1) end
-end
-for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
-if stored then return {0, stored} end
+local created, stored = append(ARGV[1], ARGV[2])
+touch(ARGV[3])
+if created == 0 then return {0, stored} end
 return {1}
+"""
+
+# Take (or keep) the lease, append the user's message if any, return the history.
+# ARGV: token, lease ms, message JSON ('' for none), once key, ttl ms, last N ('' for all, 0 none).
+# Returns {-1} unknown session, {-2} busy, else {created (-1: no message), stored, meta, msgs}.
+_BEGIN_TURN = _LUA_APPEND + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
+local holder = redis.call('GET', KEYS[4])
+if holder and holder ~= ARGV[1] then return {-2} end
+redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[2])
+local created, stored = -1, false
+if ARGV[3] ~= '' then created, stored = append(ARGV[3], ARGV[4]) end
+touch(ARGV[5])
+local msgs = {}
+if ARGV[6] == '' then msgs = redis.call('LRANGE', KEYS[2], 0, -1)
+elseif tonumber(ARGV[6]) > 0 then msgs = redis.call('LRANGE', KEYS[2], -tonumber(ARGV[6]), -1) end
+return {created, stored or '', redis.call('HGETALL', KEYS[1]), msgs}
+"""
+
+# Append the reply if any and release the lease if it is still the token's.
+# ARGV: token, message JSON ('' for none), once key, ttl ms.
+# Returns {-1} unknown session, else {created (-1: no message), stored JSON or ''}.
+_END_TURN = _LUA_APPEND + """
+if redis.call('GET', KEYS[4]) == ARGV[1] then redis.call('DEL', KEYS[4]) end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
+local created, stored = -1, false
+if ARGV[2] ~= '' then created, stored = append(ARGV[2], ARGV[3]) end
+touch(ARGV[4])
+return {created, stored or ''}
 """
 
 # KEYS: meta, msgs, turns. ARGV: ttl ms, then field, JSON value pairs. Returns the new HGETALL.
@@ -89,6 +128,18 @@ def _info_to_mapping(data: dict[str, Any]) -> dict[str, str]:
     return {name: json.dumps(value, ensure_ascii=False) for name, value in data.items()}
 
 
+def _once_key(message: Message) -> str:
+    """The key a message is stored once under: the client's turn id, else the message id (so a
+    write redis-py retries after a dropped connection is not stored twice)."""
+    return message.turn_id or f"id:{message.id}"
+
+
+def _append_result(message: Message, created: int, stored: str) -> AppendResult:
+    if created == 0:
+        return AppendResult(Message.model_validate_json(stored), created=False)
+    return AppendResult(message, created=True)
+
+
 class RedisSessionStore(SessionStore):
     name = "redis"
 
@@ -109,6 +160,8 @@ class RedisSessionStore(SessionStore):
         #: Requests sent to Redis (a pipeline or a script call counts once).
         self.round_trips = 0
         self._append_script = client.register_script(_APPEND)
+        self._begin_script = client.register_script(_BEGIN_TURN)
+        self._end_script = client.register_script(_END_TURN)
         self._update_script = client.register_script(_UPDATE_INFO)
         self._renew_script = client.register_script(_RENEW)
         self._release_script = client.register_script(_RELEASE)
@@ -183,15 +236,59 @@ class RedisSessionStore(SessionStore):
     async def _append_impl(self, session_id: str, message: Message) -> AppendResult:
         k = self.keys(session_id)
         keys = [k["meta"], k["msgs"], k["turns"]]
-        once_key = message.turn_id or f"id:{message.id}"
-        args = [message.model_dump_json(), once_key, str(self.ttl_ms)]
+        args = [message.model_dump_json(), _once_key(message), str(self.ttl_ms)]
         reply = await self._sent(self._append_script(keys=keys, args=args))
         status = int(reply[0])
         if status < 0:
             raise SessionNotFoundError(f"no session {session_id!r} (it may have expired)")
-        if status == 0:
-            return AppendResult(Message.model_validate_json(reply[1]), created=False)
-        return AppendResult(message, created=True)
+        return _append_result(message, status, reply[1] if status == 0 else "")
+
+    async def _begin_turn_impl(
+        self, session_id: str, token: str, message: Message | None, last: int | None
+    ) -> TurnStart | None:
+        k = self.keys(session_id)
+        args = [
+            token,
+            str(self.lock_ttl_ms),
+            message.model_dump_json() if message else "",
+            _once_key(message) if message else "",
+            str(self.ttl_ms),
+            "" if last is None else str(max(last, 0)),
+        ]
+        keys = [k["meta"], k["msgs"], k["turns"], k["lock"]]
+        reply = await self._sent(self._begin_script(keys=keys, args=args))
+        status = int(reply[0])
+        if status == -2:
+            return None
+        if len(reply) == 1:
+            raise SessionNotFoundError(f"no session {session_id!r} (it may have expired)")
+        appended = None
+        if message is not None:
+            appended = _append_result(message, status, reply[1])
+        meta = dict(zip(reply[2][::2], reply[2][1::2]))
+        messages = tuple(Message.model_validate_json(raw) for raw in reply[3])
+        return TurnStart(appended, SessionSnapshot(_info_from_hash(meta), messages))
+
+    async def _end_turn_impl(
+        self, session_id: str, token: str, message: Message | None
+    ) -> AppendResult | None:
+        k = self.keys(session_id)
+        args = [
+            token,
+            message.model_dump_json() if message else "",
+            _once_key(message) if message else "",
+            str(self.ttl_ms),
+        ]
+        keys = [k["meta"], k["msgs"], k["turns"], k["lock"]]
+        reply = await self._sent(self._end_script(keys=keys, args=args))
+        if int(reply[0]) == -1 and len(reply) == 1:
+            raise SessionNotFoundError(f"no session {session_id!r} (it may have expired)")
+        return _append_result(message, int(reply[0]), reply[1]) if message else None
+
+    async def _renew_turn_impl(self, session_id: str, token: str) -> bool:
+        key = self.keys(session_id)["lock"]
+        renewed = self._renew_script(keys=[key], args=[token, str(self.lock_ttl_ms)])
+        return bool(await self._sent(renewed))
 
     def _lock_impl(self, session_id: str, wait_s: float) -> SessionLock:
         return RedisSessionLock(self, session_id, wait_s)

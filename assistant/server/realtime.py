@@ -69,6 +69,9 @@ class RealtimeConnection:
         self._queue: asyncio.Queue[object] = asyncio.Queue(settings.send_queue_events)
         self._closed = False
         self._run: ResponseRun | None = None
+        # This connection's writer lease on the session: taken by a user item, given back when
+        # the reply is stored (two store round trips per text turn).
+        self._lease = orchestrator.new_lease(session.id)
         self._run_task: asyncio.Task[None] | None = None
         self._max_output_tokens: int | None = None
         self._temperature: float | None = None
@@ -84,6 +87,7 @@ class RealtimeConnection:
         finally:
             self.metrics.connections.dec()
             await self._finish_response(cancel=True)
+            await self._lease.release()
             self._closed = True
             with contextlib.suppress(asyncio.QueueFull):
                 self._queue.put_nowait(_CLOSE)
@@ -191,9 +195,7 @@ class RealtimeConnection:
 
     async def _on_item_create(self, event: ConversationItemCreate) -> None:
         message = message_from_input(event.item)
-        result = await self.orchestrator.add_item(
-            self.session.id, message, locked=self._run is not None
-        )
+        result = await self.orchestrator.add_item(self.session.id, message, self._lease)
         self.emit(
             ConversationItemCreated(
                 previous_item_id=event.previous_item_id, item=wire_item(result.message)
@@ -233,7 +235,8 @@ class RealtimeConnection:
         started = time.perf_counter()
         pieces: list[str] = []
         try:
-            async for delta in self.orchestrator.respond(self.session.id, run, overrides):
+            deltas = self.orchestrator.respond(self.session.id, run, overrides, self._lease)
+            async for delta in deltas:
                 if not pieces:
                     self.metrics.first_delta_s.observe(time.perf_counter() - started)
                 pieces.append(delta)

@@ -1,0 +1,111 @@
+"""The hot path of a text turn on a real Redis: begin_turn / end_turn semantics, and two round
+trips for a whole turn through the real WebSocket (user item, then the reply)."""
+
+import asyncio
+
+import pytest
+import redis.asyncio as aioredis
+from fastapi.testclient import TestClient
+
+from adapters.llm.scripted import ScriptedLM
+from adapters.memory.redis import RedisSessionStore
+from assistant.config import MemorySettings, Settings
+from assistant.errors import SessionBusyError, SessionNotFoundError
+from assistant.messages import Message, SessionInfo
+from assistant.server.app import create_app
+from assistant.turn_lease import TurnLease
+from tests.integration.test_redis_store import CountingConnection
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def store(redis_url):
+    store = RedisSessionStore.from_url(redis_url, ttl_s=60, lock_ttl_ms=600)
+    await store.create(SessionInfo(id="s1"))
+    yield store
+    await store.aclose()
+
+
+async def test_begin_takes_the_lease_appends_and_returns_the_history(store):
+    started = await store.begin_turn("s1", "tok-a", message=Message.from_text("user", "hi", turn_id="t1"))
+    assert started.appended is not None and started.appended.created
+    assert [m.text for m in started.snapshot.messages] == ["hi"]
+    # The same token may write again (a second item of the same turn); a retry is stored once.
+    again = await store.begin_turn("s1", "tok-a", message=Message.from_text("user", "hi", turn_id="t1"))
+    assert not again.appended.created and again.appended.message.id == started.appended.message.id
+    # Another writer is refused while the lease is held...
+    with pytest.raises(SessionBusyError):
+        await store.begin_turn("s1", "tok-b", message=Message.from_text("user", "other"))
+    # ...and gets it once the reply is stored and the lease given back.
+    reply = await store.end_turn("s1", "tok-a", Message.from_text("assistant", "hello"))
+    assert reply is not None and reply.created
+    other = await store.begin_turn("s1", "tok-b", last=1)
+    assert [m.text for m in other.snapshot.messages] == ["hello"]
+    await store.end_turn("s1", "tok-b")
+
+
+async def test_a_waiting_writer_gets_the_lease_when_it_is_given_back(store):
+    await store.begin_turn("s1", "tok-a", message=Message.from_text("user", "first"))
+    waiter = asyncio.create_task(
+        store.begin_turn("s1", "tok-b", message=Message.from_text("user", "second"), wait_s=5)
+    )
+    await asyncio.sleep(0.1)
+    assert not waiter.done()
+    await store.end_turn("s1", "tok-a", Message.from_text("assistant", "reply"))
+    started = await waiter
+    assert [m.text for m in started.snapshot.messages] == ["first", "reply", "second"]
+
+
+async def test_a_lapsed_lease_is_not_renewed_and_end_does_not_free_another_writers(store, redis_url):
+    await store.begin_turn("s1", "tok-a")
+    await asyncio.sleep(0.7)  # lock_ttl_ms=600: the lease lapses without renewal
+    assert not await store.renew_turn("s1", "tok-a")
+    await store.begin_turn("s1", "tok-b")
+    await store.end_turn("s1", "tok-a", Message.from_text("assistant", "late reply"))
+    raw = aioredis.from_url(redis_url, decode_responses=True)
+    try:
+        assert await raw.get(store.keys("s1")["lock"]) == "tok-b"
+    finally:
+        await raw.aclose()
+    with pytest.raises(SessionNotFoundError):
+        await store.begin_turn("nope", "tok-a")
+
+
+async def test_turn_lease_rereads_the_history_when_its_snapshot_is_stale(store):
+    lease = TurnLease(store, "s1", lease_s=0.6, wait_s=0, last=50)
+    await lease.add(Message.from_text("user", "mine"))
+    assert lease.fresh
+    sent = store.round_trips
+    await lease.history()
+    assert store.round_trips == sent  # fresh: the history came with the write
+    await asyncio.sleep(0.7)
+    # Meanwhile another connection wrote a turn; a stale lease must see it.
+    await store.begin_turn("s1", "tok-other", message=Message.from_text("user", "theirs"))
+    await store.end_turn("s1", "tok-other")
+    snapshot = await lease.history()
+    assert [m.text for m in snapshot.messages] == ["mine", "theirs"]
+    await lease.finish(None)
+
+
+def test_a_text_turn_costs_two_redis_round_trips(redis_url):
+    pool = aioredis.ConnectionPool.from_url(
+        redis_url, connection_class=CountingConnection, decode_responses=True
+    )
+    store = RedisSessionStore(aioredis.Redis(connection_pool=pool))
+    settings = Settings(memory=MemorySettings(lock_ttl_ms=60_000))
+    app = create_app(settings, llm=ScriptedLM("a short reply here"), store=store)
+    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
+    with TestClient(app) as client, client.websocket_connect("/v1/realtime") as ws:
+        ws.receive_json()
+        counts = []
+        for _ in range(3):  # the first turn also loads the scripts
+            before = (store.round_trips, CountingConnection.sends)
+            ws.send_json({"type": "conversation.item.create", "item": item})
+            assert ws.receive_json()["type"] == "conversation.item.created"
+            ws.send_json({"type": "response.create"})
+            while ws.receive_json()["type"] != "response.done":
+                pass
+            counts.append((store.round_trips - before[0], CountingConnection.sends - before[1]))
+        client.portal.call(store.aclose)
+    assert counts[1:] == [(2, 2), (2, 2)]
