@@ -36,6 +36,10 @@ class LLMSettings(_Section):
     threads: int = Field(0, ge=0)
     #: Seconds allowed between two tokens before a generation fails with ``model_timeout``.
     token_timeout_s: float = Field(120.0, gt=0)
+    #: Conversations whose KV cache the local model keeps between turns (LRU); 0 turns reuse off.
+    kv_cache_sessions: int = Field(8, ge=0)
+    #: Total tokens those caches may hold together (SmolLM2: about 23 KB per token in fp32).
+    kv_cache_max_tokens: int = Field(32_768, ge=0)
 
 
 class MemorySettings(_Section):
