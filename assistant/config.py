@@ -38,8 +38,9 @@ class LLMSettings(_Section):
     token_timeout_s: float = Field(120.0, gt=0)
     #: Conversations whose KV cache the local model keeps between turns (LRU); 0 turns reuse off.
     kv_cache_sessions: int = Field(8, ge=0)
-    #: Total tokens those caches may hold together (SmolLM2: about 23 KB per token in fp32).
-    kv_cache_max_tokens: int = Field(32_768, ge=0)
+    #: Total tokens those caches may hold together (SmolLM2: 45 KB per token in fp32, so the
+    #: default is at most 0.75 GB).
+    kv_cache_max_tokens: int = Field(16_384, ge=0)
 
 
 class MemorySettings(_Section):
