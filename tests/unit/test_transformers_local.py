@@ -302,3 +302,201 @@ async def test_a_tiny_top_p_keeps_only_the_most_likely_token(lm):
     greedy, _ = await stream_all(lm, max_new_tokens=12)
     nucleus, _ = await stream_all(lm, max_new_tokens=12, temperature=1.0, top_p=1e-6)
     assert "".join(nucleus) == "".join(greedy)
+
+
+# -- KV cache reuse across turns ------------------------------------------------------------------
+
+SYSTEM = PromptMessage("system", "You are a helpful assistant. Answer briefly and clearly.")
+QUESTIONS = [
+    "Hello there, how are you today?",
+    "The capital of France is Paris.",
+    "A small model answers short questions.",
+    "Tokens stream one at a time from the model.",
+]
+
+
+@pytest.fixture
+def sharp_model(tokenizer):
+    """Like ``model`` with larger weights: its logits depend on positions (the default init's are
+    almost flat), so a prefill at wrong positions would change the greedy output."""
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        initializer_range=0.2,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+async def reply(lm, messages, cache_key="s", max_new_tokens=8):
+    deltas, generation = await stream_all(
+        lm, Prompt(tuple(messages), cache_key=cache_key), max_new_tokens=max_new_tokens
+    )
+    return "".join(deltas), generation
+
+
+def turn_prompt(n, replies=("R",) * 4):
+    """The conversation up to user turn ``n`` (0-based): earlier turns carry ``replies``."""
+    messages = [SYSTEM]
+    for i in range(n):
+        messages += [PromptMessage("user", QUESTIONS[i]), PromptMessage("assistant", replies[i])]
+    return [*messages, PromptMessage("user", QUESTIONS[n])]
+
+
+async def test_reuse_gives_the_same_greedy_output_as_a_full_encode(sharp_model, tokenizer):
+    reusing = TransformersLocalLM(sharp_model, tokenizer)
+    fresh = TransformersLocalLM(sharp_model, tokenizer, kv_cache_sessions=0)
+    messages = [SYSTEM]
+    for turn, question in enumerate(QUESTIONS):
+        messages.append(PromptMessage("user", question))
+        prompt_tokens = len(reusing._prompt_ids(messages))
+        text, generation = await reply(reusing, messages)
+        expected, _ = await reply(fresh, messages)
+        assert text == expected
+        assert generation.usage.input_tokens == prompt_tokens
+        if turn:
+            assert reusing.prefill_tokens < prompt_tokens / 2
+        messages.append(PromptMessage("assistant", text))
+    assert (reusing.kv_cache_hits, reusing.kv_cache_misses) == (3, 1)
+    assert reusing.kv_cache_reused_tokens > 0
+    assert (fresh.kv_cache_hits, fresh.kv_cache_misses, len(fresh._kv_cache)) == (0, 0, 0)
+
+
+async def test_the_second_turn_prefills_only_its_new_tokens(lm):
+    first, _ = await reply(lm, turn_prompt(0))
+    assert (lm.kv_cache_hits, lm.kv_cache_misses) == (0, 1)
+    second = turn_prompt(1, replies=(first,))
+    prompt_tokens = len(lm._prompt_ids(second))
+    await reply(lm, second)
+    assert lm.kv_cache_hits == 1
+    assert lm.prefill_tokens < prompt_tokens
+    assert lm.prefill_tokens + lm.kv_cache_reused_tokens == prompt_tokens
+
+
+async def test_the_cache_holds_the_prompt_and_the_fed_reply_tokens(lm):
+    messages = turn_prompt(0)
+    input_ids = lm._prompt_ids(messages)
+    _, reference = greedy_ids(lm, Prompt(tuple(messages)), max_new_tokens=6)
+    await reply(lm, messages, max_new_tokens=6)
+    entry = lm._kv_cache._entries["s"]
+    assert entry.consistent()
+    # The last token picked is never fed back (unless EOS ended the reply, when all of them are).
+    assert entry.ids == input_ids + reference[: len(entry.ids) - len(input_ids)]
+    assert len(input_ids) + len(reference) - 1 <= len(entry.ids) <= len(input_ids) + len(reference)
+
+
+async def test_the_same_prompt_again_refeeds_its_last_token_only(sharp_model, tokenizer):
+    lm = TransformersLocalLM(sharp_model, tokenizer)
+    fresh = TransformersLocalLM(sharp_model, tokenizer, kv_cache_sessions=0)
+    first, _ = await reply(lm, turn_prompt(0))
+    again, _ = await reply(lm, turn_prompt(0))  # e.g. a regenerated reply
+    assert lm.prefill_tokens == 1
+    assert again == first == (await reply(fresh, turn_prompt(0)))[0]
+
+
+async def test_a_different_cache_key_is_a_miss(lm):
+    first, _ = await reply(lm, turn_prompt(0), cache_key="a")
+    second = turn_prompt(1, replies=(first,))
+    await reply(lm, second, cache_key="b")
+    assert (lm.kv_cache_hits, lm.kv_cache_misses) == (0, 2)
+    assert lm.prefill_tokens == len(lm._prompt_ids(second))
+
+
+async def test_the_least_recently_used_session_is_evicted(model, tokenizer):
+    lm = TransformersLocalLM(model, tokenizer, kv_cache_sessions=2)
+    for key in ("a", "b", "a", "c"):  # "a" used again: "b" is the least recently used
+        await reply(lm, turn_prompt(0), cache_key=key)
+    assert set(lm._kv_cache._entries) == {"a", "c"}
+    await reply(lm, turn_prompt(0), cache_key="b")
+    assert (lm.kv_cache_hits, lm.kv_cache_misses) == (1, 4)
+    assert set(lm._kv_cache._entries) == {"c", "b"}
+
+
+async def test_the_token_budget_evicts_too(model, tokenizer):
+    lm = TransformersLocalLM(model, tokenizer, kv_cache_max_tokens=60)
+    await reply(lm, turn_prompt(0), cache_key="a")
+    assert "a" in lm._kv_cache and lm._kv_cache.tokens <= 60
+    await reply(lm, turn_prompt(0), cache_key="b")  # two entries would exceed 60 tokens
+    assert set(lm._kv_cache._entries) == {"b"}
+    await reply(lm, turn_prompt(3), cache_key="c")  # alone over the budget: not stored
+    assert "c" not in lm._kv_cache
+    assert lm._kv_cache.tokens <= 60
+
+
+async def test_zero_sessions_disables_reuse(model, tokenizer):
+    lm = TransformersLocalLM(model, tokenizer, kv_cache_sessions=0)
+    await reply(lm, turn_prompt(0))
+    await reply(lm, turn_prompt(0))
+    assert (lm.kv_cache_hits, lm.kv_cache_misses, len(lm._kv_cache)) == (0, 0, 0)
+    assert lm.prefill_tokens == len(lm._prompt_ids(turn_prompt(0)))
+
+
+async def test_no_cache_key_never_stores(lm):
+    await reply(lm, turn_prompt(0), cache_key=None)
+    await reply(lm, turn_prompt(0), cache_key=None)
+    assert (lm.kv_cache_hits, lm.kv_cache_misses, len(lm._kv_cache)) == (0, 0, 0)
+    assert lm.prefill_tokens == len(lm._prompt_ids(turn_prompt(0)))
+
+
+async def test_a_cancelled_turn_then_the_next_matches_a_fresh_model(sharp_model, tokenizer):
+    lm = TransformersLocalLM(sharp_model, tokenizer)
+    fresh = TransformersLocalLM(sharp_model, tokenizer, kv_cache_sessions=0)
+    generation = lm.stream(Prompt(tuple(turn_prompt(0)), cache_key="s"), GenerationOptions(40))
+    partial = ""
+    async for delta in generation:
+        partial += delta
+        if len(partial) >= 3:
+            generation.cancel()
+            break
+    await generation.aclose()
+    assert generation.finish_reason == "cancelled"
+    assert "s" in lm._kv_cache and lm._kv_cache._entries["s"].consistent()
+    following = turn_prompt(1, replies=(partial,))  # the interrupted reply as it was stored
+    text, _ = await reply(lm, following)
+    assert lm.kv_cache_hits == 1
+    assert text == (await reply(fresh, following))[0]
+
+
+async def test_a_failed_generation_leaves_no_entry(sharp_model, tokenizer):
+    lm = TransformersLocalLM(sharp_model, tokenizer)
+    fresh = TransformersLocalLM(sharp_model, tokenizer, kv_cache_sessions=0)
+    first, _ = await reply(lm, turn_prompt(0))
+    calls = []
+
+    def fail_on_the_second_call(module, args):  # layer 1, after layer 0 extended the cache
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("boom")
+
+    handle = sharp_model.model.layers[1].register_forward_pre_hook(fail_on_the_second_call)
+    following = turn_prompt(1, replies=(first,))
+    with pytest.raises(Exception, match="boom"):
+        await reply(lm, following)
+    handle.remove()
+    assert "s" not in lm._kv_cache  # uneven layers: dropped, not stored
+    text, _ = await reply(lm, following)
+    assert lm.prefill_tokens == len(lm._prompt_ids(following))  # a cold start
+    assert text == (await reply(fresh, following))[0]
+
+
+def test_build_reads_the_kv_cache_settings(monkeypatch):
+    from types import SimpleNamespace
+
+    from adapters.llm import transformers_local
+
+    seen = {}
+    monkeypatch.setattr(transformers_local, "_model_path", lambda settings: "/models/x")
+    monkeypatch.setattr(
+        TransformersLocalLM, "from_path", classmethod(lambda cls, path, **kw: seen.update(kw))
+    )
+    llm = SimpleNamespace(threads=0, token_timeout_s=5.0)
+    transformers_local.build(SimpleNamespace(llm=llm))
+    assert (seen["kv_cache_sessions"], seen["kv_cache_max_tokens"]) == (8, 32768)
+    llm.kv_cache_sessions, llm.kv_cache_max_tokens = 2, 100
+    transformers_local.build(SimpleNamespace(llm=llm))
+    assert (seen["kv_cache_sessions"], seen["kv_cache_max_tokens"]) == (2, 100)
