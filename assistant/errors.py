@@ -6,6 +6,9 @@ sends in an ``error`` event (``{"error": {"type", "code", "message", "event_id"}
     │   ├── InvalidJSONError                            invalid_json
     │   ├── UnknownEventError                           unknown_event
     │   ├── InvalidEventError                           invalid_event, unsupported_content
+    │   │                                               (audio: invalid_audio, invalid_audio_bytes,
+    │   │                                               invalid_base64, audio_too_large,
+    │   │                                               audio_too_long, unsupported_language)
     │   ├── NoInputError                                no_input
     │   └── ContextLengthError                          context_length_exceeded
     ├── ConflictError                   conflict_error

@@ -8,18 +8,20 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 step() { printf '\n==> %s\n' "$*"; }
 
-step "redis-server"
-if command -v redis-server >/dev/null 2>&1; then
-  echo "found $(command -v redis-server): $(redis-server --version | cut -d' ' -f3)"
+step "system packages: redis-server; espeak-ng and sox (speech for the voice tests)"
+missing=()
+for tool in redis-server espeak-ng sox; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "found $(command -v redis-server): $(redis-server --version | cut -d' ' -f3); espeak-ng; sox"
 elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server
-  # The Debian package may start a system instance; ours runs its own, so stop that one.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # The Debian package may start a system Redis; the assistant runs its own, so stop that one.
   (service redis-server stop >/dev/null 2>&1 || true)
 else
-  echo "redis-server is missing and this is not a root Debian machine: install redis-server" >&2
-  echo "(e.g. 'sudo apt-get install redis-server' or 'brew install redis'), or set" >&2
-  echo "ASSISTANT_REDIS_URL to a Redis you run elsewhere." >&2
+  echo "missing: ${missing[*]}. Install them (e.g. 'sudo apt-get install ${missing[*]}'," >&2
+  echo "'brew install redis espeak-ng sox'); or set ASSISTANT_REDIS_URL to a Redis you run" >&2
+  echo "elsewhere (espeak-ng and sox are only needed by the tests)." >&2
   exit 1
 fi
 
