@@ -249,9 +249,11 @@ class TransformersLocalLM(LanguageModel):
         return logits  # (1, V)
 
     def _embed_prompt(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Token embeddings of the prompt, ``(1, T) -> (1, T, H)``. The place where projected image
-        embeddings get spliced in at their placeholder positions."""
-        return self.model.get_input_embeddings()(input_ids)  # (1, T, H)
+        """Token embeddings of the prompt tokens to prefill (all, or those after the cached prefix),
+        ``(1, S) -> (1, S, H)``. The place where projected image embeddings get spliced in at their
+        placeholder positions. (Prefix reuse compares token ids: when images are spliced in, two
+        different images must not share placeholder ids, or reuse must stop before them.)"""
+        return self.model.get_input_embeddings()(input_ids)  # (1, S, H)
 
     def _next_logits(self, cache: Any, **inputs: torch.Tensor) -> torch.Tensor:
         """One forward pass that extends ``cache``; the logits of the last position, ``(1, V)``."""

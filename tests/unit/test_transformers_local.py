@@ -500,3 +500,24 @@ def test_build_reads_the_kv_cache_settings(monkeypatch):
     llm.kv_cache_sessions, llm.kv_cache_max_tokens = 2, 100
     transformers_local.build(SimpleNamespace(llm=llm))
     assert (seen["kv_cache_sessions"], seen["kv_cache_max_tokens"]) == (2, 100)
+
+
+async def test_a_template_that_rerenders_earlier_turns_reuses_the_common_prefix(sharp_model):
+    # This template marks the last message: once a turn follows, the previous prompt's end changes.
+    tokenizer = make_tokenizer()
+    tokenizer.chat_template = CHATML.replace(
+        "message['content']", "message['content'] + (' Paris' if loop.last else '')"
+    )
+    reusing = TransformersLocalLM(sharp_model, tokenizer)
+    fresh = TransformersLocalLM(sharp_model, tokenizer, kv_cache_sessions=0)
+    messages = [SYSTEM]
+    for question in QUESTIONS[:3]:
+        messages.append(PromptMessage("user", question))
+        if "s" in reusing._kv_cache:  # precondition: the cached ids are no prefix of the prompt
+            cached, ids = reusing._kv_cache._entries["s"].ids, reusing._prompt_ids(messages)
+            assert ids[: len(cached)] != cached
+        text, _ = await reply(reusing, messages)
+        assert text == (await reply(fresh, messages))[0]
+        messages.append(PromptMessage("assistant", text))
+    assert reusing.kv_cache_hits == 2
+    assert 0 < reusing.prefill_tokens < len(reusing._prompt_ids(messages[:-1]))

@@ -1,0 +1,156 @@
+"""Time to first token by turn, for the local model, with and without KV cache reuse.
+
+A scripted conversation of ``turns`` short user questions goes through the public
+``LanguageModel.stream()`` API with ``Prompt(messages, cache_key="bench")``; the replies are the
+model's own (greedy, a few tokens). TTFT (``Generation.first_token_s``) is taken at turn 1 and at
+the last turn, with reuse (the adapter's per-session cache) and without (a second adapter on the
+same loaded model with ``kv_cache_sessions=0``: a cold worker's full encode). The machine is shared
+and noisy, so the two are measured back to back, alternating which goes first, 5 times (3 when
+quick), and the median is kept. Before each repeat of the last turn the turn before it is replayed,
+which puts the cache back in the state a real conversation has there (previous prompt and reply).
+
+``python -m bench.ttft [--quick] [--threads=N]`` prints the result as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import sys
+from typing import Any
+
+KEY = "bench"
+SYSTEM = "You are a helpful assistant. Answer briefly and clearly."
+QUESTIONS = (
+    "What is the capital of France?",
+    "And the capital of Italy?",
+    "Name a famous river in Europe.",
+    "How many legs does a spider have?",
+    "What colour is the sky on a clear day?",
+    "Give me a synonym for happy.",
+    "What is two plus three?",
+    "Who wrote Romeo and Juliet?",
+    "What is the boiling point of water in Celsius?",
+    "Name a planet with rings.",
+    "What do bees make?",
+    "Translate 'thank you' into Spanish.",
+    "What is the largest ocean?",
+    "How many days are in a week?",
+    "What gas do plants take in?",
+    "Name a primary colour.",
+    "What is the opposite of cold?",
+    "Which animal is known as the king of the jungle?",
+    "What is the freezing point of water in Fahrenheit?",
+    "Summarise our chat in one sentence.",
+)
+
+
+def measure_ttft_by_turn(
+    model_path: str | None = None, *, turns: int = 20, quick: bool = False, threads: int = 0
+) -> dict[str, Any]:
+    """Load the local model (default: the prepared SmolLM2-135M-Instruct), play the conversation and
+    return TTFT at turn 1 and turn ``turns`` (key names say 20 whatever ``turns`` is), in ms.
+    ``threads``: torch threads (0: torch's default). On a machine shared with other busy processes,
+    1 thread gives steadier figures: a parallel region waits for its slowest, descheduled thread."""
+    from adapters.llm.transformers_local import TransformersLocalLM
+
+    reusing = TransformersLocalLM.from_path(model_path or _default_path(), threads=threads)
+    cold = TransformersLocalLM(reusing.model, reusing.tokenizer, kv_cache_sessions=0)
+    max_new_tokens, repeats = (4, 3) if quick else (16, 5)
+    result = asyncio.run(_measure(reusing, cold, max(turns, 2), max_new_tokens, repeats))
+    import torch
+
+    return {**result, "threads": torch.get_num_threads()}
+
+
+def _default_path() -> str:
+    from adapters.llm import smollm2
+    from assistant.config import Settings
+
+    path = smollm2.prepared_dir(Settings().models_dir)
+    if not smollm2.is_prepared(Settings().models_dir):
+        raise RuntimeError(f"no prepared model in {path}: run `assistant prepare-models` first")
+    return str(path)
+
+
+async def _measure(
+    reusing: Any, cold: Any, turns: int, max_new_tokens: int, repeats: int
+) -> dict[str, Any]:
+    from assistant.ports import PromptMessage
+
+    messages = [PromptMessage("system", SYSTEM)]
+    first = [*messages, PromptMessage("user", QUESTIONS[0])]
+    for _ in range(2):  # warm-up: the first passes of a process (and of a shape) are slower
+        await _turn(cold, first, None, max_new_tokens)
+    turn1_ms, turn1_ms_no_cache = await _side_by_side(
+        reusing, cold, first, (max_new_tokens, repeats), before=lambda r: f"{KEY}-turn1-{r}"
+    )
+    previous: list[PromptMessage] = []
+    for turn in range(turns - 1):  # the conversation up to the last turn, with reuse
+        previous = [*messages, PromptMessage("user", QUESTIONS[turn % len(QUESTIONS)])]
+        text, _ = await _turn(reusing, previous, KEY, max_new_tokens)
+        messages = [*previous, PromptMessage("assistant", text)]
+    last = [*messages, PromptMessage("user", QUESTIONS[(turns - 1) % len(QUESTIONS)])]
+
+    async def replay_previous_turn(_: int) -> str:
+        await _turn(reusing, previous, KEY, max_new_tokens)  # the cache as the conversation left it
+        return KEY
+
+    last_ms, last_ms_no_cache = await _side_by_side(
+        reusing, cold, last, (max_new_tokens, repeats), before=replay_previous_turn
+    )
+    prompt_tokens = len(reusing._prompt_ids(last))
+    return {
+        "turn1_ms": turn1_ms,
+        "turn20_ms": last_ms,
+        "turn20_ms_no_cache": last_ms_no_cache,
+        "turn20_prompt_tokens": prompt_tokens,
+        "turn20_prefill_tokens": reusing.prefill_tokens,
+        "ratio_turn20_vs_turn1": round(last_ms / turn1_ms, 3),
+        "turn1_ms_no_cache": turn1_ms_no_cache,
+        "ratio_turn20_no_cache_vs_turn1": round(last_ms_no_cache / turn1_ms_no_cache, 3),
+        "turns": turns,
+        "max_new_tokens": max_new_tokens,
+        "kv_cache_hits": reusing.kv_cache_hits,
+        "kv_cache_misses": reusing.kv_cache_misses,
+    }
+
+
+async def _side_by_side(
+    reusing: Any, cold: Any, messages: list[Any], sizes: tuple[int, int], *, before: Any
+) -> tuple[float, float]:
+    """Median TTFT in ms of ``messages`` with reuse and without, measured back to back ``repeats``
+    times, alternating which goes first. ``before(r)`` gives the cache key of the reusing run (a
+    coroutine function may first put the cache in the state to measure)."""
+    max_new_tokens, repeats = sizes
+    with_cache: list[float] = []
+    without: list[float] = []
+    for r in range(repeats):
+        key = before(r)
+        key = await key if asyncio.iscoroutine(key) else key
+        runs = [(reusing, key, with_cache), (cold, None, without)]
+        for lm, cache_key, into in runs if r % 2 == 0 else runs[::-1]:
+            _, generation = await _turn(lm, messages, cache_key, max_new_tokens)
+            into.append(generation.first_token_s * 1000)
+    return round(statistics.median(with_cache), 1), round(statistics.median(without), 1)
+
+
+async def _turn(
+    lm: Any, messages: list[Any], cache_key: str | None, max_new_tokens: int
+) -> tuple[str, Any]:
+    """One turn through the public API: the reply text and its ``Generation``."""
+    from assistant.ports import GenerationOptions, Prompt
+
+    options = GenerationOptions(max_new_tokens=max_new_tokens, temperature=0.0)
+    generation = lm.stream(Prompt(tuple(messages), cache_key=cache_key), options)
+    text = "".join([delta async for delta in generation])
+    if generation.first_token_s is None:  # an empty reply: no first token to time
+        raise RuntimeError(f"the model gave no token for: {messages[-1].text!r}")
+    return text, generation
+
+
+if __name__ == "__main__":
+    threads = next((int(a.split("=", 1)[1]) for a in sys.argv[1:] if a.startswith("--threads=")), 0)
+    result = measure_ttft_by_turn(quick="--quick" in sys.argv[1:], threads=threads)
+    print(json.dumps(result, indent=2))
