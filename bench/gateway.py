@@ -1,0 +1,383 @@
+"""Entry ``gateway``: text turns per second and turn latency of the real server with an instant
+(scripted) model, through the real WebSocket + orchestrator + Redis path, side by side with the
+bare FastAPI echo server of ``bench.echo_server`` (the framework's ceiling on this machine), at
+1, 100 and 1,000 concurrent sessions; and the memory of an idle connected session.
+
+What runs, all on 127.0.0.1 and all stopped in ``finally``: a private ``redis-server`` (the same
+``EmbeddedRedis`` ``assistant serve`` uses by default, data in a temp dir, append-only file on),
+``assistant serve`` (one worker, ``ASSISTANT_LLM__ADAPTER=scripted``, a fixed 6-word reply) pointed
+at it, the echo server, and per run ``--clients`` load-generator processes (``bench.loadgen``).
+
+Fairness on 2 cores: each server is one process with one event loop, so it can use one core; the
+load generator is a separate process (it never shares the server's loop) and gets the other core,
+while Redis, for the gateway only, takes its share of the same two cores: that is part of the real
+path's cost. Both servers are measured with the same client, the same uvicorn defaults (uvicorn's
+log level ``warning`` for both), one after the other at each level (the order alternates between
+repetitions), and each level starts with one unmeasured warm-up turn per session (it opens the
+store's Redis connections). The client CPU use is reported: a client near 1.0 core means a number
+is client-bound (a lower bound for that server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+from bench.common import (
+    REPLY,
+    ServerProcess,
+    bench_env,
+    cpu_s,
+    free_port,
+    percentile,
+    raise_nofile_limit,
+    rss_kb,
+)
+from bench.redis_trips import command_counts, commands_delta
+
+
+@dataclass
+class GatewayConfig:
+    #: Concurrency levels: sessions running turns at the same time.
+    sessions: list[int] = field(default_factory=lambda: [1, 100, 1000])
+    #: Measured turns per session (the same conversation length at every level).
+    turns: int = 10
+    #: Measured turns per level at least: below it, each concurrent slot runs several sessions
+    #: one after the other (``rounds``), all connected before the clock starts.
+    total_turns: int = 10_000
+    reps: int = 3
+    idle_sessions: int = 1000
+    clients: int = 1
+    timeout_s: float = 60.0
+
+    @classmethod
+    def quick(cls) -> GatewayConfig:
+        return cls(turns=3, total_turns=1000, reps=1, idle_sessions=500)
+
+    def rounds_for(self, sessions: int) -> int:
+        return max(1, math.ceil(self.total_turns / (sessions * max(self.turns, 1))))
+
+
+class Stack:
+    """Redis, the real server and the echo server, started together and always stopped."""
+
+    def __init__(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="assistant-bench-"))
+        self.redis: Any = None
+        self.gateway: ServerProcess | None = None
+        self.echo: ServerProcess | None = None
+
+    def start(self) -> Stack:
+        from adapters.memory.embedded_redis import EmbeddedRedis
+
+        self.redis = EmbeddedRedis(self.tmp / "redis").start()
+        env = bench_env(
+            ASSISTANT_LLM__ADAPTER="scripted",
+            ASSISTANT_LLM__MODEL=REPLY,
+            ASSISTANT_REDIS_URL=self.redis.url,
+        )
+        port = free_port()
+        self.gateway = ServerProcess(
+            "gateway",
+            ["-m", "assistant.cli", "serve", "--port", str(port), "--data-dir", str(self.tmp),
+             "--log-level", "warning"],
+            port, self.tmp, env,
+        )  # fmt: skip
+        port = free_port()
+        self.echo = ServerProcess(
+            "echo", ["-m", "bench.echo_server", "--port", str(port), "--log-level", "warning"],
+            port, self.tmp, bench_env(),
+        )  # fmt: skip
+        self.gateway.wait_ready()
+        self.echo.wait_ready()
+        return self
+
+    def stop(self, keep_logs: bool = False) -> None:
+        for server in (self.gateway, self.echo):
+            if server is not None:
+                server.stop()
+        if self.redis is not None:
+            self.redis.stop()
+        if not keep_logs:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# -- one run: drive the load-generator processes --------------------------------------------------
+
+
+async def _line(proc: asyncio.subprocess.Process, timeout_s: float) -> dict[str, Any]:
+    assert proc.stdout is not None
+    raw = await asyncio.wait_for(proc.stdout.readline(), timeout_s)
+    if not raw:
+        raise RuntimeError(f"load generator exited with {await proc.wait()} before answering")
+    return json.loads(raw)
+
+
+async def _tell(procs: list[asyncio.subprocess.Process], command: str) -> None:
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write(command.encode() + b"\n")
+        await proc.stdin.drain()
+
+
+async def _spawn_clients(
+    url: str, sessions: int, rounds: int, turns: int, clients: int, warmup: bool, timeout_s: float
+) -> list[asyncio.subprocess.Process]:
+    """``clients`` load-generator processes sharing ``sessions`` between them."""
+    shares = [sessions // clients + (1 if i < sessions % clients else 0) for i in range(clients)]
+    procs = []
+    for share in (s for s in shares if s):
+        args = ["-m", "bench.loadgen", "--url", url, "--sessions", str(share), "--rounds",
+                str(rounds), "--turns", str(turns), "--timeout", str(timeout_s)]  # fmt: skip
+        args += ["--warmup"] if warmup else []
+        procs.append(await asyncio.create_subprocess_exec(
+            sys.executable, *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            limit=64 * 1024 * 1024, env=bench_env(),
+        ))  # fmt: skip
+    return procs
+
+
+async def drive(
+    url: str,
+    sessions: int,
+    turns: int,
+    *,
+    rounds: int = 1,
+    pids: dict[str, int],
+    clients: int = 1,
+    warmup: bool = True,
+    timeout_s: float = 60.0,
+    on_ready: Callable[[], Awaitable[None]] | None = None,
+    redis_url: str | None = None,
+) -> dict[str, Any]:
+    """Open ``sessions x rounds`` sessions, then run ``turns`` turns on each, ``sessions`` at
+    once (see ``bench.loadgen``). The CPU seconds of ``pids`` (server, redis) and the commands
+    Redis ran are read around the measured phase only."""
+    phase_s = timeout_s * rounds * (turns + 2) + 60
+    procs = await _spawn_clients(url, sessions, rounds, turns, clients, warmup, timeout_s)
+    try:
+        ready = [await _line(p, phase_s) for p in procs]
+        if on_ready is not None:
+            await on_ready()
+        counts0 = command_counts(redis_url) if redis_url else {}
+        cpu0 = {name: cpu_s(pid) for name, pid in pids.items()}
+        await _tell(procs, "go")
+        results = [await _line(p, phase_s) for p in procs]
+        cpu1 = {name: cpu_s(pid) for name, pid in pids.items()}
+        counts1 = command_counts(redis_url) if redis_url else {}
+        await _tell(procs, "close")
+        for proc in procs:
+            await asyncio.wait_for(proc.wait(), 60)
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    cpu = {n: cpu1[n] - cpu0[n] for n in pids}
+    out = summarize(sessions, rounds, turns, ready, results, cpu)
+    if redis_url:
+        commands = commands_delta(counts0, counts1)["total"]
+        out["redis_commands_per_turn"] = round(commands / out["turns"], 3) if out["turns"] else 0.0
+    return out
+
+
+def summarize(
+    sessions: int, rounds: int, turns: int, ready: list[dict[str, Any]],
+    results: list[dict[str, Any]], cpu: dict[str, float],
+) -> dict[str, Any]:  # fmt: skip
+    """One run's numbers from the load generators' answers and the CPU seconds of ``cpu``."""
+    latencies = [x for r in results for x in r["latencies_ms"]]
+    wall = max(r["end"] for r in results) - min(r["start"] for r in results)
+    failed = sum(r["failed_sessions"] for r in results)
+    done = len(latencies)
+
+    def per_turn(total: float, digits: int = 2) -> float:
+        return round(total / done, digits) if done else 0.0
+
+    def per_s(total: float) -> float:
+        return round(total / wall, 3) if wall > 0 else 0.0
+
+    out: dict[str, Any] = {
+        "sessions": sessions,
+        "rounds": rounds,
+        "turns_per_session": turns,
+        "failed_sessions": failed,
+        "complete": failed == 0 and done == sessions * rounds * turns,
+        "turns": done,
+        "wall_s": round(wall, 4),
+        "turns_per_s": round(per_s(done), 1),
+        "p50_ms": round(percentile(latencies, 50), 3),
+        "p99_ms": round(percentile(latencies, 99), 3),
+        "mean_ms": per_turn(sum(latencies), 3),
+        "connect_s": round(max(r["connect_s"] for r in ready), 3),
+        "frames_per_turn": per_turn(sum(r["frames"] for r in results)),
+        "chars_per_turn": per_turn(sum(r["chars"] for r in results), 1),
+        "client_cpu_cores": per_s(sum(r["client_cpu_s"] for r in results)),
+    }
+    for name, used in cpu.items():
+        out[f"{name}_cpu_cores"] = per_s(used)
+        out[f"{name}_cpu_ms_per_turn"] = per_turn(used * 1000, 4)
+    errors: dict[str, int] = {}
+    for r in results:
+        for kind, count in r["errors"].items():
+            errors[kind] = errors.get(kind, 0) + count
+    if errors:
+        out["errors"] = errors
+        out["first_error"] = next((r["first_error"] for r in results if r.get("first_error")), None)
+    return out
+
+
+# -- the entry ------------------------------------------------------------------------------------
+
+
+async def idle_kb_per_session(
+    server: ServerProcess, sessions: int, timeout_s: float
+) -> dict[str, Any]:
+    """RSS of the server before and after ``sessions`` connected idle sessions, divided."""
+    await asyncio.sleep(0.5)
+    before = rss_kb(server.pid)
+    seen: dict[str, int] = {}
+
+    async def measure() -> None:
+        await asyncio.sleep(1.0)  # let the last handshakes settle
+        seen["after"] = rss_kb(server.pid)
+
+    run = await drive(server.url(), sessions, 0, pids={}, warmup=False, timeout_s=timeout_s,
+                      on_ready=measure)  # fmt: skip
+    connected = sessions - run["failed_sessions"]
+    per = (seen["after"] - before) / connected if connected else 0.0
+    return {"sessions": connected, "rss_before_kb": before, "rss_after_kb": seen["after"],
+            "kb_per_session": round(per, 2)}  # fmt: skip
+
+
+async def _run(stack: Stack, config: GatewayConfig, name: str, sessions: int) -> dict[str, Any]:
+    assert stack.gateway is not None and stack.echo is not None
+    real = name == "gateway"
+    server = stack.gateway if real else stack.echo
+    pids = {"server": server.pid, **({"redis": stack.redis.pid} if real else {})}
+    turns, rounds = config.turns, config.rounds_for(sessions)
+    run = await drive(
+        server.url(), sessions, turns, rounds=rounds, pids=pids, clients=config.clients,
+        timeout_s=config.timeout_s, redis_url=stack.redis.url if real else None,
+    )  # fmt: skip
+    print(f"  gateway: {name:7} {sessions:5} sessions x {rounds} rounds x {turns} turns: "
+          f"{run['turns_per_s']:9.1f} turns/s, p99 {run['p99_ms']:.1f} ms", file=sys.stderr)
+    return run
+
+
+async def _level(stack: Stack, config: GatewayConfig, sessions: int) -> dict[str, Any]:
+    """Both servers at one concurrency, ``reps`` times, alternating which goes first."""
+    runs: dict[str, list[dict[str, Any]]] = {"gateway": [], "echo": []}
+    for rep in range(config.reps):
+        for name in ("echo", "gateway") if rep % 2 == 0 else ("gateway", "echo"):
+            runs[name].append(await _run(stack, config, name, sessions))
+    gateway, echo = _median_run(runs["gateway"]), _median_run(runs["echo"])
+    return {
+        "sessions": sessions,
+        "ratio_vs_echo": _ratio(gateway["turns_per_s"], echo["turns_per_s"]),
+        # Turns/s if each server had a core to itself: echo's CPU per turn over the gateway's.
+        "cpu_ratio_vs_echo": _ratio(
+            echo["server_cpu_ms_per_turn"], gateway["server_cpu_ms_per_turn"]
+        ),
+        "gateway": gateway,
+        "echo": echo,
+    }
+
+
+def _ratio(value: float, baseline: float) -> float:
+    return round(value / baseline, 3) if baseline else 0.0
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median turns/s (all runs' turns/s are kept alongside)."""
+    ordered = sorted(runs, key=lambda r: r["turns_per_s"])
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    if len(runs) > 1:
+        chosen["turns_per_s_all_reps"] = [r["turns_per_s"] for r in runs]
+        chosen["turns_per_s_median"] = median(r["turns_per_s"] for r in runs)
+    return chosen
+
+
+async def _measure(stack: Stack, config: GatewayConfig) -> dict[str, Any]:
+    assert stack.gateway is not None and stack.echo is not None
+    for server in (stack.gateway, stack.echo):  # first imports, caches, connections
+        await drive(server.url(), 1, 1, pids={}, timeout_s=config.timeout_s)
+    # Idle memory first, on fresh processes (the freed memory of a load run would be reused).
+    idle = {
+        name: await idle_kb_per_session(server, config.idle_sessions, config.timeout_s)
+        for name, server in (("gateway", stack.gateway), ("echo", stack.echo))
+    }
+    levels = [await _level(stack, config, sessions) for sessions in config.sessions]
+    return build_report(config, levels, idle)
+
+
+def _setup(config: GatewayConfig) -> dict[str, Any]:
+    return {
+        "reply": REPLY,
+        "turns_per_session": config.turns,
+        "min_turns_per_level": config.total_turns,
+        "reps": config.reps,
+        "load_generator_processes": config.clients,
+        "server": "assistant serve, 1 worker, ASSISTANT_LLM__ADAPTER=scripted, own redis-server",
+        "baseline": "bench.echo_server: FastAPI, the same uvicorn.run defaults, no Redis, no model",
+        "client": "websockets asyncio client, no compression, no keepalive pings",
+    }
+
+
+def build_report(
+    config: GatewayConfig, levels: list[dict[str, Any]], idle: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """The top-level numbers are those of the largest concurrency level run; ``sessions`` is the
+    largest level at which every gateway session completed all its turns."""
+    top = levels[-1]
+    gw, echo = top["gateway"], top["echo"]
+    reached = [level["sessions"] for level in levels if level["gateway"]["complete"]]
+    return {
+        "turns_per_s": gw["turns_per_s"],
+        "echo_turns_per_s": echo["turns_per_s"],
+        "ratio_vs_echo": top["ratio_vs_echo"],
+        "cpu_ratio_vs_echo": top["cpu_ratio_vs_echo"],
+        "p50_ms": gw["p50_ms"],
+        "p99_ms": gw["p99_ms"],
+        "echo_p50_ms": echo["p50_ms"],
+        "echo_p99_ms": echo["p99_ms"],
+        "sessions": max(reached, default=0),
+        "top_level_sessions": top["sessions"],
+        "complete": gw["complete"],
+        "failed_sessions": gw["failed_sessions"],
+        "idle_session_kb": idle["gateway"]["kb_per_session"],
+        "echo_idle_session_kb": idle["echo"]["kb_per_session"],
+        "server_cpu_ms_per_turn": gw["server_cpu_ms_per_turn"],
+        "echo_server_cpu_ms_per_turn": echo["server_cpu_ms_per_turn"],
+        "redis_cpu_ms_per_turn": gw["redis_cpu_ms_per_turn"],
+        "setup": _setup(config),
+        "levels": levels,
+        "idle": idle,
+    }
+
+
+def run_gateway(config: GatewayConfig) -> dict[str, Any]:
+    raise_nofile_limit()
+    stack = Stack()
+    failed = False
+    started = time.monotonic()
+    try:
+        stack.start()
+        report = asyncio.run(_measure(stack, config))
+    except Exception as exc:
+        failed = True
+        raise RuntimeError(f"{type(exc).__name__}: {exc} (server logs in {stack.tmp})") from exc
+    finally:
+        stack.stop(keep_logs=failed)
+    report["wall_s"] = round(time.monotonic() - started, 1)
+    return report

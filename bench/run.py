@@ -1,0 +1,173 @@
+"""``assistant bench``: run the benchmark entries, write one JSON report, print a table.
+
+Entries: ``gateway`` (``bench.gateway``), ``redis`` (``bench.redis_trips``) and ``ttft_by_turn``
+(``bench.ttft``, imported only when run). An entry that fails records ``{"error": "..."}`` and the
+others still run. Every entry starts what it measures and stops it in ``finally`` (Ctrl-C too); an
+interrupted run still writes the JSON of the entries done so far. Speed numbers come with a
+baseline measured side by side in the same run, and their ratio: the machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ENTRIES = ("gateway", "redis", "ttft_by_turn")
+
+
+def _gateway(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
+    from bench.gateway import GatewayConfig, run_gateway
+
+    config = GatewayConfig.quick() if quick else GatewayConfig()
+    for name in ("sessions", "turns", "total_turns", "idle_sessions", "clients", "reps"):
+        if options.get(name) is not None:
+            setattr(config, name, options[name])
+    return run_gateway(config)
+
+
+def _redis(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
+    from bench.redis_trips import run_redis
+
+    return run_redis(turns=options.get("redis_turns") or (10 if quick else 50))
+
+
+def _ttft(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
+    from bench.ttft import measure_ttft_by_turn  # someone else's module: imported only here
+
+    return dict(measure_ttft_by_turn(quick=quick))
+
+
+RUNNERS: dict[str, Callable[[bool, dict[str, Any]], dict[str, Any]]] = {
+    "gateway": _gateway,
+    "redis": _redis,
+    "ttft_by_turn": _ttft,
+}
+
+
+def _meta(quick: bool) -> dict[str, Any]:
+    return {
+        "quick": quick,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def run_bench(
+    quick: bool,
+    json_path: Path | None,
+    only: list[str] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Run the entries (all, or ``only``) and return the report; ``json_path`` gets it as JSON.
+    ``options`` (all optional): ``sessions`` (concurrency levels), ``turns`` (per session),
+    ``total_turns`` (per level, at least), ``idle_sessions``, ``clients`` (load-generator
+    processes), ``reps`` (of each gateway run), ``redis_turns``."""
+    chosen = list(only) if only else list(ENTRIES)
+    unknown = [name for name in chosen if name not in RUNNERS]
+    if unknown:
+        raise ValueError(f"unknown bench entries {unknown}; known: {', '.join(ENTRIES)}")
+    report: dict[str, Any] = {"meta": _meta(quick)}
+    started = time.monotonic()
+    try:
+        for name in chosen:
+            print(f"bench: {name} ...", file=sys.stderr, flush=True)
+            entry_started = time.monotonic()
+            try:
+                result = RUNNERS[name](quick, options)
+            except Exception as exc:  # noqa: BLE001 - recorded in the report; the others still run
+                result = {"error": f"{type(exc).__name__}: {exc}"}
+            result.setdefault("entry_wall_s", round(time.monotonic() - entry_started, 1))
+            report[name] = result
+    finally:
+        report["meta"]["wall_s"] = round(time.monotonic() - started, 1)
+        if json_path is not None:
+            json_path = Path(json_path)
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps(report, indent=2) + "\n")
+    print(format_table(report))
+    return report
+
+
+# -- the table ------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _row(entry: str, metric: str, value: Any, baseline: Any = None) -> tuple[str, ...]:
+    ratio = None
+    if isinstance(value, (int, float)) and isinstance(baseline, (int, float)) and baseline:
+        ratio = round(value / baseline, 3)
+    return (entry, metric, _fmt(value), _fmt(baseline), _fmt(ratio))
+
+
+def _gateway_rows(gw: dict[str, Any]) -> list[tuple[str, ...]]:
+    rows = []
+    for level in gw.get("levels", []):
+        n, g, e = level["sessions"], level["gateway"], level["echo"]
+        failed = "" if g.get("complete", True) else f" [{g['failed_sessions']} sessions FAILED]"
+        rows.append(
+            _row("gateway", f"turns/s @ {n} sessions{failed}", g["turns_per_s"], e["turns_per_s"])
+        )
+        rows.append(_row("gateway", f"p50 ms @ {n}", g["p50_ms"], e["p50_ms"]))
+        rows.append(_row("gateway", f"p99 ms @ {n}", g["p99_ms"], e["p99_ms"]))
+        rows.append(_row("gateway", f"server CPU ms/turn @ {n}", g.get("server_cpu_ms_per_turn"),
+                         e.get("server_cpu_ms_per_turn")))  # fmt: skip
+    rows.append(_row("gateway", "idle KB/session (vs echo)", gw.get("idle_session_kb"),
+                     gw.get("echo_idle_session_kb")))  # fmt: skip
+    rows.append(_row("gateway", "sessions reached", gw.get("sessions")))
+    return rows
+
+
+def _flat_rows(entry: str, data: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Numeric fields; ``X`` is shown against ``X_no_cache`` when both exist."""
+    rows = []
+    for key, value in data.items():
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if key.endswith("_no_cache") or not numeric:
+            continue
+        rows.append(_row(entry, key, value, data.get(f"{key}_no_cache")))
+    return rows
+
+
+def format_table(report: dict[str, Any]) -> str:
+    rows: list[tuple[str, ...]] = [("entry", "metric", "value", "baseline", "ratio")]
+    for name in ENTRIES:
+        data = report.get(name)
+        if not isinstance(data, dict):
+            continue
+        if "error" in data:
+            rows.append((name, "error", str(data["error"])[:100], "-", "-"))
+        elif name == "gateway":
+            rows.extend(_gateway_rows(data))
+        else:
+            rows.extend(_flat_rows(name, data))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = [
+        "  ".join(cell.ljust(w) if i < 2 else cell.rjust(w)
+                  for i, (cell, w) in enumerate(zip(row, widths, strict=True)))
+        for row in rows
+    ]  # fmt: skip
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append(f"wall time {report['meta'].get('wall_s', '-')} s")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from assistant.cli import main as cli_main
+
+    return cli_main(["bench", *(sys.argv[1:] if argv is None else argv)])

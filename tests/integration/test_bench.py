@@ -1,0 +1,62 @@
+"""``assistant bench`` keeps working: the quick bench on tiny settings (a real redis-server, real
+server processes, real WebSockets) writes its JSON report with sane values. No timing thresholds:
+speed is judged by the numbers the bench reports, not by this test."""
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_quick_bench_on_tiny_settings_writes_the_report(tmp_path):
+    from bench.run import run_bench
+
+    path = tmp_path / "bench.json"
+    report = run_bench(
+        True, path, ["gateway", "redis"],
+        sessions=[1, 5], turns=2, total_turns=4, idle_sessions=5, redis_turns=3,
+    )  # fmt: skip
+    data = json.loads(path.read_text())
+    assert data["meta"]["quick"] is True and data["meta"]["wall_s"] > 0
+    assert set(data) == {"meta", "gateway", "redis"}
+
+    gateway = data["gateway"]
+    assert "error" not in gateway, gateway
+    assert gateway["sessions"] == 5
+    assert gateway["turns_per_s"] > 0 and gateway["echo_turns_per_s"] > 0
+    assert gateway["ratio_vs_echo"] > 0
+    assert 0 < gateway["p50_ms"] <= gateway["p99_ms"]
+    assert isinstance(gateway["idle_session_kb"], (int, float))
+    assert [level["sessions"] for level in gateway["levels"]] == [1, 5]
+    for level in gateway["levels"]:
+        real, echo = level["gateway"], level["echo"]
+        assert real["complete"] and echo["complete"], level
+        assert real["turns"] == echo["turns"] == level["sessions"] * real["rounds"] * 2
+        # The baseline answers a turn with as many events as the real server does.
+        assert real["frames_per_turn"] == echo["frames_per_turn"] >= 5
+        assert real["redis_commands_per_turn"] >= 1
+    assert gateway["levels"][0]["gateway"]["rounds"] == 2  # 4 turns at 1 session: 2 sessions
+
+    redis = data["redis"]
+    assert "error" not in redis, redis
+    assert redis["round_trips_per_turn"] >= 1
+    assert redis["commands_per_turn"] >= redis["round_trips_per_turn"]
+    assert report["redis"]["round_trips_per_turn"] == redis["round_trips_per_turn"]
+
+
+def test_cli_bench_runs_one_entry(tmp_path, capsys):
+    from assistant.cli import main
+
+    path = tmp_path / "redis.json"
+    assert main(["bench", "--quick", "--only", "redis", "--json", str(path)]) == 0
+    assert json.loads(path.read_text())["redis"]["round_trips_per_turn"] >= 1
+    table = capsys.readouterr().out
+    assert "round_trips_per_turn" in table and "baseline" in table
+
+
+def test_an_unknown_entry_is_refused():
+    from bench.run import run_bench
+
+    with pytest.raises(ValueError, match="unknown bench entries"):
+        run_bench(True, None, ["nope"])
