@@ -22,7 +22,7 @@ import binascii
 import hashlib
 import io
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -78,6 +78,7 @@ class DecodedImage:
     mime_type: str  # of the actual content (may differ from what a data URL declared)
     width: int
     height: int
+    encoded: bytes = field(default=b"", repr=False)  # the bytes as sent: what the store keeps
 
 
 DEFAULT_LIMITS = ImageLimits()
@@ -157,7 +158,9 @@ def decode_image_bytes(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Dec
         raise InvalidRequestError(message, code=INVALID_IMAGE) from exc
     height, width = pixels.shape[:2]
     digest = hashlib.sha256(data).hexdigest()
-    return DecodedImage(pixels=pixels, sha256=digest, mime_type=mime_type, width=width, height=height)
+    return DecodedImage(
+        pixels=pixels, sha256=digest, mime_type=mime_type, width=width, height=height, encoded=data
+    )
 
 
 def _check_size(size: tuple[int, int], limits: ImageLimits) -> None:

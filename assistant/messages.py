@@ -48,7 +48,17 @@ class AudioPart(_Frozen):
     duration_s: float | None = None
 
 
-ContentPart = Annotated[Union[TextPart, ImagePart, AudioPart], Field(discriminator="type")]
+class PendingImage(_Frozen):
+    """An image as the client sent it (a data URL), before it is validated and stored. The
+    orchestrator turns it into an ``ImagePart``; it is never stored itself."""
+
+    type: Literal["pending_image"] = "pending_image"
+    source: str
+
+
+ContentPart = Annotated[
+    Union[TextPart, ImagePart, AudioPart, PendingImage], Field(discriminator="type")
+]
 
 
 class Message(_Frozen):
@@ -59,6 +69,10 @@ class Message(_Frozen):
     # The client's own id for the turn: a retried send with the same turn id is stored once.
     turn_id: str | None = None
     created_at: int = Field(default_factory=now_ms)
+
+    @property
+    def images(self) -> tuple[ImagePart, ...]:
+        return tuple(p for p in self.content if isinstance(p, ImagePart))
 
     @property
     def text(self) -> str:

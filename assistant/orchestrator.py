@@ -14,23 +14,27 @@ import contextlib
 import dataclasses
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from assistant.config import LLMSettings, MemorySettings, PromptSettings
-from assistant.errors import AssistantError, NoInputError, SessionNotFoundError
-from assistant.messages import Message, MessageStatus, SessionInfo, TextPart, new_id
+from assistant.errors import AssistantError, InvalidRequestError, NoInputError, SessionNotFoundError
+from assistant.messages import Message, MessageStatus, PendingImage, SessionInfo, TextPart, new_id
 from assistant.ports import (
     AppendResult,
     Generation,
+    IMAGE_MARKER,
     GenerationOptions,
     LanguageModel,
+    PromptImage,
+    PromptMessage,
     SessionStore,
     Usage,
 )
 from assistant.prompt import BuiltPrompt, PromptBudget, build_prompt
 from assistant.turn_lease import TurnLease
+from assistant.vision import ImagePipeline
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +90,11 @@ class Orchestrator:
         llm_settings: LLMSettings,
         prompt_settings: PromptSettings,
         memory_settings: MemorySettings,
+        vision: ImagePipeline | None = None,
     ) -> None:
         self.llm = llm
         self.store = store
+        self.vision = vision
         self._llm_settings = llm_settings
         self._prompt_settings = prompt_settings
         self._memory_settings = memory_settings
@@ -109,6 +115,50 @@ class Orchestrator:
     async def update_session(self, session_id: str, **fields: object) -> SessionInfo:
         return await self.store.update_info(session_id, **fields)
 
+    # -- images ------------------------------------------------------------------------------------
+
+    async def _ingest(self, message: Message) -> Message:
+        if not any(isinstance(part, PendingImage) for part in message.content):
+            return message
+        if self.vision is None:
+            raise InvalidRequestError(
+                "this server has no vision encoder configured", code="unsupported_content"
+            )
+        parts = [
+            await self.vision.ingest(part) if isinstance(part, PendingImage) else part
+            for part in message.content
+        ]
+        return message.model_copy(update={"content": tuple(parts)})
+
+    async def _renderer(self, history: Sequence[Message]) -> Callable[[Message], PromptMessage]:
+        """How each message reads to the model; images are resolved now (embeddings from the
+        cache or the encoder, or descriptions for a model that takes text only)."""
+        with_images = {m.id: await self._render_images(m) for m in history if m.images}
+
+        def render(message: Message) -> PromptMessage:
+            if message.id in with_images:
+                return with_images[message.id]
+            return PromptMessage(message.role, message.text.replace(IMAGE_MARKER, ""))
+
+        return render
+
+    async def _render_images(self, message: Message) -> PromptMessage:
+        text = message.text.replace(IMAGE_MARKER, "")
+        count = len(message.images)
+        if self.vision is None:
+            return PromptMessage(message.role, f"[{count} image(s) not shown]\n{text}")
+        if self.llm.capabilities.embeddings and self.vision.projector is not None:
+            images = tuple(
+                PromptImage(key=part.sha256, embeddings=await self.vision.embeddings(part))
+                for part in message.images
+            )
+            lines = [f"Image {i + 1}: {IMAGE_MARKER}" if count > 1 else IMAGE_MARKER
+                     for i in range(count)]
+            return PromptMessage(message.role, "\n".join([*lines, text]), images)
+        described = [await self.vision.describe(part) for part in message.images]
+        lines = [f"[Image {i + 1}: {d}]" for i, d in enumerate(described)]
+        return PromptMessage(message.role, "\n".join([*lines, text]))
+
     def new_lease(self, session_id: str) -> TurnLease:
         """A connection's writer lease on its session (see ``turn_lease``)."""
         return TurnLease(
@@ -123,7 +173,9 @@ class Orchestrator:
         self, session_id: str, message: Message, lease: TurnLease | None = None
     ) -> AppendResult:
         """Store a client item, idempotent on its turn id. With the connection's ``lease`` the
-        lease is kept for the response that follows; without one it is given back at once."""
+        lease is kept for the response that follows; without one it is given back at once.
+        Images are validated and stored as blobs first."""
+        message = await self._ingest(message)
         if lease is not None:
             return await lease.add(message)
         lease = self.new_lease(session_id)
@@ -157,7 +209,8 @@ class Orchestrator:
                 or snapshot.info.instructions
                 or self._prompt_settings.instructions
             )
-            run.prompt = self._build(session_id, instructions, snapshot.messages, overrides)
+            render = await self._renderer(snapshot.messages)
+            run.prompt = self._build(session_id, instructions, snapshot.messages, overrides, render)
             lease.keep_alive()
             # aclosing: when our consumer stops early, the reply is still stored before unlocking.
             async with contextlib.aclosing(self._generate(run, overrides, lease)) as deltas:
@@ -172,13 +225,14 @@ class Orchestrator:
         instructions: str,
         history: tuple[Message, ...],
         overrides: ResponseOverrides,
+        render: Callable[[Message], PromptMessage],
     ) -> BuiltPrompt:
         max_new = overrides.max_output_tokens or self._llm_settings.max_new_tokens
         context = self._prompt_settings.context_tokens or (
             self.llm.capabilities.context_tokens - max_new
         )
         budget = PromptBudget(tokens=max(context, 1), per_message=self.llm.message_overhead_tokens())
-        built = build_prompt(instructions, history, budget, self._count_tokens)
+        built = build_prompt(instructions, history, budget, self._count_tokens, render)
         return dataclasses.replace(
             built, prompt=dataclasses.replace(built.prompt, cache_key=session_id)
         )

@@ -36,12 +36,26 @@ _T = TypeVar("_T")
 PromptRole = Literal["system", "user", "assistant"]
 
 
+#: Where an image's embeddings go in a prompt message's text (one marker per image, in order).
+IMAGE_MARKER = "<|image|>"
+
+
+@dataclass(frozen=True)
+class PromptImage:
+    """An image as a language model with ``embeddings`` capability takes it: projected vectors."""
+
+    key: str  # the image's sha256 (and projector): equal keys mean equal vectors
+    embeddings: "np.ndarray"  # (N, H) float32, H the language model's hidden size
+
+
 @dataclass(frozen=True)
 class PromptMessage:
-    """One message of a prompt as the language model sees it: a role and its text."""
+    """One message of a prompt as the language model sees it: a role, its text and, for a model
+    that takes embeddings, the images whose ``IMAGE_MARKER`` stand in the text."""
 
     role: PromptRole
     text: str
+    images: tuple[PromptImage, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -333,6 +347,17 @@ class VisionEncoderCapabilities:
     image_size: int = 224
 
 
+class ImageProjector(abc.ABC):
+    """Maps an encoder's features to embeddings in a language model's input space."""
+
+    #: Names the projector's type, configuration and weights: the embedding cache's key.
+    identity: str
+
+    @abc.abstractmethod
+    def project(self, features: ImageFeatures) -> "np.ndarray":
+        """Blocking: (N, H) float32 embeddings for one image."""
+
+
 class VisionEncoder(abc.ABC):
     """Turns a decoded RGB image into patch features (and class scores, where it has them)."""
 
@@ -450,6 +475,23 @@ class SessionStore(abc.ABC):
         """Extend ``token``'s lease; False when it is no longer held by ``token``."""
         return await self._call(self._renew_turn_impl(session_id, token))
 
+    # -- content-addressed blobs and a derived-data cache, shared by a tenant's sessions ----------
+
+    async def put_blob(self, sha256: str, data: bytes) -> None:
+        """Store bytes under their sha256 (images); they live as long as a session would."""
+        await self._call(self._put_blob_impl(sha256, data))
+
+    async def get_blob(self, sha256: str) -> bytes | None:
+        """The bytes stored under ``sha256`` (their time to live refreshed), or None."""
+        return await self._call(self._get_blob_impl(sha256))
+
+    async def cache_get(self, key: str) -> bytes | None:
+        """Derived data (image embeddings) by key; None on a miss."""
+        return await self._call(self._cache_get_impl(key))
+
+    async def cache_set(self, key: str, value: bytes, ttl_s: int) -> None:
+        await self._call(self._cache_set_impl(key, value, ttl_s))
+
     async def ping(self) -> bool:
         try:
             return await self._call(self._ping_impl())
@@ -499,6 +541,18 @@ class SessionStore(abc.ABC):
     @abc.abstractmethod
     async def _renew_turn_impl(self, session_id: str, token: str) -> bool: ...
 
+    @abc.abstractmethod
+    async def _put_blob_impl(self, sha256: str, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def _get_blob_impl(self, sha256: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    async def _cache_get_impl(self, key: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    async def _cache_set_impl(self, key: str, value: bytes, ttl_s: int) -> None: ...
+
 
 __all__ = [
     "AppendResult",
@@ -508,7 +562,10 @@ __all__ = [
     "LanguageModel",
     "LanguageModelCapabilities",
     "MessageStatus",
+    "IMAGE_MARKER",
+    "ImageProjector",
     "Prompt",
+    "PromptImage",
     "PromptMessage",
     "SessionLock",
     "SessionSnapshot",

@@ -39,27 +39,35 @@ def current_turn_start(history: Sequence[Message]) -> int:
     return 0
 
 
+def text_only(message: Message) -> PromptMessage:
+    return PromptMessage(message.role, message.text)
+
+
 def build_prompt(
     instructions: str,
     history: Sequence[Message],
     budget: PromptBudget,
     count_tokens: Callable[[str], int],
+    render: Callable[[Message], PromptMessage] = text_only,
 ) -> BuiltPrompt:
-    """Fit ``history`` (oldest first, the current turn last) into ``budget``."""
+    """Fit ``history`` (oldest first, the current turn last) into ``budget``. ``render`` turns a
+    stored message into what the model reads (its images as embeddings or as a description)."""
 
-    def cost(text: str) -> int:
-        return count_tokens(text) + budget.per_message
+    def cost(message: PromptMessage) -> int:
+        images = sum(len(image.embeddings) for image in message.images)
+        return count_tokens(message.text) + images + budget.per_message
 
+    rendered = [render(m) for m in history]
     start = current_turn_start(history)
     system_text = instructions
-    required = cost(system_text) + sum(cost(m.text) for m in history[start:])
+    required = cost(PromptMessage("system", system_text)) + sum(cost(m) for m in rendered[start:])
     if required > budget.tokens:
         raise ContextLengthError(
             f"the instructions and the current turn take {required} tokens; the budget is "
             f"{budget.tokens}"
         )
-    earlier = history[:start]
-    costs = [cost(m.text) for m in earlier]
+    earlier = rendered[:start]
+    costs = [cost(m) for m in earlier]
     kept_from = 0
     if required + sum(costs) > budget.tokens:
         # Not everything fits: keep the newest messages that fit beside the omission note.
@@ -73,9 +81,7 @@ def build_prompt(
     kept = earlier[kept_from:]
     used = required + sum(costs[kept_from:])
     dropped = kept_from
-    messages = [PromptMessage("system", system_text)]
-    messages.extend(PromptMessage(m.role, m.text) for m in kept)
-    messages.extend(PromptMessage(m.role, m.text) for m in history[start:])
+    messages = [PromptMessage("system", system_text), *kept, *rendered[start:]]
     return BuiltPrompt(Prompt(tuple(_merge_roles(messages))), used, dropped)
 
 
@@ -85,7 +91,10 @@ def _merge_roles(messages: list[PromptMessage]) -> list[PromptMessage]:
     merged: list[PromptMessage] = []
     for message in messages:
         if merged and merged[-1].role == message.role and message.role != "system":
-            merged[-1] = PromptMessage(message.role, f"{merged[-1].text}\n{message.text}")
+            previous = merged[-1]
+            merged[-1] = PromptMessage(
+                message.role, f"{previous.text}\n{message.text}", previous.images + message.images
+            )
         else:
             merged.append(message)
     return merged

@@ -19,7 +19,15 @@ from assistant.errors import (
     InvalidJSONError,
     UnknownEventError,
 )
-from assistant.messages import AudioPart, ImagePart, Message, TextPart, new_id
+from assistant.messages import (
+    AudioPart,
+    ContentPart,
+    ImagePart,
+    Message,
+    PendingImage,
+    TextPart,
+    new_id,
+)
 
 # --------------------------------------------------------------------------------------------------
 # Content parts on the wire
@@ -282,14 +290,17 @@ def wire_item(message: Message) -> WireItem:
 
 
 def message_from_input(item: InputItem) -> Message:
-    """A stored message from a client item. Only text parts are accepted so far: images and audio
-    are added by the vision and voice features."""
-    parts = []
+    """A message from a client item. Images arrive as ``PendingImage`` parts: the orchestrator
+    validates, decodes and stores them (off the event loop) before the message is stored."""
+    parts: list[ContentPart] = []
     for part in item.content:
-        if not isinstance(part, InputText):
+        if isinstance(part, InputText):
+            parts.append(TextPart(text=part.text))
+        elif isinstance(part, InputImage):
+            parts.append(PendingImage(source=part.image_url))
+        else:
             raise InvalidEventError(
                 f"content part {part.type!r} is not supported by this server yet",
                 code="unsupported_content",
             )
-        parts.append(TextPart(text=part.text))
     return Message(role=item.role, content=tuple(parts), turn_id=item.id)

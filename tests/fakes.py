@@ -46,6 +46,8 @@ class MemoryStore(SessionStore):
         self.messages: dict[str, list[Message]] = {}
         self.locks: dict[str, asyncio.Lock] = {}
         self.leases: dict[str, str] = {}  # session id -> token holding the writer lease
+        self.blobs: dict[str, bytes] = {}
+        self.cache: dict[str, bytes] = {}
 
     async def _create_impl(self, info: SessionInfo) -> SessionInfo:
         self.infos[info.id] = info
@@ -101,6 +103,18 @@ class MemoryStore(SessionStore):
 
     async def _renew_turn_impl(self, session_id: str, token: str) -> bool:
         return self.leases.get(session_id) == token
+
+    async def _put_blob_impl(self, sha256: str, data: bytes) -> None:
+        self.blobs[sha256] = data
+
+    async def _get_blob_impl(self, sha256: str) -> bytes | None:
+        return self.blobs.get(sha256)
+
+    async def _cache_get_impl(self, key: str) -> bytes | None:
+        return self.cache.get(key)
+
+    async def _cache_set_impl(self, key: str, value: bytes, ttl_s: int) -> None:
+        self.cache[key] = value
 
     async def _ping_impl(self) -> bool:
         return True

@@ -159,6 +159,7 @@ class RedisSessionStore(SessionStore):
         self.lock_ttl_ms = int(lock_ttl_ms)
         #: Requests sent to Redis (a pipeline or a script call counts once).
         self.round_trips = 0
+        self._binary: "aioredis.Redis | None" = None  # for blobs, made on first use
         self._append_script = client.register_script(_APPEND)
         self._begin_script = client.register_script(_BEGIN_TURN)
         self._end_script = client.register_script(_END_TURN)
@@ -290,6 +291,36 @@ class RedisSessionStore(SessionStore):
         renewed = self._renew_script(keys=[key], args=[token, str(self.lock_ttl_ms)])
         return bool(await self._sent(renewed))
 
+    # -- blobs and cache: raw bytes, through a client that does not decode replies ----------------
+
+    @property
+    def _bytes_client(self) -> "aioredis.Redis":
+        if self._binary is None:
+            pool = self.client.connection_pool
+            kwargs = {**pool.connection_kwargs, "decode_responses": False}
+            binary_pool = aioredis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+            self._binary = aioredis.Redis(connection_pool=binary_pool)
+        return self._binary
+
+    def _tenant_key(self, kind: str, name: str) -> str:
+        return f"{self.key_prefix}:{self.tenant}:{kind}:{name}"
+
+    async def _put_blob_impl(self, sha256: str, data: bytes) -> None:
+        key = self._tenant_key("blob", sha256)
+        await self._sent(self._bytes_client.set(key, data, px=self.ttl_ms))
+
+    async def _get_blob_impl(self, sha256: str) -> bytes | None:
+        # GETEX refreshes the time to live: an image referenced by a live session stays.
+        key = self._tenant_key("blob", sha256)
+        return await self._sent(self._bytes_client.getex(key, px=self.ttl_ms))
+
+    async def _cache_get_impl(self, key: str) -> bytes | None:
+        return await self._sent(self._bytes_client.get(self._tenant_key("cache", key)))
+
+    async def _cache_set_impl(self, key: str, value: bytes, ttl_s: int) -> None:
+        full = self._tenant_key("cache", key)
+        await self._sent(self._bytes_client.set(full, value, ex=max(int(ttl_s), 1)))
+
     def _lock_impl(self, session_id: str, wait_s: float) -> SessionLock:
         return RedisSessionLock(self, session_id, wait_s)
 
@@ -297,6 +328,9 @@ class RedisSessionStore(SessionStore):
         return bool(await self._sent(self.client.ping()))
 
     async def aclose(self) -> None:
+        if self._binary is not None:
+            await self._binary.aclose()
+            await self._binary.connection_pool.disconnect()
         await self.client.aclose()
 
 

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from assistant.errors import InvalidEventError, InvalidJSONError, UnknownEventError
-from assistant.messages import AudioPart, Message, TextPart
+from assistant.messages import AudioPart, Message, PendingImage, TextPart
 from assistant.protocol import (
     ConversationItemCreate,
     ErrorEvent,
@@ -61,14 +61,15 @@ def test_bad_frames_raise_coded_errors(frame, error, code, event_id):
     assert wire["error"]["message"]
 
 
-def test_unsupported_content_part_is_refused_with_its_own_code():
+def test_image_part_arrives_as_a_pending_image_for_the_orchestrator_to_store():
     event = parse_client_event(json.dumps({
         "type": "conversation.item.create",
-        "item": {"content": [{"type": "input_image", "image_url": "data:image/png;base64,AAAA"}]},
+        "item": {"content": [{"type": "input_text", "text": "what is this?"},
+                             {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}]},
     }))
-    with pytest.raises(InvalidEventError) as info:
-        message_from_input(event.item)
-    assert info.value.code == "unsupported_content"
+    message = message_from_input(event.item)
+    assert message.content[1] == PendingImage(source="data:image/png;base64,AAAA")
+    assert message.text == "what is this?"
 
 
 def test_wire_item_maps_roles_and_parts():

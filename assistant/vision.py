@@ -1,0 +1,108 @@
+"""Images in a conversation: validate and store what the client sends, and turn a stored image into
+what the language model takes, with the expensive part cached in the store.
+
+    PendingImage --decode/validate (thread)--> blob in the store (by sha256) --> ImagePart
+    ImagePart --cache hit?--> embeddings (N, H)
+              --miss--> blob --> decode --> VisionEncoder --> ImageProjector --> cache --> (N, H)
+    ImagePart --> a short description (top classes), for a model that takes text only
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+from assistant.errors import InvalidRequestError
+from assistant.images import DecodedImage, ImageLimits, decode_image
+from assistant.messages import ImagePart, PendingImage
+from assistant.ports import ImageFeatures, ImageProjector, SessionStore, VisionEncoder
+
+#: How long derived data (embeddings, descriptions) stays cached.
+CACHE_TTL_S = 7 * 24 * 3600
+
+
+@dataclass
+class VisionStats:
+    encoder_calls: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+
+
+class ImagePipeline:
+    def __init__(
+        self,
+        encoder: VisionEncoder,
+        projector: ImageProjector | None,
+        store: SessionStore,
+        *,
+        limits: ImageLimits = ImageLimits(),
+        top_k: int = 5,
+    ) -> None:
+        self.encoder = encoder
+        self.projector = projector
+        self.store = store
+        self.limits = limits
+        self.top_k = top_k
+        self.stats = VisionStats()
+
+    async def ingest(self, pending: PendingImage) -> ImagePart:
+        """Validate and decode the client's image (refusing bombs before decoding), store its
+        bytes by sha256, and return the part the message stores."""
+        decoded = await asyncio.to_thread(decode_image, pending.source, self.limits)
+        await self.store.put_blob(decoded.sha256, decoded.encoded)
+        return ImagePart(sha256=decoded.sha256, mime_type=decoded.mime_type)
+
+    async def embeddings(self, part: ImagePart) -> np.ndarray:
+        """The image's projected embeddings, (N, H) float32: from the cache, or encoded now."""
+        if self.projector is None:
+            raise InvalidRequestError("no image projector is configured", code="unsupported_content")
+        key = f"emb:{self.projector.identity}:{part.sha256}"
+        cached = await self.store.cache_get(key)
+        if cached is not None:
+            self.stats.cache_hits += 1
+            return np.load(io.BytesIO(cached), allow_pickle=False)
+        self.stats.cache_misses += 1
+        features = await self._features(part)
+        vectors = await asyncio.to_thread(self.projector.project, features)  # (N, H)
+        buffer = io.BytesIO()
+        np.save(buffer, vectors.astype(np.float32), allow_pickle=False)
+        await self.store.cache_set(key, buffer.getvalue(), CACHE_TTL_S)
+        return vectors
+
+    async def describe(self, part: ImagePart) -> str:
+        """A short text for a model that takes no images: the encoder's top classes."""
+        key = f"desc:{self.encoder.name}:{self.top_k}:{part.sha256}"
+        cached = await self.store.cache_get(key)
+        if cached is not None:
+            self.stats.cache_hits += 1
+            return cached.decode()
+        self.stats.cache_misses += 1
+        text = describe_features(await self._features(part), self.top_k)
+        await self.store.cache_set(key, text.encode(), CACHE_TTL_S)
+        return text
+
+    async def _features(self, part: ImagePart) -> ImageFeatures:
+        data = await self.store.get_blob(part.sha256)
+        if data is None:
+            raise InvalidRequestError(
+                f"image {part.sha256[:12]}… is no longer stored", code="image_expired"
+            )
+        decoded: DecodedImage = await asyncio.to_thread(decode_image, data, self.limits)
+        self.stats.encoder_calls += 1
+        return await self.encoder.encode(decoded.pixels)
+
+
+def describe_features(features: ImageFeatures, top_k: int) -> str:
+    """``"an image of: tiger cat (38%), Egyptian cat (37%)"`` from the class posterior."""
+    if features.class_probs is None or features.class_names is None:
+        return "an image"
+    order = np.argsort(features.class_probs)[::-1][:top_k]  # (k,)
+    labels = [
+        f"{features.class_names[i]} ({features.class_probs[i]:.0%})"
+        for i in order
+        if features.class_probs[i] >= 0.02 or i == order[0]
+    ]
+    return "an image of: " + ", ".join(labels)
