@@ -58,7 +58,47 @@ class ASRSettings(_Section):
     vad_adapter: str = "silero"
 
 
+# -- voice (issue 3): the streaming audio pipeline and spoken replies ------------------------------
+
+
+class VoiceSettings(_Section):
+    """The per-connection voice pipeline; the turn detection values are the defaults a session
+    starts with (``session.update`` ``turn_detection`` changes them, ``null`` turns it off)."""
+
+    #: Audio accepted at all; when off, audio gets ``unsupported_content`` / ``unsupported_frame``.
+    enabled: bool = True
+    #: Load the speech models when the server starts rather than on first use.
+    preload: bool = False
+    #: Server-side end-of-turn detection on by default (``server_vad``).
+    turn_detection: bool = True
+    threshold: float = Field(0.5, gt=0.0, le=1.0)
+    prefix_padding_ms: int = Field(300, ge=0, le=5_000)
+    silence_duration_ms: int = Field(500, ge=100, le=10_000)
+    min_speech_ms: int = Field(150, ge=0, le=5_000)
+    #: Longest turn: a server-VAD turn is committed here; a manual buffer refuses more audio.
+    max_turn_s: float = Field(120.0, gt=0, le=600)
+    #: Largest audio chunk (a binary frame or one decoded ``input_audio_buffer.append``).
+    max_chunk_bytes: int = Field(1024 * 1024, ge=1024)
+    #: Uploaded audio files (``input_audio`` parts, ``POST /v1/audio/transcriptions``).
+    max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1024)
+    max_upload_s: float = Field(600.0, gt=0)
+    #: Partial transcripts: the growing utterance is re-transcribed at most this often.
+    partial_interval_s: float = Field(1.0, gt=0)
+    #: Whisper decodes a worker runs at once; partials are skipped while all are busy.
+    transcribe_concurrency: int = Field(1, ge=1, le=64)
+
+
+class TTSSettings(_Section):
+    adapter: str = "espeak"
+    #: Voice name of the adapter (espeak-ng: ``en-us``, ``en-gb``, ...).
+    voice: str = "en-us"
+    #: Speaking rate, words per minute.
+    rate_wpm: int = Field(175, ge=80, le=450)
+
+
 class VisionSettings(_Section):
+    #: Images accepted at all; when off, an image part gets ``unsupported_content``.
+    enabled: bool = True
     adapter: str = "efficientnet"
     #: A local weights file for the encoder; empty: the packaged ImageNet weights.
     model: str = ""
@@ -113,6 +153,8 @@ class Settings(BaseSettings):
     redis_url: str = ""
     llm: LLMSettings = LLMSettings()
     asr: ASRSettings = ASRSettings()
+    voice: VoiceSettings = VoiceSettings()
+    tts: TTSSettings = TTSSettings()
     vision: VisionSettings = VisionSettings()
     memory: MemorySettings = MemorySettings()
     prompt: PromptSettings = PromptSettings()

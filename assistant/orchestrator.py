@@ -91,10 +91,15 @@ class Orchestrator:
         prompt_settings: PromptSettings,
         memory_settings: MemorySettings,
         vision: ImagePipeline | None = None,
+        vision_factory: Callable[[], ImagePipeline] | None = None,
     ) -> None:
+        """``vision_factory`` (blocking) builds the image pipeline on the first image, so a server
+        that never sees one never loads the encoder."""
         self.llm = llm
         self.store = store
         self.vision = vision
+        self._vision_factory = vision_factory
+        self._vision_lock = asyncio.Lock()
         self._llm_settings = llm_settings
         self._prompt_settings = prompt_settings
         self._memory_settings = memory_settings
@@ -117,15 +122,23 @@ class Orchestrator:
 
     # -- images ------------------------------------------------------------------------------------
 
+    async def _image_pipeline(self) -> ImagePipeline | None:
+        if self.vision is None and self._vision_factory is not None:
+            async with self._vision_lock:
+                if self.vision is None:
+                    self.vision = await asyncio.to_thread(self._vision_factory)
+        return self.vision
+
     async def _ingest(self, message: Message) -> Message:
         if not any(isinstance(part, PendingImage) for part in message.content):
             return message
-        if self.vision is None:
+        vision = await self._image_pipeline()
+        if vision is None:
             raise InvalidRequestError(
                 "this server has no vision encoder configured", code="unsupported_content"
             )
         parts = [
-            await self.vision.ingest(part) if isinstance(part, PendingImage) else part
+            await vision.ingest(part) if isinstance(part, PendingImage) else part
             for part in message.content
         ]
         return message.model_copy(update={"content": tuple(parts)})
@@ -145,17 +158,18 @@ class Orchestrator:
     async def _render_images(self, message: Message) -> PromptMessage:
         text = message.text.replace(IMAGE_MARKER, "")
         count = len(message.images)
-        if self.vision is None:
+        vision = await self._image_pipeline()
+        if vision is None:
             return PromptMessage(message.role, f"[{count} image(s) not shown]\n{text}")
-        if self.llm.capabilities.embeddings and self.vision.projector is not None:
-            images = tuple(
-                PromptImage(key=part.sha256, embeddings=await self.vision.embeddings(part))
+        if self.llm.capabilities.embeddings and vision.projector is not None:
+            images = tuple([
+                PromptImage(key=part.sha256, embeddings=await vision.embeddings(part))
                 for part in message.images
-            )
+            ])
             lines = [f"Image {i + 1}: {IMAGE_MARKER}" if count > 1 else IMAGE_MARKER
                      for i in range(count)]
             return PromptMessage(message.role, "\n".join([*lines, text]), images)
-        described = [await self.vision.describe(part) for part in message.images]
+        described = [await vision.describe(part) for part in message.images]
         lines = [f"[Image {i + 1}: {d}]" for i, d in enumerate(described)]
         return PromptMessage(message.role, "\n".join([*lines, text]))
 

@@ -13,6 +13,7 @@ from assistant.ports import (
     LanguageModel,
     SessionStore,
     SpeechToText,
+    TextToSpeech,
     VisionEncoder,
     VoiceActivity,
 )
@@ -29,6 +30,9 @@ ASR_ADAPTERS: dict[str, str] = {
 }
 VAD_ADAPTERS: dict[str, str] = {
     "silero": "adapters.asr.silero_vad",
+}
+TTS_ADAPTERS: dict[str, str] = {
+    "espeak": "adapters.tts.espeak",
 }
 VISION_ADAPTERS: dict[str, str] = {
     "efficientnet": "adapters.vision.efficientnet",
@@ -59,8 +63,29 @@ def build_voice_activity(settings: Settings) -> VoiceActivity:
     return _module("vad", VAD_ADAPTERS, settings.asr.vad_adapter).build(settings)
 
 
+def build_text_to_speech(settings: Settings) -> TextToSpeech:
+    return _module("tts", TTS_ADAPTERS, settings.tts.adapter).build(settings)
+
+
 def build_vision_encoder(settings: Settings) -> VisionEncoder:
     return _module("vision", VISION_ADAPTERS, settings.vision.adapter).build(settings)
+
+
+def build_image_pipeline(settings: Settings, llm: LanguageModel, store: SessionStore) -> Any:
+    """The vision encoder, and a projector when the language model takes embeddings, behind the
+    core's ``ImagePipeline`` (blocking: loads weights)."""
+    from assistant.images import ImageLimits
+    from assistant.vision import ImagePipeline
+
+    encoder = build_vision_encoder(settings)
+    projector = None
+    if llm.capabilities.embeddings:
+        module = importlib.import_module("adapters.vision.projector")
+        projector = module.build(settings, language_model=llm, encoder=encoder)
+    limits = ImageLimits(
+        max_bytes=settings.vision.max_image_bytes, max_pixels=settings.vision.max_image_pixels
+    )
+    return ImagePipeline(encoder, projector, store, limits=limits, top_k=settings.vision.top_k)
 
 
 def build_session_store(settings: Settings, *, redis_url: str) -> SessionStore:

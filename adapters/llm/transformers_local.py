@@ -11,6 +11,7 @@ A conversation's KV cache is kept after its turn (``kv_cache.PrefixCacheLRU``, k
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -39,6 +40,7 @@ from assistant.ports import (
     Prompt,
     PromptMessage,
     Usage,
+    IMAGE_MARKER,
     iterate_in_thread,
 )
 
@@ -87,6 +89,7 @@ class TransformersLocalLM(LanguageModel):
         # Conversations' KV caches, used under the generation lock only. Reuse needs a cache that
         # crops back exactly (full-attention layers); other models always encode the whole prompt.
         reusable = croppable(self._new_cache())
+        self._image_rows: dict[int, Any] = {}  # pseudo-id -> (H,) while a generation runs
         self._kv_cache = PrefixCacheLRU(
             kv_cache_sessions if reusable else 0, kv_cache_max_tokens if reusable else 0
         )
@@ -167,7 +170,7 @@ class TransformersLocalLM(LanguageModel):
         self, prompt: Prompt, options: GenerationOptions, cancel: CancelToken, usage: Usage
     ) -> AsyncIterator[str]:
         def produce() -> Iterator[str]:  # runs in a worker thread, tokenising included
-            input_ids = self._prompt_ids(prompt.messages)
+            input_ids, image_rows = self._prompt_inputs(prompt.messages)
             if len(input_ids) >= self.capabilities.context_tokens:
                 raise ContextLengthError(
                     f"the prompt takes {len(input_ids)} tokens; {self.name} holds "
@@ -175,6 +178,7 @@ class TransformersLocalLM(LanguageModel):
                 )
             usage.input_tokens = len(input_ids)
             with self._generation_lock, torch.inference_mode():
+                self._image_rows = image_rows
                 prefix = self._kv_cache.take(prompt.cache_key, input_ids)
                 prefix = prefix or CachedPrefix(self._new_cache())
                 ids = self._generate_ids(input_ids, options, cancel, usage, prefix)
@@ -183,6 +187,7 @@ class TransformersLocalLM(LanguageModel):
                 finally:  # still under the lock: the token loop has stopped, the cache is idle
                     ids.close()
                     self._kv_cache.put(prompt.cache_key, prefix)  # only if left consistent
+                    self._image_rows = {}
 
         return iterate_in_thread(produce, cancel)
 
@@ -248,12 +253,52 @@ class TransformersLocalLM(LanguageModel):
         prefix.ids.extend(suffix)
         return logits  # (1, V)
 
+    def _prompt_inputs(
+        self, messages: Sequence[PromptMessage]
+    ) -> tuple[list[int], dict[int, torch.Tensor]]:
+        """The prompt's ids, with each image's N embedding rows standing in at its marker as
+        negative pseudo-ids unique to the image (so KV-cache reuse tells two images apart), and
+        the table of those rows: pseudo-id -> (H,)."""
+        images = [image for message in messages for image in message.images]
+        if not images:
+            return self._prompt_ids(messages), {}
+        chat = [{"role": m.role, "content": m.text} for m in messages]
+        with self._tokenizer_lock:
+            text = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        pieces = text.split(IMAGE_MARKER)
+        if len(pieces) - 1 != len(images):
+            raise ValueError(f"{len(pieces) - 1} image markers for {len(images)} images")
+        hidden = self.model.get_input_embeddings().embedding_dim
+        ids: list[int] = []
+        rows: dict[int, torch.Tensor] = {}
+        for index, piece in enumerate(pieces):
+            with self._tokenizer_lock:
+                ids.extend(self.tokenizer(piece, add_special_tokens=False)["input_ids"])
+            if index == len(images):
+                break
+            vectors = torch.from_numpy(images[index].embeddings).float()  # (N, H)
+            if vectors.ndim != 2 or vectors.shape[1] != hidden:
+                raise ConfigurationError(
+                    f"image embeddings of shape {tuple(vectors.shape)} do not fit hidden size {hidden}"
+                )
+            base = int(hashlib.sha256(images[index].key.encode()).hexdigest()[:12], 16)
+            for row in range(vectors.shape[0]):
+                pseudo_id = -(base * 4096 + row + 1)
+                ids.append(pseudo_id)
+                rows[pseudo_id] = vectors[row]  # (H,)
+        return ids, rows
+
     def _embed_prompt(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Token embeddings of the prompt tokens to prefill (all, or those after the cached prefix),
-        ``(1, S) -> (1, S, H)``. The place where projected image embeddings get spliced in at their
-        placeholder positions. (Prefix reuse compares token ids: when images are spliced in, two
-        different images must not share placeholder ids, or reuse must stop before them.)"""
-        return self.model.get_input_embeddings()(input_ids)  # (1, S, H)
+        """Embeddings of the prompt tokens to prefill (all, or those after the cached prefix),
+        ``(1, S) -> (1, S, H)``, with the projected image rows spliced in where the ids are an
+        image's pseudo-ids (negative)."""
+        table = self.model.get_input_embeddings()
+        embeds = table(input_ids.clamp(min=0))  # (1, S, H)
+        image_positions = (input_ids[0] < 0).nonzero().flatten()  # (K,)
+        if len(image_positions):
+            rows = [self._image_rows[int(input_ids[0, p])] for p in image_positions]
+            embeds[0, image_positions] = torch.stack(rows).to(embeds.dtype)  # (K, H)
+        return embeds  # (1, S, H)
 
     def _next_logits(self, cache: Any, **inputs: torch.Tensor) -> torch.Tensor:
         """One forward pass that extends ``cache``; the logits of the last position, ``(1, V)``."""

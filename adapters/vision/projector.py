@@ -42,7 +42,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from assistant.errors import ConfigurationError, UnknownAdapterError
-from assistant.ports import ImageFeatures
+from assistant.ports import ImageFeatures, ImageProjector
 
 CONFIG_FILE = "projector.json"
 WEIGHTS_FILE = "projector.safetensors"
@@ -301,6 +301,39 @@ def load_projector(directory: str | Path, *, device: str = "cpu") -> Projector:
     if meta.get("identity") not in (None, projector.identity):
         raise ConfigurationError(f"the projector in {folder} does not match its saved identity")
     return projector.to(device).eval()
+
+
+class ProjectorAdapter(ImageProjector):
+    """A projector behind the core's ``ImageProjector`` port: numpy out, identity computed once."""
+
+    def __init__(self, projector: Projector) -> None:
+        self.projector = projector.eval()
+        self.identity = projector.identity
+
+    def project(self, features: ImageFeatures) -> np.ndarray:
+        return self.projector.project(features).float().numpy()  # (N, H)
+
+
+def build(settings: Any, *, language_model: Any, encoder: Any) -> ProjectorAdapter:
+    """The configured projector for a language model that takes embeddings (``model`` and
+    ``tokenizer`` attributes, as the local transformers adapter has): a directory saved by
+    ``save_projector``, or ``class_embeddings`` built from the model's own token embeddings."""
+    name = settings.vision.projector
+    if Path(name).expanduser().is_dir():
+        return ProjectorAdapter(load_projector(Path(name).expanduser()))
+    if name != "class_embeddings":
+        raise ConfigurationError(
+            f"projector {name!r}: give 'class_embeddings' or a directory saved by save_projector "
+            "(linear and mlp2x_gelu need trained weights)"
+        )
+    projector = build_projector(
+        "class_embeddings",
+        language_model=language_model.model,
+        tokenizer=language_model.tokenizer,
+        class_names=encoder.class_names,
+        top_k=settings.vision.top_k,
+    )
+    return ProjectorAdapter(projector)
 
 
 __all__ = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,7 +17,12 @@ from assistant.errors import AssistantError
 from assistant.orchestrator import Orchestrator
 from assistant.ports import LanguageModel, SessionStore
 from assistant.protocol import ErrorEvent
-from assistant.registry import build_language_model, build_session_store, start_embedded_redis
+from assistant.registry import (
+    build_image_pipeline,
+    build_language_model,
+    build_session_store,
+    start_embedded_redis,
+)
 from assistant.server.metrics import Metrics
 from assistant.server.realtime import RealtimeConnection
 from assistant.server.rest import error_response, router
@@ -100,12 +106,16 @@ async def _build(
     if llm is None:
         llm = await asyncio.to_thread(build_language_model, settings)
         stack.push_async_callback(llm.aclose)
+    vision_factory = None
+    if settings.vision.enabled:
+        vision_factory = functools.partial(build_image_pipeline, settings, llm, store)
     orchestrator = Orchestrator(
         llm,
         store,
         llm_settings=settings.llm,
         prompt_settings=settings.prompt,
         memory_settings=settings.memory,
+        vision_factory=vision_factory,
     )
     return Components(llm=llm, store=store, orchestrator=orchestrator)
 
