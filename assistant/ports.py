@@ -158,11 +158,14 @@ class LanguageModel(abc.ABC):
         iterator = chunks.__aiter__()
         try:
             while not generation.cancel_requested:
+                # One timer rescheduled per token (asyncio.wait_for would make a task per token);
+                # it is off while our consumer holds the delta, which is not the model's time.
                 try:
-                    delta = await asyncio.wait_for(iterator.__anext__(), self.token_timeout_s)
+                    async with asyncio.timeout(self.token_timeout_s):
+                        delta = await iterator.__anext__()
                 except StopAsyncIteration:
                     break
-                except asyncio.TimeoutError as exc:
+                except TimeoutError as exc:
                     raise ModelTimeoutError(
                         f"{self.name}: no token within {self.token_timeout_s:.0f} s"
                     ) from exc
@@ -325,6 +328,50 @@ class VoiceActivity(abc.ABC):
     @abc.abstractmethod
     def reset(self) -> None:
         """Forget the stream's state."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Text to speech (spoken replies): float32 mono at 16 kHz out, like the audio in
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TextToSpeechCapabilities:
+    sample_rate: int = SAMPLE_RATE  # of what ``synthesize`` returns
+    #: Longest text one call takes; the spoken-reply streamer sends a sentence at a time.
+    max_text_chars: int = 2_000
+    #: Voice names a session may ask for; None: not listed.
+    voices: tuple[str, ...] | None = None
+
+
+class TextToSpeech(abc.ABC):
+    """Speaks a piece of text (a sentence of a reply). One blocking call per piece; streaming is
+    built on top, sentence by sentence."""
+
+    name: str = "text_to_speech"
+    capabilities: TextToSpeechCapabilities = TextToSpeechCapabilities()
+    timeout_s: float = 30.0
+
+    async def synthesize(self, text: str, *, voice: str | None = None) -> "np.ndarray":
+        """float32 samples (N,), mono, at ``capabilities.sample_rate``. Runs off the event loop."""
+        text = text[: self.capabilities.max_text_chars]
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(self._synthesize_impl, text, voice), self.timeout_s
+            )
+        except asyncio.TimeoutError as exc:
+            raise ModelTimeoutError(f"{self.name}: no speech within {self.timeout_s:.0f} s") from exc
+        except AssistantError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"{self.name} failed: {exc}") from exc
+
+    @abc.abstractmethod
+    def _synthesize_impl(self, text: str, voice: str | None) -> "np.ndarray":
+        """Blocking: speak ``text`` with ``voice`` (None: the adapter's default)."""
+
+    async def aclose(self) -> None:  # noqa: B027
+        """Release what the adapter holds."""
 
 
 # --------------------------------------------------------------------------------------------------

@@ -34,6 +34,8 @@ class TurnLease:
         self.last = last
         self.snapshot: SessionSnapshot | None = None
         self._taken_at = 0.0
+        # A timer, not a task, until the first renewal is due: most replies end before it is.
+        self._renew_timer: asyncio.TimerHandle | None = None
         self._renewer: asyncio.Task[None] | None = None
 
     @property
@@ -59,8 +61,13 @@ class TurnLease:
 
     def keep_alive(self) -> None:
         """Renew the lease every third of its time until ``finish``."""
-        if self._renewer is None:
-            self._renewer = asyncio.create_task(self._renew_forever())
+        if self._renewer is None and self._renew_timer is None:
+            loop = asyncio.get_running_loop()
+            self._renew_timer = loop.call_later(self.lease_s / 3, self._start_renewing)
+
+    def _start_renewing(self) -> None:
+        self._renew_timer = None
+        self._renewer = asyncio.create_task(self._renew_forever())
 
     async def finish(self, reply: Message | None) -> AppendResult | None:
         """Store the reply (if any) and give the lease back (one round trip)."""
@@ -71,7 +78,7 @@ class TurnLease:
     async def release(self) -> None:
         """Give the lease back if held (a connection closing); errors are logged, not raised:
         the lease lapses by itself."""
-        if self.snapshot is None and self._renewer is None:
+        if self.snapshot is None and self._renewer is None and self._renew_timer is None:
             return
         with contextlib.suppress(StoreError):
             await self.finish(None)
@@ -85,6 +92,9 @@ class TurnLease:
         self._appended = started.appended
 
     async def _stop_renewing(self) -> None:
+        if self._renew_timer is not None:
+            self._renew_timer.cancel()
+            self._renew_timer = None
         if self._renewer is not None:
             self._renewer.cancel()
             await asyncio.gather(self._renewer, return_exceptions=True)
@@ -92,7 +102,6 @@ class TurnLease:
 
     async def _renew_forever(self) -> None:
         while True:
-            await asyncio.sleep(self.lease_s / 3)
             try:
                 if not await self.store.renew_turn(self.session_id, self.token):
                     log.warning("session %s: the writer lease was lost", self.session_id)
@@ -100,3 +109,4 @@ class TurnLease:
                 self._taken_at = time.monotonic()
             except StoreError as exc:  # keep trying: the lease may still be ours
                 log.warning("session %s: renewing the lease failed: %s", self.session_id, exc)
+            await asyncio.sleep(self.lease_s / 3)

@@ -168,12 +168,20 @@ class RedisSessionStore(SessionStore):
         self._release_script = client.register_script(_RELEASE)
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> "RedisSessionStore":
-        """A store over a new client for ``url``; client options go to ``aioredis.from_url``."""
+    def from_url(
+        cls, url: str, *, max_connections: int = 64, pool_timeout_s: float = 10.0, **kwargs: Any
+    ) -> "RedisSessionStore":
+        """A store over a new client for ``url``. Its pool holds at most ``max_connections``; a
+        request finding them all busy waits for one (up to ``pool_timeout_s``) instead of
+        failing, so a thousand concurrent sessions share a few dozen connections. Other client
+        options go to the pool."""
         names = ("key_prefix", "tenant", "ttl_s", "lock_ttl_ms")
         store_options = {name: kwargs.pop(name) for name in names if name in kwargs}
         kwargs.setdefault("decode_responses", True)
-        return cls(aioredis.from_url(url, **kwargs), **store_options)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=pool_timeout_s, **kwargs
+        )
+        return cls(aioredis.Redis.from_pool(pool), **store_options)
 
     def keys(self, session_id: str) -> dict[str, str]:
         base = f"{self.key_prefix}:{self.tenant}:s:{{{session_id}}}:"

@@ -109,3 +109,15 @@ def test_a_text_turn_costs_two_redis_round_trips(redis_url):
             counts.append((store.round_trips - before[0], CountingConnection.sends - before[1]))
         client.portal.call(store.aclose)
     assert counts[1:] == [(2, 2), (2, 2)]
+
+
+async def test_a_kept_alive_lease_outlives_its_time_and_stops_being_renewed_when_finished(store):
+    lease = TurnLease(store, "s1", lease_s=0.6, wait_s=0, last=50)  # store's lease: 600 ms
+    await lease.add(Message.from_text("user", "a long reply is coming"))
+    lease.keep_alive()
+    await asyncio.sleep(1.5)  # more than twice the lease time
+    with pytest.raises(SessionBusyError):
+        await store.begin_turn("s1", "tok-other")
+    await lease.finish(Message.from_text("assistant", "done"))
+    started = await store.begin_turn("s1", "tok-other")
+    assert started.snapshot.messages[-1].text == "done"

@@ -152,3 +152,33 @@ async def test_history_is_fitted_to_the_budget():
     assert run.prompt is not None and run.prompt.dropped > 0
     assert run.prompt.tokens <= 40
     assert llm.prompts[-1].messages[-1].text == "last one"
+
+
+async def test_a_model_that_stalls_fails_with_model_timeout_and_keeps_what_it_said():
+    llm = ScriptedLM("one two three")
+    llm.token_timeout_s = 0.05
+    original = llm._stream_impl
+
+    async def stall_after_first(prompt, options, cancel, usage):
+        async for index, delta in _enumerate(original(prompt, options, cancel, usage)):
+            if index == 1:
+                await asyncio.sleep(5)  # far past the 0.05 s allowed between tokens
+            yield delta
+
+    llm._stream_impl = stall_after_first
+    orchestrator, store = make(llm)
+    session = await orchestrator.open_session()
+    await orchestrator.add_item(session.id, Message.from_text("user", "go"))
+    run = orchestrator.start_response()
+    with pytest.raises(ModelError) as info:
+        await collect(orchestrator, session.id, run)
+    assert info.value.code == "model_timeout"
+    assert store.messages[session.id][-1].text == "one"
+    assert store.messages[session.id][-1].status == "interrupted"
+
+
+async def _enumerate(iterator):
+    index = 0
+    async for item in iterator:
+        yield index, item
+        index += 1
