@@ -20,7 +20,15 @@ from typing import Literal
 
 from assistant.config import LLMSettings, MemorySettings, PromptSettings
 from assistant.errors import AssistantError, InvalidRequestError, NoInputError, SessionNotFoundError
-from assistant.messages import Message, MessageStatus, PendingImage, SessionInfo, TextPart, new_id
+from assistant.messages import (
+    ImagePart,
+    Message,
+    MessageStatus,
+    PendingImage,
+    SessionInfo,
+    TextPart,
+    new_id,
+)
 from assistant.ports import (
     AppendResult,
     Generation,
@@ -161,17 +169,22 @@ class Orchestrator:
         vision = await self._image_pipeline()
         if vision is None:
             return PromptMessage(message.role, f"[{count} image(s) not shown]\n{text}")
-        if self.llm.capabilities.embeddings and vision.projector is not None:
-            images = tuple([
-                PromptImage(key=part.sha256, embeddings=await vision.embeddings(part))
-                for part in message.images
-            ])
+        if self.llm.capabilities.images or (
+            self.llm.capabilities.embeddings and vision.projector is not None
+        ):
+            images = tuple([await self._prompt_image(vision, part) for part in message.images])
             lines = [f"Image {i + 1}: {IMAGE_MARKER}" if count > 1 else IMAGE_MARKER
                      for i in range(count)]
             return PromptMessage(message.role, "\n".join([*lines, text]), images)
         described = [await vision.describe(part) for part in message.images]
         lines = [f"[Image {i + 1}: {d}]" for i, d in enumerate(described)]
         return PromptMessage(message.role, "\n".join([*lines, text]))
+
+    async def _prompt_image(self, vision: ImagePipeline, part: ImagePart) -> PromptImage:
+        """Pixels for a model that takes images itself; else projected embeddings."""
+        if self.llm.capabilities.images:
+            return PromptImage(key=part.sha256, pixels=await vision.pixels(part))
+        return PromptImage(key=part.sha256, embeddings=await vision.embeddings(part))
 
     def new_lease(self, session_id: str) -> TurnLease:
         """A connection's writer lease on its session (see ``turn_lease``)."""

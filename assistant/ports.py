@@ -42,10 +42,12 @@ IMAGE_MARKER = "<|image|>"
 
 @dataclass(frozen=True)
 class PromptImage:
-    """An image as a language model with ``embeddings`` capability takes it: projected vectors."""
+    """An image in a prompt: projected vectors for a model with the ``embeddings`` capability, or
+    the decoded pixels for one with the ``images`` capability (a native vision-language model)."""
 
-    key: str  # the image's sha256 (and projector): equal keys mean equal vectors
-    embeddings: "np.ndarray"  # (N, H) float32, H the language model's hidden size
+    key: str  # the image's sha256 (and projector): equal keys mean equal inputs
+    embeddings: "np.ndarray | None" = None  # (N, H) float32, H the language model's hidden size
+    pixels: "np.ndarray | None" = None  # (H, W, 3) uint8 RGB
 
 
 @dataclass(frozen=True)

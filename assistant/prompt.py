@@ -13,6 +13,8 @@ from assistant.messages import Message
 from assistant.ports import Prompt, PromptMessage
 
 OMITTED_NOTE = "(Earlier messages of this conversation are omitted.)"
+#: Tokens assumed for an image given as pixels (the model's processor decides the real number).
+IMAGE_TOKENS_ESTIMATE = 576
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,10 @@ def build_prompt(
     stored message into what the model reads (its images as embeddings or as a description)."""
 
     def cost(message: PromptMessage) -> int:
-        images = sum(len(image.embeddings) for image in message.images)
+        images = sum(
+            len(image.embeddings) if image.embeddings is not None else IMAGE_TOKENS_ESTIMATE
+            for image in message.images
+        )
         return count_tokens(message.text) + images + budget.per_message
 
     rendered = [render(m) for m in history]

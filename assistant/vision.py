@@ -84,15 +84,20 @@ class ImagePipeline:
         await self.store.cache_set(key, text.encode(), CACHE_TTL_S)
         return text
 
-    async def _features(self, part: ImagePart) -> ImageFeatures:
+    async def pixels(self, part: ImagePart) -> np.ndarray:
+        """The stored image decoded, (H, W, 3) uint8: for a model that takes images itself."""
         data = await self.store.get_blob(part.sha256)
         if data is None:
             raise InvalidRequestError(
                 f"image {part.sha256[:12]}… is no longer stored", code="image_expired"
             )
         decoded: DecodedImage = await asyncio.to_thread(decode_image, data, self.limits)
+        return decoded.pixels
+
+    async def _features(self, part: ImagePart) -> ImageFeatures:
+        pixels = await self.pixels(part)
         self.stats.encoder_calls += 1
-        return await self.encoder.encode(decoded.pixels)
+        return await self.encoder.encode(pixels)
 
 
 def describe_features(features: ImageFeatures, top_k: int) -> str:

@@ -276,6 +276,8 @@ class TransformersLocalLM(LanguageModel):
                 ids.extend(self.tokenizer(piece, add_special_tokens=False)["input_ids"])
             if index == len(images):
                 break
+            if images[index].embeddings is None:
+                raise ConfigurationError(f"{self.name} takes images as embeddings, not pixels")
             vectors = torch.from_numpy(images[index].embeddings).float()  # (N, H)
             if vectors.ndim != 2 or vectors.shape[1] != hidden:
                 raise ConfigurationError(
