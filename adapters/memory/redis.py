@@ -18,6 +18,7 @@ The hot path is one round trip each: ``load`` is one MULTI/EXEC pipeline, ``appe
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import secrets
@@ -128,6 +129,13 @@ def _info_to_mapping(data: dict[str, Any]) -> dict[str, str]:
     return {name: json.dumps(value, ensure_ascii=False) for name, value in data.items()}
 
 
+@functools.lru_cache(maxsize=16_384)
+def _parse_message(raw: str) -> Message:
+    """Messages are immutable once stored and every turn reads a session's history again: parse
+    each stored JSON text once per process (Message is frozen, so sharing it is safe)."""
+    return Message.model_validate_json(raw)
+
+
 def _once_key(message: Message) -> str:
     """The key a message is stored once under: the client's turn id, else the message id (so a
     write redis-py retries after a dropped connection is not stored twice)."""
@@ -222,7 +230,7 @@ class RedisSessionStore(SessionStore):
         if not replies[0]:
             return None
         raw_messages = replies[1] if last != 0 else []
-        messages = tuple(Message.model_validate_json(raw) for raw in raw_messages)
+        messages = tuple(_parse_message(raw) for raw in raw_messages)
         return SessionSnapshot(info=_info_from_hash(replies[0]), messages=messages)
 
     async def _update_info_impl(self, session_id: str, fields: dict[str, object]) -> SessionInfo:
@@ -275,7 +283,7 @@ class RedisSessionStore(SessionStore):
         if message is not None:
             appended = _append_result(message, status, reply[1])
         meta = dict(zip(reply[2][::2], reply[2][1::2]))
-        messages = tuple(Message.model_validate_json(raw) for raw in reply[3])
+        messages = tuple(_parse_message(raw) for raw in reply[3])
         return TurnStart(appended, SessionSnapshot(_info_from_hash(meta), messages))
 
     async def _end_turn_impl(
