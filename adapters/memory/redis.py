@@ -36,86 +36,11 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from assistant.errors import SessionBusyError, SessionNotFoundError, StoreError
 from assistant.messages import Message, SessionInfo
+from adapters.memory import redis_scripts as lua
 from assistant.ports import AppendResult, SessionLock, SessionSnapshot, SessionStore, TurnStart
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
-
-# Lua pieces shared by the scripts. KEYS[1..3] are always meta, msgs, turns (KEYS[4] the lock).
-# append(json, once_key): store a message once per key; returns (created, stored JSON or nil).
-_LUA_APPEND = """
-local function append(json, once_key)
-  local index = redis.call('HGET', KEYS[3], once_key)
-  if index then
-    local stored = redis.call('LINDEX', KEYS[2], tonumber(index))
-    if stored then return 0, stored end
-  end
-  local length = redis.call('RPUSH', KEYS[2], json)
-  redis.call('HSET', KEYS[3], once_key, length - 1)
-  return 1, nil
-end
-local function touch(ttl)
-  for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ttl) end
-end
-"""
-
-# ARGV: message JSON, once key, ttl ms.
-# Returns {-1} for an unknown session, {0, stored JSON} for a known turn id, {1} when stored.
-_APPEND = _LUA_APPEND + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
-local created, stored = append(ARGV[1], ARGV[2])
-touch(ARGV[3])
-if created == 0 then return {0, stored} end
-return {1}
-"""
-
-# Take (or keep) the lease, append the user's message if any, return the history.
-# ARGV: token, lease ms, message JSON ('' for none), once key, ttl ms, last N ('' for all, 0 none).
-# Returns {-1} unknown session, {-2} busy, else {created (-1: no message), stored, meta, msgs}.
-_BEGIN_TURN = _LUA_APPEND + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
-local holder = redis.call('GET', KEYS[4])
-if holder and holder ~= ARGV[1] then return {-2} end
-redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[2])
-local created, stored = -1, false
-if ARGV[3] ~= '' then created, stored = append(ARGV[3], ARGV[4]) end
-touch(ARGV[5])
-local msgs = {}
-if ARGV[6] == '' then msgs = redis.call('LRANGE', KEYS[2], 0, -1)
-elseif tonumber(ARGV[6]) > 0 then msgs = redis.call('LRANGE', KEYS[2], -tonumber(ARGV[6]), -1) end
-return {created, stored or '', redis.call('HGETALL', KEYS[1]), msgs}
-"""
-
-# Append the reply if any and release the lease if it is still the token's.
-# ARGV: token, message JSON ('' for none), once key, ttl ms.
-# Returns {-1} unknown session, else {created (-1: no message), stored JSON or ''}.
-_END_TURN = _LUA_APPEND + """
-if redis.call('GET', KEYS[4]) == ARGV[1] then redis.call('DEL', KEYS[4]) end
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
-local created, stored = -1, false
-if ARGV[2] ~= '' then created, stored = append(ARGV[2], ARGV[3]) end
-touch(ARGV[4])
-return {created, stored or ''}
-"""
-
-# KEYS: meta, msgs, turns. ARGV: ttl ms, then field, JSON value pairs. Returns the new HGETALL.
-_UPDATE_INFO = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-if #ARGV > 1 then redis.call('HSET', KEYS[1], unpack(ARGV, 2)) end
-for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
-return redis.call('HGETALL', KEYS[1])
-"""
-
-# KEYS: lock. ARGV: token, ttl ms.
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 
 def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
@@ -168,12 +93,12 @@ class RedisSessionStore(SessionStore):
         #: Requests sent to Redis (a pipeline or a script call counts once).
         self.round_trips = 0
         self._binary: "aioredis.Redis | None" = None  # for blobs, made on first use
-        self._append_script = client.register_script(_APPEND)
-        self._begin_script = client.register_script(_BEGIN_TURN)
-        self._end_script = client.register_script(_END_TURN)
-        self._update_script = client.register_script(_UPDATE_INFO)
-        self._renew_script = client.register_script(_RENEW)
-        self._release_script = client.register_script(_RELEASE)
+        self._append_script = client.register_script(lua.APPEND)
+        self._begin_script = client.register_script(lua.BEGIN_TURN)
+        self._end_script = client.register_script(lua.END_TURN)
+        self._update_script = client.register_script(lua.UPDATE_INFO)
+        self._renew_script = client.register_script(lua.RENEW)
+        self._release_script = client.register_script(lua.RELEASE)
 
     @classmethod
     def from_url(
