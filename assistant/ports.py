@@ -158,19 +158,23 @@ class LanguageModel(abc.ABC):
         started = time.perf_counter()
         chunks = self._stream_impl(prompt, options, generation.cancel_token, generation.usage)
         iterator = chunks.__aiter__()
+        stall = _StallTimer(self.token_timeout_s)
         try:
             while not generation.cancel_requested:
-                # One timer rescheduled per token (asyncio.wait_for would make a task per token);
-                # it is off while our consumer holds the delta, which is not the model's time.
+                stall.waiting_since = stall.loop.time()
                 try:
-                    async with asyncio.timeout(self.token_timeout_s):
-                        delta = await iterator.__anext__()
+                    delta = await iterator.__anext__()
                 except StopAsyncIteration:
                     break
-                except TimeoutError as exc:
+                except asyncio.CancelledError:
+                    if not stall.fired:
+                        raise
+                    stall.task.uncancel()
                     raise ModelTimeoutError(
                         f"{self.name}: no token within {self.token_timeout_s:.0f} s"
-                    ) from exc
+                    ) from None
+                finally:
+                    stall.waiting_since = None  # our consumer's time with a delta is not the model's
                 if generation.first_token_s is None:
                     generation.first_token_s = time.perf_counter() - started
                 if delta:
@@ -185,6 +189,7 @@ class LanguageModel(abc.ABC):
             generation.finish_reason = "error"
             raise ModelError(f"{self.name} failed: {exc}") from exc
         finally:
+            stall.close()
             generation.cancel_token.cancel()  # stops a thread still generating after an early exit
             await _aclose(chunks)
         if generation.cancel_requested:
@@ -210,6 +215,34 @@ class LanguageModel(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release what the adapter holds."""
+
+
+class _StallTimer:
+    """Fails the task waiting for a model's next token after ``timeout_s`` without one. One timer
+    per generation: per token it costs two attribute writes (a per-token ``asyncio.timeout`` or
+    ``wait_for`` costs a timer or a task each)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self.task = task
+        self.timeout_s = timeout_s
+        self.waiting_since: float | None = None
+        self.fired = False
+        self._handle = self.loop.call_later(timeout_s, self._check)
+
+    def _check(self) -> None:
+        since = self.waiting_since
+        now = self.loop.time()
+        if since is not None and now - since >= self.timeout_s:
+            self.fired = True
+            self.task.cancel()
+            return
+        self._handle = self.loop.call_at((since or now) + self.timeout_s, self._check)
+
+    def close(self) -> None:
+        self._handle.cancel()
 
 
 async def _empty() -> AsyncIterator[str]:
