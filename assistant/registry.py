@@ -20,6 +20,7 @@ from assistant.ports import (
 
 LLM_ADAPTERS: dict[str, str] = {
     "transformers_local": "adapters.llm.transformers_local",
+    "transformers_vlm": "adapters.llm.transformers_vlm",
     "scripted": "adapters.llm.scripted",
 }
 MEMORY_ADAPTERS: dict[str, str] = {
@@ -27,6 +28,8 @@ MEMORY_ADAPTERS: dict[str, str] = {
 }
 ASR_ADAPTERS: dict[str, str] = {
     "faster_whisper": "adapters.asr.faster_whisper",
+    "transformers_whisper": "adapters.asr.transformers_whisper",
+    "openai_whisper": "adapters.asr.openai_whisper",
 }
 VAD_ADAPTERS: dict[str, str] = {
     "silero": "adapters.asr.silero_vad",
