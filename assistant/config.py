@@ -99,8 +99,10 @@ class TTSSettings(_Section):
 class VisionSettings(_Section):
     #: Images accepted at all; when off, an image part gets ``unsupported_content``.
     enabled: bool = True
+    #: efficientnet (default) or hf_vision (CLIP / SigLIP towers via transformers).
     adapter: str = "efficientnet"
-    #: A local weights file for the encoder; empty: the packaged ImageNet weights.
+    #: efficientnet: a local state-dict file, empty for the packaged ImageNet weights;
+    #: hf_vision: a CLIP/SigLIP directory or hub id.
     model: str = ""
     #: Projector: "class_embeddings" (training-free default), or a directory saved by
     #: ``assistant train-projector`` / ``save_projector``.

@@ -326,6 +326,12 @@ def build(settings: Any, *, language_model: Any, encoder: Any) -> ProjectorAdapt
             f"projector {name!r}: give 'class_embeddings' or a directory saved by save_projector "
             "(linear and mlp2x_gelu need trained weights)"
         )
+    if not getattr(encoder, "class_names", None):
+        raise ConfigurationError(
+            f"the class_embeddings projector needs an encoder with class scores; {encoder.name} "
+            "has none: train a projector (assistant train-projector) and set "
+            "ASSISTANT_VISION__PROJECTOR to its directory"
+        )
     projector = build_projector(
         "class_embeddings",
         language_model=language_model.model,
