@@ -39,6 +39,7 @@ TTS_ADAPTERS: dict[str, str] = {
 }
 VISION_ADAPTERS: dict[str, str] = {
     "efficientnet": "adapters.vision.efficientnet",
+    "hf_vision": "adapters.vision.hf_vision",
 }
 
 
