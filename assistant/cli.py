@@ -1,4 +1,4 @@
-"""The ``assistant`` command: ``serve``, ``chat``, ``prepare-models`` and ``bench``.
+"""The ``assistant`` command: ``serve``, ``chat``, ``prepare-models``, ``transcribe`` and ``bench``.
 
 Every command takes ``--data-dir`` (default ``ASSISTANT_DATA_DIR`` or a per-user directory); all
 other settings come from ``ASSISTANT_*`` environment variables (see the README).
@@ -98,6 +98,53 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 1 if any(isinstance(v, dict) and "error" in v for v in report.values()) else 0
 
 
+def cmd_train_projector(args: argparse.Namespace) -> int:
+    # Training needs torch: the adapter is imported here, never by the core at import time.
+    from adapters.vision.train import TrainConfig, run
+
+    config = TrainConfig(
+        projector=args.projector, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+        max_steps=args.max_steps, seed=args.seed,
+    )  # fmt: skip
+    result = run(_settings(args), args.images, args.captions, args.out, config)
+    out = Path(args.out).expanduser().resolve()
+    print(f"projector: {config.projector}, {result.steps} steps on {result.pairs} captions of "
+          f"{result.images} images; loss {result.initial_loss:.3f} -> {result.final_loss:.3f}")
+    print(f"saved in {out}; serve it with: ASSISTANT_VISION__PROJECTOR={out} assistant serve")
+    return 0
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    """voice: transcribe an audio file with the configured speech-to-text model, no server."""
+    import asyncio
+    import json
+
+    from assistant.registry import build_speech_to_text
+    from assistant.speech import transcribe_file, upload_limits
+
+    settings = _settings(args)
+    if args.model:
+        settings = settings.model_copy(
+            update={"asr": settings.asr.model_copy(update={"model": args.model})}
+        )
+    try:
+        source = sys.stdin.buffer if args.file == "-" else Path(args.file).expanduser().open("rb")
+        with source:
+            data = source.read()
+    except OSError as exc:
+        print(f"error: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    limits = upload_limits(settings.voice)
+    stt = build_speech_to_text(settings)
+    transcript = asyncio.run(transcribe_file(stt, data, limits=limits, language=args.language))
+    if args.json:
+        print(json.dumps({"text": transcript.text, "language": transcript.language,
+                          "duration": round(transcript.duration_s, 3)}))  # fmt: skip
+    else:
+        print(transcript.text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="assistant", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -131,6 +178,38 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--only", help="comma-separated entries: gateway,redis,ttft_by_turn")
     bench.add_argument("--sessions", help="gateway concurrency levels (default 1,100,1000)")
     bench.set_defaults(func=cmd_bench)
+
+    transcribe = add(
+        "transcribe",
+        "Print the transcript of an audio file (WAV, WebM/Opus, OGG, MP3, ...; '-' reads stdin) "
+        "made by the configured speech-to-text model (Whisper tiny.en by default).",
+    )
+    transcribe.add_argument("file", help="the audio file, or - for standard input")
+    transcribe.add_argument("--language", help="force a language (e.g. en)")
+    transcribe.add_argument("--model", help="tiny.en, base, or a CTranslate2 directory / hub id")
+    transcribe.add_argument(
+        "--json", action="store_true", help='print {"text", "language", "duration"}'
+    )
+    transcribe.set_defaults(func=cmd_transcribe)
+
+    train = add(
+        "train-projector",
+        "Train an image projector on image-caption pairs (LLaVA stage 1: frozen vision encoder and "
+        "language model, only the projector learns). ASSISTANT_VISION__PROJECTOR=<out dir> makes "
+        "`serve` use it.",
+    )
+    train.add_argument("--images", required=True, help="directory of the images")
+    train.add_argument("--captions", required=True,
+                       help='JSONL file, one {"image": "file.png", "caption": "..."} per line, '
+                            "image paths relative to --images")  # fmt: skip
+    train.add_argument("--out", required=True, help="directory to save the projector in")
+    train.add_argument("--projector", default="mlp2x_gelu", choices=["mlp2x_gelu", "linear"])
+    train.add_argument("--epochs", type=int, default=1, help="passes over the pairs (default 1)")
+    train.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    train.add_argument("--batch-size", type=int, default=8, help="pairs per step (default 8)")
+    train.add_argument("--max-steps", type=int, help="stop after N steps (overrides --epochs)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.set_defaults(func=cmd_train_projector)
     return parser
 
 

@@ -8,7 +8,11 @@ sends in an ``error`` event (``{"error": {"type", "code", "message", "event_id"}
     │   ├── InvalidEventError                           invalid_event, unsupported_content
     │   │                                               (audio: invalid_audio, invalid_audio_bytes,
     │   │                                               invalid_base64, audio_too_large,
-    │   │                                               audio_too_long, unsupported_language;
+    │   │                                               audio_too_long, unsupported_language,
+    │   │                                               unsupported_frame, unsupported_audio_format,
+    │   │                                               unsupported_voice,
+    │   │                                               unsupported_response_format,
+    │   │                                               input_audio_buffer_commit_empty;
     │   │                                               images: invalid_image_url,
     │   │                                               image_url_not_allowed, image_too_large,
     │   │                                               image_too_many_pixels,

@@ -75,10 +75,37 @@ class _ClientEvent(_Wire):
     event_id: str | None = Field(None, max_length=128)
 
 
+# -- voice: server-side turn detection, in both directions ----------------------------------------
+
+
+class WireTurnDetection(_Wire):
+    """``server_vad`` settings; a field left out keeps the server's default. In a session
+    ``null`` means no turn detection: the client commits the audio buffer itself."""
+
+    type: Literal["server_vad"] = "server_vad"
+    threshold: float | None = Field(None, gt=0.0, le=1.0)
+    prefix_padding_ms: int | None = Field(None, ge=0, le=5_000)
+    silence_duration_ms: int | None = Field(None, ge=100, le=10_000)
+    #: Answer each turn the VAD ends with a response of its own.
+    create_response: bool = True
+    #: Speech that starts while a response streams cancels it (barge-in).
+    interrupt_response: bool = True
+
+
+# -- end voice --------------------------------------------------------------------------------------
+
+
 class SessionConfig(_Wire):
     instructions: str | None = Field(None, max_length=100_000)
     max_output_tokens: int | None = Field(None, ge=1, le=8192)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
+    # voice: ``["text"]`` or ``["text", "audio"]`` (spoken replies); only "pcm16" (16 kHz mono
+    # little-endian) is taken as audio format; ``turn_detection: null`` turns server VAD off.
+    modalities: list[Literal["text", "audio"]] | None = Field(None, min_length=1, max_length=2)
+    input_audio_format: str | None = Field(None, max_length=64)
+    output_audio_format: str | None = Field(None, max_length=64)
+    turn_detection: WireTurnDetection | None = None
+    voice: str | None = Field(None, min_length=1, max_length=64)
 
 
 class SessionUpdate(_ClientEvent):
@@ -108,14 +135,49 @@ class ResponseCancel(_ClientEvent):
     response_id: str | None = None
 
 
+# -- voice: the input audio buffer (binary frames of raw PCM16 append to it too) -------------------
+
+
+class InputAudioBufferAppend(_ClientEvent):
+    type: Literal["input_audio_buffer.append"]
+    audio: str  # base64 of PCM16 little-endian, 16 kHz, mono
+
+
+class InputAudioBufferCommit(_ClientEvent):
+    type: Literal["input_audio_buffer.commit"]
+
+
+class InputAudioBufferClear(_ClientEvent):
+    type: Literal["input_audio_buffer.clear"]
+
+
+# -- end voice --------------------------------------------------------------------------------------
+
+
 ClientEvent = Annotated[
-    Union[SessionUpdate, ConversationItemCreate, ResponseCreate, ResponseCancel],
+    Union[
+        SessionUpdate,
+        ConversationItemCreate,
+        ResponseCreate,
+        ResponseCancel,
+        InputAudioBufferAppend,
+        InputAudioBufferCommit,
+        InputAudioBufferClear,
+    ],
     Field(discriminator="type"),
 ]
 _client_adapter: TypeAdapter[ClientEvent] = TypeAdapter(ClientEvent)
 CLIENT_EVENT_TYPES = frozenset(
     model.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
-    for model in (SessionUpdate, ConversationItemCreate, ResponseCreate, ResponseCancel)
+    for model in (
+        SessionUpdate,
+        ConversationItemCreate,
+        ResponseCreate,
+        ResponseCancel,
+        InputAudioBufferAppend,
+        InputAudioBufferCommit,
+        InputAudioBufferClear,
+    )
 )
 
 
@@ -163,6 +225,12 @@ class WireSession(BaseModel):
     max_output_tokens: int | None = None
     temperature: float | None = None
     modalities: list[str] = ["text"]
+    # voice: audio in and out is PCM16 little-endian mono at ``audio_sample_rate``
+    voice: str | None = None
+    input_audio_format: str = "pcm16"
+    output_audio_format: str = "pcm16"
+    audio_sample_rate: int = 16_000
+    turn_detection: WireTurnDetection | None = None
 
 
 class SessionCreated(_ServerEvent):
@@ -259,6 +327,72 @@ class ErrorEvent(_ServerEvent):
         return cls(error=WireError(type=exc.type, code=exc.code, message=exc.message, event_id=echo))
 
 
+# -- voice: server events -------------------------------------------------------------------------
+
+
+class InputAudioBufferSpeechStarted(_ServerEvent):
+    type: Literal["input_audio_buffer.speech_started"] = "input_audio_buffer.speech_started"
+    audio_start_ms: int  # since the connection's first audio, prefix padding included
+    item_id: str  # the user item the utterance will become
+
+
+class InputAudioBufferSpeechStopped(_ServerEvent):
+    type: Literal["input_audio_buffer.speech_stopped"] = "input_audio_buffer.speech_stopped"
+    audio_end_ms: int  # trailing silence included
+    item_id: str
+
+
+class InputAudioBufferCommitted(_ServerEvent):
+    type: Literal["input_audio_buffer.committed"] = "input_audio_buffer.committed"
+    item_id: str
+    previous_item_id: str | None = None
+
+
+class InputAudioBufferCleared(_ServerEvent):
+    type: Literal["input_audio_buffer.cleared"] = "input_audio_buffer.cleared"
+
+
+class _TranscriptionEvent(_ServerEvent):
+    item_id: str
+    content_index: int = 0
+
+
+class InputAudioTranscriptionDelta(_TranscriptionEvent):
+    """Words of the partial transcript that two successive decodes agree on, appended in order;
+    ``.completed`` has the final transcript, which may differ slightly."""
+
+    type: Literal["conversation.item.input_audio_transcription.delta"] = (
+        "conversation.item.input_audio_transcription.delta"
+    )
+    delta: str
+
+
+class InputAudioTranscriptionCompleted(_TranscriptionEvent):
+    type: Literal["conversation.item.input_audio_transcription.completed"] = (
+        "conversation.item.input_audio_transcription.completed"
+    )
+    transcript: str
+
+
+class InputAudioTranscriptionFailed(_TranscriptionEvent):
+    type: Literal["conversation.item.input_audio_transcription.failed"] = (
+        "conversation.item.input_audio_transcription.failed"
+    )
+    error: WireError
+
+
+class ResponseOutputAudioDelta(_OutputTextEvent):  # the same addressing fields as text
+    type: Literal["response.output_audio.delta"] = "response.output_audio.delta"
+    delta: str  # base64 of PCM16 little-endian, 16 kHz, mono
+
+
+class ResponseOutputAudioDone(_OutputTextEvent):
+    type: Literal["response.output_audio.done"] = "response.output_audio.done"
+
+
+# -- end voice --------------------------------------------------------------------------------------
+
+
 ServerEvent = Union[
     SessionCreated,
     SessionUpdated,
@@ -268,6 +402,15 @@ ServerEvent = Union[
     ResponseOutputTextDone,
     ResponseDone,
     ErrorEvent,
+    InputAudioBufferSpeechStarted,
+    InputAudioBufferSpeechStopped,
+    InputAudioBufferCommitted,
+    InputAudioBufferCleared,
+    InputAudioTranscriptionDelta,
+    InputAudioTranscriptionCompleted,
+    InputAudioTranscriptionFailed,
+    ResponseOutputAudioDelta,
+    ResponseOutputAudioDone,
 ]
 
 
@@ -298,6 +441,9 @@ def message_from_input(item: InputItem) -> Message:
             parts.append(TextPart(text=part.text))
         elif isinstance(part, InputImage):
             parts.append(PendingImage(source=part.image_url))
+        elif isinstance(part, InputAudio) and part.transcript is not None:
+            # voice: the server transcribed the uploaded audio into ``transcript`` before this
+            parts.append(AudioPart(transcript=part.transcript))
         else:
             raise InvalidEventError(
                 f"content part {part.type!r} is not supported by this server yet",

@@ -1,10 +1,11 @@
 """``assistant bench``: run the benchmark entries, write one JSON report, print a table.
 
-Entries: ``gateway`` (``bench.gateway``), ``redis`` (``bench.redis_trips``) and ``ttft_by_turn``
-(``bench.ttft``, imported only when run). An entry that fails records ``{"error": "..."}`` and the
-others still run. Every entry starts what it measures and stops it in ``finally`` (Ctrl-C too); an
-interrupted run still writes the JSON of the entries done so far. Speed numbers come with a
-baseline measured side by side in the same run, and their ratio: the machine is shared and noisy.
+Entries: ``gateway`` (``bench.gateway``), ``redis`` (``bench.redis_trips``), ``ttft_by_turn``
+(``bench.ttft``) ``image`` (``bench.image``) and ``asr`` (``bench.asr``); the last three are imported only when run. An
+entry that fails records ``{"error": "..."}`` and the others still run. Every entry starts what
+it measures and stops it in ``finally`` (Ctrl-C too); an interrupted run still writes the JSON of
+the entries done so far. Speed numbers come with a baseline measured side by side in the same
+run, and their ratio: the machine is shared and noisy.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ENTRIES = ("gateway", "redis", "ttft_by_turn")
+ENTRIES = ("gateway", "redis", "ttft_by_turn", "image", "asr")
 
 
 def _gateway(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
@@ -43,10 +44,31 @@ def _ttft(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
     return dict(measure_ttft_by_turn(quick=quick))
 
 
+# -- image entry (bench.image): encode + project, cold vs cached in Redis -------------------------
+
+
+def _image(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
+    from bench.image import measure_image  # needs torch: imported only when run
+
+    return dict(measure_image(quick=quick))
+
+
+# -- end of image entry ---------------------------------------------------------------------------
+
+
+def _asr(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
+    """End of speech -> final transcript: streaming vs transcribing after the end."""
+    from bench.asr import measure_asr  # needs the speech models: imported only when run
+
+    return dict(measure_asr(quick=quick))
+
+
 RUNNERS: dict[str, Callable[[bool, dict[str, Any]], dict[str, Any]]] = {
     "gateway": _gateway,
     "redis": _redis,
     "ttft_by_turn": _ttft,
+    "image": _image,
+    "asr": _asr,
 }
 
 

@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request, WebSocket
 from assistant.config import Settings
 from assistant.errors import AssistantError
 from assistant.orchestrator import Orchestrator
-from assistant.ports import LanguageModel, SessionStore
+from assistant.ports import LanguageModel, SessionStore, SpeechToText, TextToSpeech, VoiceActivity
 from assistant.protocol import ErrorEvent
 from assistant.registry import (
     build_image_pipeline,
@@ -26,6 +26,7 @@ from assistant.registry import (
 from assistant.server.metrics import Metrics
 from assistant.server.realtime import RealtimeConnection
 from assistant.server.rest import error_response, router
+from assistant.speech import SpeechModels
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ class Components:
     llm: LanguageModel
     store: SessionStore
     orchestrator: Orchestrator
+    #: voice: speech to text, VAD and text to speech, built on first use (None: no voice)
+    speech: SpeechModels | None = None
 
 
 def create_app(
@@ -44,6 +47,9 @@ def create_app(
     *,
     llm: LanguageModel | None = None,
     store: SessionStore | None = None,
+    stt: SpeechToText | None = None,
+    vad: VoiceActivity | None = None,
+    tts: TextToSpeech | None = None,
 ) -> FastAPI:
     """Build the app. Adapters passed in are used as they are (and not closed); the others are
     built from ``settings`` when the app starts and closed when it stops."""
@@ -53,6 +59,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             app.state.components = await _build(settings, llm, store, stack)
+            app.state.components.speech = await _build_speech(settings, stt, vad, tts, stack)
             yield
 
     app = FastAPI(title="assistant", version="0.1.0", lifespan=lifespan)
@@ -83,7 +90,12 @@ async def _serve_realtime(ws: WebSocket, session_id: str | None) -> None:
         await ws.close(CLOSE_SESSION_NOT_FOUND if exc.code == "session_not_found" else 1011)
         return
     connection = RealtimeConnection(
-        ws, components.orchestrator, app.state.metrics, app.state.settings.server, session
+        ws,
+        components.orchestrator,
+        app.state.metrics,
+        app.state.settings.server,
+        session,
+        speech=components.speech,
     )
     await connection.serve()
 
@@ -118,6 +130,24 @@ async def _build(
         vision_factory=vision_factory,
     )
     return Components(llm=llm, store=store, orchestrator=orchestrator)
+
+
+async def _build_speech(
+    settings: Settings,
+    stt: SpeechToText | None,
+    vad: VoiceActivity | None,
+    tts: TextToSpeech | None,
+    stack: contextlib.AsyncExitStack,
+) -> SpeechModels | None:
+    """Voice: the models handed in are used as they are; the others are built on first use (or
+    now, with ``voice.preload``) and closed when the app stops."""
+    if not settings.voice.enabled:
+        return None
+    speech = SpeechModels(settings, stt=stt, vad=vad, tts=tts)
+    stack.push_async_callback(speech.aclose)
+    if settings.voice.preload:
+        await speech.preload()
+    return speech
 
 
 def app_from_env() -> FastAPI:

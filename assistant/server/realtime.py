@@ -2,6 +2,13 @@
 in order; a response streams from its own task so ``response.cancel`` is heard mid-stream. Every
 event to the client goes through one bounded send queue: a client that does not keep up is told
 (``slow_client``) and disconnected instead of growing the server's memory.
+
+Voice: binary frames (raw PCM16) and ``input_audio_buffer.*`` events feed the connection's
+``VoicePipeline`` (``assistant.voice``), built on the first audio; its events become
+``input_audio_buffer.*`` / ``conversation.item.input_audio_transcription.*`` wire events, and a
+turn the server VAD ends is stored and answered here. Speech that starts while a response streams
+cancels it (barge-in). With ``audio`` in the session's modalities, replies are also spoken
+(``assistant.spoken_reply``) as ``response.output_audio.delta`` events.
 """
 
 from __future__ import annotations
@@ -17,7 +24,6 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from assistant.config import ServerSettings
 from assistant.errors import (
     AssistantError,
-    InvalidEventError,
     InvalidRequestError,
     ResponseInProgressError,
     SlowClientError,
@@ -29,6 +35,7 @@ from assistant.protocol import (
     ConversationItemCreated,
     ErrorEvent,
     ResponseCancel,
+    ResponseConfig,
     ResponseCreate,
     ResponseCreated,
     ResponseDone,
@@ -40,11 +47,12 @@ from assistant.protocol import (
     WireResponse,
     WireSession,
     WireUsage,
-    message_from_input,
     parse_client_event,
     wire_item,
 )
 from assistant.server.metrics import Metrics
+from assistant.server.realtime_voice import VoiceMixin
+from assistant.speech import SpeechModels
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +60,7 @@ _CLOSE = object()  # tells the sender to stop
 CLOSE_SLOW_CLIENT = 4008
 
 
-class RealtimeConnection:
+class RealtimeConnection(VoiceMixin):
     def __init__(
         self,
         ws: WebSocket,
@@ -60,6 +68,8 @@ class RealtimeConnection:
         metrics: Metrics,
         settings: ServerSettings,
         session: SessionInfo,
+        *,
+        speech: SpeechModels | None = None,
     ) -> None:
         self.ws = ws
         self.orchestrator = orchestrator
@@ -75,6 +85,7 @@ class RealtimeConnection:
         self._run_task: asyncio.Task[None] | None = None
         self._max_output_tokens: int | None = None
         self._temperature: float | None = None
+        self._init_voice(speech)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -86,6 +97,7 @@ class RealtimeConnection:
             await self._receive_loop()
         finally:
             self.metrics.connections.dec()
+            await self._close_voice()  # first: a spoken turn being finished starts no response
             await self._finish_response(cancel=True)
             await self._lease.release()
             self._closed = True
@@ -104,9 +116,7 @@ class RealtimeConnection:
                 return
             text = frame.get("text")
             if text is None:
-                self.emit_error(
-                    InvalidEventError("binary frames are not accepted here", code="unsupported_frame")
-                )
+                await self._handle_bytes(frame.get("bytes") or b"")
                 continue
             await self._handle_text(text)
 
@@ -119,12 +129,13 @@ class RealtimeConnection:
                 )
             )
             return
+        event = None
         try:
             event = parse_client_event(text)
             self.metrics.events_in.labels(event.type).inc()
             await self._dispatch(event)
         except AssistantError as exc:
-            self.emit_error(exc)
+            self.emit_error(exc, exc.event_id or getattr(event, "event_id", None))
 
     async def _dispatch(self, event: object) -> None:
         if isinstance(event, ConversationItemCreate):
@@ -135,6 +146,8 @@ class RealtimeConnection:
             self._on_response_cancel(event)
         elif isinstance(event, SessionUpdate):
             await self._on_session_update(event)
+        else:
+            await self._dispatch_voice(event)
 
     # -- sending -----------------------------------------------------------------------------------
 
@@ -179,10 +192,12 @@ class RealtimeConnection:
             instructions=self.session.instructions,
             max_output_tokens=self._max_output_tokens,
             temperature=self._temperature,
+            **self._voice_session_fields(),
         )
 
     async def _on_session_update(self, event: SessionUpdate) -> None:
         config = event.session
+        await self._update_voice_settings(config)
         if config.instructions is not None:
             self.session = await self.orchestrator.update_session(
                 self.session.id, instructions=config.instructions
@@ -194,13 +209,14 @@ class RealtimeConnection:
         self.emit(SessionUpdated(session=self._wire_session()))
 
     async def _on_item_create(self, event: ConversationItemCreate) -> None:
-        message = message_from_input(event.item)
+        message = await self._message_from_item(event.item)
         result = await self.orchestrator.add_item(self.session.id, message, self._lease)
         self.emit(
             ConversationItemCreated(
                 previous_item_id=event.previous_item_id, item=wire_item(result.message)
             )
         )
+        self._emit_upload_transcripts(result.message)
 
     def _on_response_create(self, event: ResponseCreate) -> None:
         if self._run is not None:
@@ -208,7 +224,9 @@ class RealtimeConnection:
                 f"response {self._run.id} is still in progress; cancel it or wait for response.done",
                 event_id=event.event_id,
             )
-        config = event.response
+        self._start_response(event.response, event.event_id)
+
+    def _start_response(self, config: ResponseConfig, event_id: str | None) -> None:
         overrides = ResponseOverrides(
             instructions=config.instructions,
             max_output_tokens=config.max_output_tokens or self._max_output_tokens,
@@ -217,7 +235,7 @@ class RealtimeConnection:
         run = self.orchestrator.start_response()
         self._run = run
         self.emit(ResponseCreated(response=WireResponse(id=run.id)))
-        self._run_task = asyncio.create_task(self._stream_response(run, overrides, event.event_id))
+        self._run_task = asyncio.create_task(self._stream_response(run, overrides, event_id))
 
     def _on_response_cancel(self, event: ResponseCancel) -> None:
         run = self._run
@@ -234,6 +252,7 @@ class RealtimeConnection:
     ) -> None:
         started = time.perf_counter()
         pieces: list[str] = []
+        spoken = self._speaker(run) if "audio" in self._modalities else None
         try:
             deltas = self.orchestrator.respond(self.session.id, run, overrides, self._lease)
             async for delta in deltas:
@@ -241,6 +260,8 @@ class RealtimeConnection:
                     self.metrics.first_delta_s.observe(time.perf_counter() - started)
                 pieces.append(delta)
                 self.emit(ResponseOutputTextDelta(response_id=run.id, item_id=run.item_id, delta=delta))
+                if spoken is not None:
+                    spoken.feed(delta)
         except AssistantError as exc:
             run.error = run.error or exc
             run.status = "failed"
@@ -251,6 +272,8 @@ class RealtimeConnection:
             run.status = "failed"
             self.emit_error(run.error, event_id)
         finally:
+            if spoken is not None:
+                await self._end_speech(run, spoken)
             self._send_done(run, "".join(pieces))
             self._run = None
 
@@ -261,10 +284,11 @@ class RealtimeConnection:
         if run.message is not None:
             self.emit(ResponseOutputTextDone(response_id=run.id, item_id=run.item_id, text=text))
         details = None
+        cancel_reason = self._cancel_reason(run)
         if run.error is not None:
             details = {"type": "failed", "error": {"type": run.error.type, "code": run.error.code}}
         elif status in ("cancelled", "incomplete"):
-            reason = "client_cancelled" if status == "cancelled" else "max_output_tokens"
+            reason = cancel_reason if status == "cancelled" else "max_output_tokens"
             details = {"type": status, "reason": reason}
         usage = run.usage
         response = WireResponse(

@@ -1,11 +1,16 @@
-"""REST routes: stored history, health and metrics."""
+"""REST routes: stored history, health and metrics; audio transcription (voice)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from assistant.errors import AssistantError, SessionNotFoundError
+from assistant.errors import (
+    AssistantError,
+    InvalidRequestError,
+    MissingDependencyError,
+    SessionNotFoundError,
+)
 from assistant.server.metrics import CONTENT_TYPE_LATEST
 
 router = APIRouter()
@@ -52,3 +57,59 @@ async def healthz(request: Request) -> JSONResponse:
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+# -- voice: OpenAI-compatible transcription of an uploaded audio file ------------------------------
+
+
+@router.post("/v1/audio/transcriptions", response_model=None)
+async def audio_transcriptions(request: Request) -> Response:
+    """A multipart form as OpenAI's: ``file`` (WAV, WebM/Opus, OGG, MP3, ...), optional
+    ``language``, ``prompt``, ``response_format`` (``json`` -> ``{"text"}``, ``text``,
+    ``verbose_json`` -> ``{"text", "language", "duration"}``); ``model`` is accepted and ignored
+    (the server's configured model answers)."""
+    from assistant.speech import transcribe_file
+
+    speech = request.app.state.components.speech
+    if speech is None:
+        raise InvalidRequestError("audio is not enabled on this server", code="unsupported_content")
+    limits = speech.limits
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limits.max_bytes + 64 * 1024:
+        limits.check_bytes(int(declared))  # refused before reading the body
+    fields = await _read_form(request)
+    response_format = str(fields.get("response_format") or "json")
+    if response_format not in ("json", "text", "verbose_json"):
+        raise InvalidRequestError(
+            f"response_format {response_format!r} is not supported; use json, text or verbose_json",
+            code="unsupported_response_format",
+        )
+    upload = fields.get("file")
+    if upload is None or isinstance(upload, str):
+        raise InvalidRequestError("the form has no 'file' part", code="invalid_audio")
+    data = await upload.read()
+    transcript = await transcribe_file(
+        await speech.stt(),
+        data,
+        limits=limits,
+        language=str(fields.get("language") or "") or None,
+        prompt=str(fields.get("prompt") or "") or None,
+    )
+    if response_format == "text":
+        return PlainTextResponse(transcript.text + "\n")
+    body: dict[str, object] = {"text": transcript.text}
+    if response_format == "verbose_json":
+        body.update(
+            task="transcribe", language=transcript.language, duration=transcript.duration_s
+        )
+    return JSONResponse(body)
+
+
+async def _read_form(request: Request) -> dict[str, object]:
+    try:
+        form = await request.form()
+    except AssertionError as exc:  # Starlette: python-multipart is not installed
+        raise MissingDependencyError(f"form uploads need python-multipart: {exc}") from exc
+    except Exception as exc:  # a malformed multipart body
+        raise InvalidRequestError(f"cannot read the form: {exc}", code="invalid_request") from exc
+    return dict(form.items())

@@ -104,8 +104,8 @@ def test_bad_events_get_errors_and_the_socket_stays_usable(app_parts):
         error = ws.receive_json()["error"]
         assert (error["code"], error["event_id"], error["type"]) == (
             "invalid_event", "ev2", "invalid_request_error")
-        ws.send_bytes(b"\x00\x01")
-        assert ws.receive_json()["error"]["code"] == "unsupported_frame"
+        ws.send_bytes(b"\x00\x01\x02")  # binary frames are PCM16 audio: whole samples only
+        assert ws.receive_json()["error"]["code"] == "invalid_audio_bytes"
         ws.send_json({"type": "response.create", "event_id": "ev3"})
         events = until(ws, "response.done")
         assert events[-1]["response"]["status"] == "failed"

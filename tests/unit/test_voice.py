@@ -1,0 +1,395 @@
+"""The voice pipeline on fakes: a VAD driven by the audio's loudness, a speech-to-text model whose
+transcript grows with the loud audio it hears, a text-to-speech model of fixed-length tones. The
+fakes subclass the real ports, so the ports' own timeout and error mapping run as in production."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from assistant.audio import float_to_pcm16
+from assistant.errors import InvalidRequestError
+from assistant.ports import (
+    SAMPLE_RATE,
+    SpeechToText,
+    TextToSpeech,
+    Transcript,
+    VoiceActivity,
+)
+from assistant.spoken_reply import SentenceSplitter, SpokenReply
+from assistant.streaming_transcript import SampleBuffer, Utterance, agreed_delta
+from assistant.turn_detection import TurnDetectionConfig
+from assistant.voice import (
+    BufferCleared,
+    BufferCommitted,
+    SpeechBegan,
+    SpeechEnded,
+    TranscriptCompleted,
+    TranscriptDelta,
+    VoiceConfig,
+    VoicePipeline,
+)
+
+SENTENCE = "what is the weather like in london today".split()
+WORD_S = 0.11  # the fake STT hears one word per 110 ms of loud audio (a 1 s tone: all 8)
+
+
+# -- fakes ------------------------------------------------------------------------------------------
+
+
+class FakeVAD(VoiceActivity):
+    """Speech probability 0.95 for a window whose RMS is above 0.02, else 0.02."""
+
+    name = "fake_vad"
+    window_samples = 512
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def new_stream(self) -> "FakeVAD":
+        return FakeVAD()
+
+    def reset(self) -> None:
+        self._pending = np.zeros(0, np.float32)
+
+    def probabilities(self, audio: np.ndarray) -> np.ndarray:
+        samples = np.concatenate([self._pending, np.asarray(audio, np.float32)])
+        count = samples.shape[0] // self.window_samples
+        self._pending = samples[count * self.window_samples :]
+        windows = samples[: count * self.window_samples].reshape(count, self.window_samples)
+        rms = np.sqrt((windows**2).mean(axis=1)) if count else np.zeros(0)
+        return np.where(rms > 0.02, 0.95, 0.02).astype(np.float32)
+
+
+class FakeSTT(SpeechToText):
+    """One word of ``SENTENCE`` per ``WORD_S`` of loud audio; ``delay_s`` of blocking work."""
+
+    name = "fake_stt"
+
+    def __init__(self, delay_s: float = 0.0, text: str | None = None) -> None:
+        self.delay_s = delay_s
+        self.text = text
+        self.calls: list[float] = []  # seconds of audio per call
+
+    def _transcribe_impl(self, audio, language, prompt) -> Transcript:
+        self.calls.append(audio.shape[0] / SAMPLE_RATE)
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.text is not None:
+            return Transcript(self.text, "en", audio.shape[0] / SAMPLE_RATE)
+        loud = int(np.sum(np.abs(audio) > 0.05)) / SAMPLE_RATE  # seconds above the floor
+        words = SENTENCE[: int(loud / WORD_S)]  # 89 % of a 0.3 sine's samples are "loud"
+        return Transcript(" ".join(words), "en", audio.shape[0] / SAMPLE_RATE)
+
+
+class FakeTTS(TextToSpeech):
+    """``per_char_s`` of a 220 Hz tone per character of text."""
+
+    name = "fake_tts"
+
+    def __init__(self, per_char_s: float = 0.01) -> None:
+        self.per_char_s = per_char_s
+        self.spoken: list[str] = []
+
+    def _synthesize_impl(self, text, voice) -> np.ndarray:
+        self.spoken.append(text)
+        n = int(len(text) * self.per_char_s * SAMPLE_RATE)
+        return (0.2 * np.sin(np.arange(n) * 2 * np.pi * 220 / SAMPLE_RATE)).astype(np.float32)
+
+
+def tone(seconds: float, amplitude: float = 0.3) -> np.ndarray:
+    n = int(seconds * SAMPLE_RATE)
+    return (amplitude * np.sin(np.arange(n) * 2 * np.pi * 440 / SAMPLE_RATE)).astype(np.float32)
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * SAMPLE_RATE), np.float32)
+
+
+def chunks(audio: np.ndarray, seconds: float = 0.1):
+    step = int(seconds * SAMPLE_RATE)
+    for begin in range(0, audio.shape[0], step):
+        yield float_to_pcm16(audio[begin : begin + step])
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.events: list[object] = []
+
+    async def __call__(self, event: object) -> None:
+        self.events.append(event)
+
+    def of(self, kind: type) -> list:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    def kinds(self) -> list[str]:
+        return [type(e).__name__ for e in self.events]
+
+
+def pipeline(stt=None, config=None, **kw):
+    sink = Collector()
+    voice = VoicePipeline(stt or FakeSTT(), FakeVAD(), config or VoiceConfig(**kw), sink)
+    return voice, sink
+
+
+# -- server VAD -------------------------------------------------------------------------------------
+
+
+async def test_speech_then_silence_is_a_committed_turn():
+    voice, sink = pipeline()
+    for chunk in chunks(np.concatenate([silence(0.5), tone(1.0), silence(0.8)])):
+        await voice.append_pcm16(chunk)
+    await voice.drain()
+    assert sink.kinds() == ["SpeechBegan", "SpeechEnded", "BufferCommitted", "TranscriptCompleted"]
+    began, ended, committed, completed = sink.events
+    assert began.item_id == ended.item_id == committed.item_id == completed.item_id
+    assert 150 <= began.audio_start_ms <= 250  # 500 ms minus the 300 ms prefix padding
+    assert 1950 <= ended.audio_end_ms <= 2100  # speech ends at 1.5 s, plus 500 ms of silence
+    assert completed.transcript == " ".join(SENTENCE)
+    assert completed.by_vad
+    spoken_s = (ended.audio_end_ms - began.audio_start_ms) / 1000
+    assert completed.duration_s == pytest.approx(spoken_s, abs=0.01)
+
+
+@pytest.mark.parametrize("chunk_s", [0.02, 777 / SAMPLE_RATE, 0.5, 4.0])
+async def test_turn_times_do_not_depend_on_the_chunk_size(chunk_s):
+    audio = np.concatenate([silence(0.7), tone(0.9), silence(0.8), tone(0.6), silence(0.9)])
+    voice, sink = pipeline()
+    for chunk in chunks(audio, chunk_s):
+        await voice.append_pcm16(chunk)
+    await voice.drain()
+    times = [(type(e).__name__, getattr(e, "audio_start_ms", getattr(e, "audio_end_ms", None)))
+             for e in sink.events if isinstance(e, (SpeechBegan, SpeechEnded))]  # fmt: skip
+    # the second turn's prefix padding stops at the first one's end
+    assert times == [("SpeechBegan", 372), ("SpeechEnded", 2112),
+                     ("SpeechBegan", 2112), ("SpeechEnded", 3520)]  # fmt: skip
+    durations = [round(e.duration_s, 3) for e in sink.of(TranscriptCompleted)]
+    assert durations == [1.74, 1.408]
+
+
+async def test_the_decode_made_while_silence_settles_is_the_final_transcript():
+    stt = FakeSTT()
+    voice, sink = pipeline(stt)
+    for chunk in chunks(np.concatenate([tone(1.0), silence(0.2)])):
+        await voice.append_pcm16(chunk)
+    await asyncio.sleep(0.05)  # the speculative decode runs while the turn is not over yet
+    assert len(stt.calls) == 1 and not sink.of(SpeechEnded)
+    for chunk in chunks(silence(0.5)):
+        await voice.append_pcm16(chunk)
+    await voice.drain()
+    [completed] = sink.of(TranscriptCompleted)
+    assert completed.from_stream and completed.transcript == " ".join(SENTENCE)
+    assert len(stt.calls) == 1  # no decode after the turn ended
+
+
+async def test_speech_resuming_after_the_early_decode_is_decoded_again():
+    stt = FakeSTT()
+    voice, sink = pipeline(stt)
+    for chunk in chunks(np.concatenate([tone(0.5), silence(0.2)])):
+        await voice.append_pcm16(chunk)
+    await asyncio.sleep(0.05)
+    for chunk in chunks(np.concatenate([tone(0.5), silence(0.6)])):
+        await voice.append_pcm16(chunk)
+    await voice.drain()
+    assert len(sink.of(SpeechBegan)) == 1  # one turn: the pause was shorter than 500 ms
+    [completed] = sink.of(TranscriptCompleted)
+    assert completed.transcript == " ".join(SENTENCE)  # the whole second of speech
+
+
+async def test_partial_deltas_are_words_two_decodes_agree_on():
+    voice, sink = pipeline(FakeSTT(delay_s=0.01), partial_interval_s=0.001)
+    for chunk in chunks(np.concatenate([tone(1.0), silence(0.8)])):
+        await voice.append_pcm16(chunk)
+        await asyncio.sleep(0.03)  # lets each partial decode finish: several per utterance
+    await voice.drain()
+    deltas = "".join(d.delta for d in sink.of(TranscriptDelta))
+    final = sink.of(TranscriptCompleted)[0].transcript
+    assert deltas and final.startswith(deltas)
+    assert sink.kinds().index("TranscriptDelta") < sink.kinds().index("SpeechEnded")
+
+
+async def test_two_turns_in_one_stream_keep_their_order():
+    voice, sink = pipeline(FakeSTT(delay_s=0.02))
+    audio = np.concatenate([tone(0.5), silence(0.7), tone(1.0), silence(0.7)])
+    for chunk in chunks(audio):
+        await voice.append_pcm16(chunk)
+    await voice.drain()
+    first, second = sink.of(TranscriptCompleted)
+    assert first.item_id != second.item_id
+    assert len(first.transcript.split()) < len(second.transcript.split())
+
+
+async def test_a_blip_is_not_a_turn():
+    voice, sink = pipeline()
+    for chunk in chunks(np.concatenate([tone(0.06), silence(1.0)])):
+        await voice.append_pcm16(chunk)
+    assert sink.events == []
+    assert len(voice.buffer) < 0.6 * SAMPLE_RATE  # idle: only a prefix padding is kept
+
+
+async def test_commit_by_hand_mid_speech_and_when_nothing_was_said():
+    voice, sink = pipeline()
+    with pytest.raises(InvalidRequestError) as info:
+        await voice.commit()
+    assert info.value.code == "input_audio_buffer_commit_empty"
+    for chunk in chunks(tone(0.6)):
+        await voice.append_pcm16(chunk)
+    await voice.commit()
+    await voice.drain()
+    assert sink.kinds() == ["SpeechBegan", "SpeechEnded", "BufferCommitted", "TranscriptCompleted"]
+    assert not sink.of(TranscriptCompleted)[0].by_vad
+
+
+async def test_max_turn_length_commits_a_vad_turn():
+    voice, sink = pipeline(max_turn_s=1.0)
+    voice.configure(voice.config.with_turn_detection(TurnDetectionConfig()))
+    for chunk in chunks(tone(1.6)):
+        await voice.append_pcm16(chunk)
+    await voice.drain()
+    assert len(sink.of(SpeechEnded)) >= 1
+    assert sink.of(TranscriptCompleted)[0].duration_s <= 1.05
+
+
+async def test_clear_drops_the_turn():
+    voice, sink = pipeline()
+    for chunk in chunks(tone(0.6)):
+        await voice.append_pcm16(chunk)
+    await voice.clear()
+    for chunk in chunks(silence(0.8)):
+        await voice.append_pcm16(chunk)
+    await voice.drain()
+    assert sink.kinds() == ["SpeechBegan", "BufferCleared"]
+    assert len(voice.buffer) < 0.6 * SAMPLE_RATE
+
+
+# -- manual turns and limits ------------------------------------------------------------------------
+
+
+async def test_manual_mode_commits_the_whole_buffer():
+    voice, sink = pipeline(turn_detection=None)
+    for chunk in chunks(np.concatenate([tone(0.5), silence(1.0)])):
+        await voice.append_pcm16(chunk)
+    assert sink.events == []
+    await voice.commit()
+    await voice.drain()
+    assert sink.kinds() == ["BufferCommitted", "TranscriptCompleted"]
+    completed = sink.of(TranscriptCompleted)[0]
+    assert completed.duration_s == pytest.approx(1.5, abs=0.01) and not completed.by_vad
+    with pytest.raises(InvalidRequestError) as info:
+        await voice.commit()
+    assert info.value.code == "input_audio_buffer_commit_empty"
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [(b"\x00\x01\x02", "invalid_audio_bytes"), (b"\x00" * 4096, "audio_too_large")],
+)
+async def test_bad_chunks_are_refused_and_the_buffer_is_unchanged(data, code):
+    voice, _ = pipeline(turn_detection=None, max_chunk_bytes=2048)
+    await voice.append_pcm16(float_to_pcm16(tone(0.05)))
+    with pytest.raises(InvalidRequestError) as info:
+        await voice.append_pcm16(data)
+    assert info.value.code == code
+    assert len(voice.buffer) == int(0.05 * SAMPLE_RATE)
+
+
+async def test_a_manual_buffer_stops_at_the_turn_limit():
+    voice, _ = pipeline(turn_detection=None, max_turn_s=0.5)
+    for chunk in chunks(tone(0.5)):
+        await voice.append_pcm16(chunk)
+    with pytest.raises(InvalidRequestError) as info:
+        await voice.append_pcm16(float_to_pcm16(tone(0.1)))
+    assert info.value.code == "audio_too_long"
+    assert len(voice.buffer) == int(0.5 * SAMPLE_RATE)
+
+
+async def test_a_failing_model_reports_the_turn_as_failed():
+    class Broken(FakeSTT):
+        def _transcribe_impl(self, audio, language, prompt):
+            raise RuntimeError("out of memory")
+
+    from assistant.voice import TranscriptFailed
+
+    voice, sink = pipeline(Broken(), turn_detection=None)
+    await voice.append_pcm16(float_to_pcm16(tone(0.5)))
+    await voice.commit()
+    await voice.drain()
+    [failed] = sink.of(TranscriptFailed)
+    assert failed.error.code == "model_error"
+
+
+# -- pieces -----------------------------------------------------------------------------------------
+
+
+def test_agreement_sends_only_stable_words_once():
+    utterance = Utterance(start=0)
+    assert agreed_delta(utterance, "what is") == ""  # nothing to agree with yet
+    assert agreed_delta(utterance, "what is the") == "what is"
+    assert agreed_delta(utterance, "What is the weather.") == " the"
+    assert agreed_delta(utterance, "what was the weather") == ""  # a revision is not sent
+    assert agreed_delta(utterance, "what is the weather like") == ""  # differs from the last
+    assert agreed_delta(utterance, "what is the weather like today") == " weather like"
+    assert utterance.emitted == ["what", "is", "the", "weather", "like"]
+
+
+def test_sample_buffer_addresses_absolute_positions():
+    buffer = SampleBuffer()
+    buffer.append(np.arange(10, dtype=np.float32))
+    buffer.append(np.arange(10, 20, dtype=np.float32))
+    buffer.drop_before(5)
+    assert (buffer.start, buffer.end, len(buffer)) == (5, 20, 15)
+    np.testing.assert_array_equal(buffer.slice(8, 12), [8, 9, 10, 11])
+    np.testing.assert_array_equal(buffer.slice(0, 7), [5, 6])  # clipped to what is held
+    buffer.clear()
+    assert len(buffer) == 0 and buffer.slice(0, 30).shape == (0,)
+
+
+def test_sentences_are_cut_at_their_ends():
+    splitter = SentenceSplitter(max_chars=40)
+    out = []
+    for delta in ["Hello", " there.", " How are", " you? I am", " fine", "\nThanks"]:
+        out += splitter.feed(delta)
+    assert out == ["Hello there.", "How are you?", "I am fine"]
+    assert splitter.flush() == ["Thanks"]
+    long = "word, " * 5 + "and more words without any end in sight at all"
+    assert all(len(s) <= 40 for s in splitter.feed(long))
+
+
+async def test_a_spoken_reply_speaks_sentence_by_sentence():
+    tts = FakeTTS(per_char_s=0.01)
+    pieces: list[np.ndarray] = []
+    spoken = SpokenReply(tts, pieces.append, chunk_s=0.05)
+    for delta in "The capital of France is Paris. It is big".split(" "):
+        spoken.feed(delta + " ")
+    await asyncio.sleep(0.05)
+    assert tts.spoken == ["The capital of France is Paris."]  # spoken before the reply ended
+    await spoken.finish()
+    assert tts.spoken == ["The capital of France is Paris.", "It is big"]
+    assert all(p.shape[0] <= 800 for p in pieces)
+    assert spoken.samples == sum(p.shape[0] for p in pieces) == int(31 * 160) + int(9 * 160)
+
+
+async def test_a_stopped_spoken_reply_says_no_more():
+    tts = FakeTTS()
+    spoken = SpokenReply(tts, lambda _: None)
+    spoken.stop()
+    spoken.feed("One sentence. Two sentences. ")
+    await spoken.cancel()
+    assert tts.spoken == []
+
+
+def test_config_from_settings():
+    from assistant.config import VoiceSettings
+
+    config = VoiceConfig.from_settings(VoiceSettings(silence_duration_ms=800, max_turn_s=30))
+    assert config.turn_detection.silence_duration_ms == 800
+    assert config.turn_detection.max_speech_ms == 30_000
+    assert VoiceConfig.from_settings(VoiceSettings(turn_detection=False)).turn_detection is None
+
+
+def test_events_are_plain_data():
+    assert BufferCleared() == BufferCleared()
+    assert BufferCommitted("msg_1") == BufferCommitted("msg_1")
