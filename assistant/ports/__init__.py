@@ -1,0 +1,80 @@
+"""The interfaces adapters implement. The core talks to the outside world only through these.
+
+Each port's public method owns timeouts, metrics and error mapping; an adapter implements the small
+``_..._impl`` method beneath it. Capabilities are declared as data (``LanguageModelCapabilities``),
+never discovered with ``isinstance``.
+"""
+
+from __future__ import annotations
+
+from assistant.ports.language_model import (
+    PromptRole,
+    IMAGE_MARKER,
+    PromptImage,
+    PromptMessage,
+    Prompt,
+    GenerationOptions,
+    LanguageModelCapabilities,
+    Usage,
+    CancelToken,
+    FinishReason,
+    Generation,
+    LanguageModel,
+    iterate_in_thread,
+)
+from assistant.ports.speech import (
+    SAMPLE_RATE,
+    Transcript,
+    SpeechToTextCapabilities,
+    SpeechToText,
+    VoiceActivity,
+    TextToSpeechCapabilities,
+    TextToSpeech,
+)
+from assistant.ports.vision import (
+    ImageFeatures,
+    VisionEncoderCapabilities,
+    ImageProjector,
+    VisionEncoder,
+)
+from assistant.ports.memory import (
+    AppendResult,
+    SessionSnapshot,
+    TurnStart,
+    SessionLock,
+    SessionStore,
+)
+from assistant.messages import MessageStatus
+
+__all__ = [
+    "AppendResult",
+    "CancelToken",
+    "FinishReason",
+    "Generation",
+    "GenerationOptions",
+    "IMAGE_MARKER",
+    "ImageFeatures",
+    "ImageProjector",
+    "LanguageModel",
+    "LanguageModelCapabilities",
+    "MessageStatus",
+    "Prompt",
+    "PromptImage",
+    "PromptMessage",
+    "PromptRole",
+    "SAMPLE_RATE",
+    "SessionLock",
+    "SessionSnapshot",
+    "SessionStore",
+    "SpeechToText",
+    "SpeechToTextCapabilities",
+    "TextToSpeech",
+    "TextToSpeechCapabilities",
+    "Transcript",
+    "TurnStart",
+    "Usage",
+    "VisionEncoder",
+    "VisionEncoderCapabilities",
+    "VoiceActivity",
+    "iterate_in_thread",
+]

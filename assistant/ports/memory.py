@@ -1,0 +1,198 @@
+"""The session store port: sessions, messages, the turn lease, blobs and a derived-data cache."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from assistant.errors import (
+    AssistantError,
+    ModelError,
+    ModelTimeoutError,
+    SessionBusyError,
+    StoreError,
+)
+from assistant.messages import Message, MessageStatus, SessionInfo
+
+if TYPE_CHECKING:
+    import numpy as np
+
+_T = TypeVar("_T")
+
+# --------------------------------------------------------------------------------------------------
+# Session memory
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    message: Message
+    created: bool  # False when the turn id was seen before: the stored message is returned
+
+
+@dataclass(frozen=True)
+class SessionSnapshot:
+    info: SessionInfo
+    messages: tuple[Message, ...]
+
+
+@dataclass(frozen=True)
+class TurnStart:
+    """What ``begin_turn`` returns: the stored user message (if one was given) and the history."""
+
+    appended: AppendResult | None
+    snapshot: SessionSnapshot
+
+
+class SessionLock(abc.ABC):
+    """A short exclusive hold on one session, released on exit; kept alive while held."""
+
+    @abc.abstractmethod
+    async def __aenter__(self) -> "SessionLock": ...
+
+    @abc.abstractmethod
+    async def __aexit__(self, *exc: object) -> None: ...
+
+
+class SessionStore(abc.ABC):
+    """Where sessions live. Every read and write refreshes the session's time to live."""
+
+    name: str = "session_store"
+
+    async def create(self, info: SessionInfo) -> SessionInfo:
+        return await self._call(self._create_impl(info))
+
+    async def load(self, session_id: str, *, last: int | None = None) -> SessionSnapshot | None:
+        """The session and its messages (the ``last`` N only, when given); None if unknown."""
+        return await self._call(self._load_impl(session_id, last))
+
+    async def update_info(self, session_id: str, **fields: object) -> SessionInfo:
+        return await self._call(self._update_info_impl(session_id, fields))
+
+    async def append(self, session_id: str, message: Message) -> AppendResult:
+        """Append a message; a message whose ``turn_id`` was stored before is not stored again."""
+        return await self._call(self._append_impl(session_id, message))
+
+    def lock(self, session_id: str, *, wait_s: float = 0.0) -> SessionLock:
+        """An exclusive writer lock on a session; raises ``SessionBusyError`` when not had in time."""
+        return self._lock_impl(session_id, wait_s)
+
+    # -- turns: the hot path, one round trip at each end -------------------------------------------
+
+    async def begin_turn(
+        self,
+        session_id: str,
+        token: str,
+        *,
+        message: Message | None = None,
+        last: int | None = None,
+        wait_s: float = 0.0,
+    ) -> TurnStart:
+        """In one round trip: take (or keep) the session's writer lease for ``token``, append
+        ``message`` (idempotent on its turn id) and return the history (the ``last`` N messages).
+        Waits up to ``wait_s`` while another token holds the lease, then ``SessionBusyError``."""
+        deadline = time.monotonic() + max(wait_s, 0.0)
+        pause = 0.02
+        while True:
+            started = await self._call(self._begin_turn_impl(session_id, token, message, last))
+            if started is not None:
+                return started
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SessionBusyError(f"session {session_id!r} is busy (another writer)")
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, 0.2)
+
+    async def end_turn(
+        self, session_id: str, token: str, message: Message | None = None
+    ) -> AppendResult | None:
+        """In one round trip: append ``message`` (the reply) and release ``token``'s lease."""
+        return await self._call(self._end_turn_impl(session_id, token, message))
+
+    async def renew_turn(self, session_id: str, token: str) -> bool:
+        """Extend ``token``'s lease; False when it is no longer held by ``token``."""
+        return await self._call(self._renew_turn_impl(session_id, token))
+
+    # -- content-addressed blobs and a derived-data cache, shared by a tenant's sessions ----------
+
+    async def put_blob(self, sha256: str, data: bytes) -> None:
+        """Store bytes under their sha256 (images); they live as long as a session would."""
+        await self._call(self._put_blob_impl(sha256, data))
+
+    async def get_blob(self, sha256: str) -> bytes | None:
+        """The bytes stored under ``sha256`` (their time to live refreshed), or None."""
+        return await self._call(self._get_blob_impl(sha256))
+
+    async def cache_get(self, key: str) -> bytes | None:
+        """Derived data (image embeddings) by key; None on a miss."""
+        return await self._call(self._cache_get_impl(key))
+
+    async def cache_set(self, key: str, value: bytes, ttl_s: int) -> None:
+        await self._call(self._cache_set_impl(key, value, ttl_s))
+
+    async def ping(self) -> bool:
+        try:
+            return await self._call(self._ping_impl())
+        except StoreError:
+            return False
+
+    async def aclose(self) -> None:  # noqa: B027
+        """Release connections."""
+
+    async def _call(self, awaitable: Awaitable[_T]) -> _T:
+        try:
+            return await awaitable
+        except AssistantError:
+            raise
+        except (ConnectionError, OSError, TimeoutError) as exc:
+            raise StoreError(f"{self.name}: {exc}") from exc
+
+    @abc.abstractmethod
+    async def _create_impl(self, info: SessionInfo) -> SessionInfo: ...
+
+    @abc.abstractmethod
+    async def _load_impl(self, session_id: str, last: int | None) -> SessionSnapshot | None: ...
+
+    @abc.abstractmethod
+    async def _update_info_impl(self, session_id: str, fields: dict[str, object]) -> SessionInfo: ...
+
+    @abc.abstractmethod
+    async def _append_impl(self, session_id: str, message: Message) -> AppendResult: ...
+
+    @abc.abstractmethod
+    def _lock_impl(self, session_id: str, wait_s: float) -> SessionLock: ...
+
+    @abc.abstractmethod
+    async def _ping_impl(self) -> bool: ...
+
+    @abc.abstractmethod
+    async def _begin_turn_impl(
+        self, session_id: str, token: str, message: Message | None, last: int | None
+    ) -> TurnStart | None:
+        """None when another token holds the lease. ``SessionNotFoundError`` for an unknown id."""
+
+    @abc.abstractmethod
+    async def _end_turn_impl(
+        self, session_id: str, token: str, message: Message | None
+    ) -> AppendResult | None: ...
+
+    @abc.abstractmethod
+    async def _renew_turn_impl(self, session_id: str, token: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def _put_blob_impl(self, sha256: str, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def _get_blob_impl(self, sha256: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    async def _cache_get_impl(self, key: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    async def _cache_set_impl(self, key: str, value: bytes, ttl_s: int) -> None: ...

@@ -1,0 +1,140 @@
+"""Speech ports: speech to text, voice activity, text to speech (float32 mono 16 kHz)."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from assistant.errors import (
+    AssistantError,
+    ModelError,
+    ModelTimeoutError,
+    SessionBusyError,
+    StoreError,
+)
+from assistant.messages import Message, MessageStatus, SessionInfo
+
+if TYPE_CHECKING:
+    import numpy as np
+
+_T = TypeVar("_T")
+
+# --------------------------------------------------------------------------------------------------
+# Speech to text and voice activity (audio is float32 mono at 16 kHz, in [-1, 1])
+# --------------------------------------------------------------------------------------------------
+
+SAMPLE_RATE = 16_000
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    language: str | None = None
+    duration_s: float = 0.0  # of the audio transcribed
+
+
+@dataclass(frozen=True)
+class SpeechToTextCapabilities:
+    languages: tuple[str, ...] | None = None  # None: multilingual
+    #: Longest audio one call takes; longer audio is refused by the port.
+    max_audio_s: float = 600.0
+
+
+class SpeechToText(abc.ABC):
+    """Transcribes a whole utterance. Streaming partials are built on top by re-transcribing the
+    growing buffer (see the voice pipeline), so adapters only implement one blocking call."""
+
+    name: str = "speech_to_text"
+    capabilities: SpeechToTextCapabilities = SpeechToTextCapabilities()
+    timeout_s: float = 120.0
+
+    async def transcribe(
+        self, audio: "np.ndarray", *, language: str | None = None, prompt: str | None = None
+    ) -> Transcript:
+        """``audio``: float32 samples, mono, 16 kHz. Runs off the event loop."""
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(self._transcribe_impl, audio, language, prompt), self.timeout_s
+            )
+        except asyncio.TimeoutError as exc:
+            raise ModelTimeoutError(f"{self.name}: no transcript within {self.timeout_s:.0f} s") from exc
+        except AssistantError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"{self.name} failed: {exc}") from exc
+
+    @abc.abstractmethod
+    def _transcribe_impl(
+        self, audio: "np.ndarray", language: str | None, prompt: str | None
+    ) -> Transcript:
+        """Blocking: transcribe float32 16 kHz mono samples."""
+
+    async def aclose(self) -> None:  # noqa: B027
+        """Release what the adapter holds."""
+
+
+class VoiceActivity(abc.ABC):
+    """Speech probability per fixed window of audio (e.g. Silero VAD: 512 samples at 16 kHz).
+    Stateful over a stream: ``reset()`` between streams."""
+
+    name: str = "voice_activity"
+    window_samples: int = 512
+
+    @abc.abstractmethod
+    def probabilities(self, audio: "np.ndarray") -> "np.ndarray":
+        """Blocking: one probability in [0, 1] per whole window of ``audio`` (float32, 16 kHz);
+        a trailing partial window is kept for the next call."""
+
+    @abc.abstractmethod
+    def reset(self) -> None:
+        """Forget the stream's state."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Text to speech (spoken replies): float32 mono at 16 kHz out, like the audio in
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TextToSpeechCapabilities:
+    sample_rate: int = SAMPLE_RATE  # of what ``synthesize`` returns
+    #: Longest text one call takes; the spoken-reply streamer sends a sentence at a time.
+    max_text_chars: int = 2_000
+    #: Voice names a session may ask for; None: not listed.
+    voices: tuple[str, ...] | None = None
+
+
+class TextToSpeech(abc.ABC):
+    """Speaks a piece of text (a sentence of a reply). One blocking call per piece; streaming is
+    built on top, sentence by sentence."""
+
+    name: str = "text_to_speech"
+    capabilities: TextToSpeechCapabilities = TextToSpeechCapabilities()
+    timeout_s: float = 30.0
+
+    async def synthesize(self, text: str, *, voice: str | None = None) -> "np.ndarray":
+        """float32 samples (N,), mono, at ``capabilities.sample_rate``. Runs off the event loop."""
+        text = text[: self.capabilities.max_text_chars]
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(self._synthesize_impl, text, voice), self.timeout_s
+            )
+        except asyncio.TimeoutError as exc:
+            raise ModelTimeoutError(f"{self.name}: no speech within {self.timeout_s:.0f} s") from exc
+        except AssistantError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"{self.name} failed: {exc}") from exc
+
+    @abc.abstractmethod
+    def _synthesize_impl(self, text: str, voice: str | None) -> "np.ndarray":
+        """Blocking: speak ``text`` with ``voice`` (None: the adapter's default)."""
+
+    async def aclose(self) -> None:  # noqa: B027
+        """Release what the adapter holds."""

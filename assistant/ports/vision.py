@@ -1,0 +1,79 @@
+"""Vision ports: an image encoder and a projector into a language model's embedding space."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from assistant.errors import (
+    AssistantError,
+    ModelError,
+    ModelTimeoutError,
+    SessionBusyError,
+    StoreError,
+)
+from assistant.messages import Message, MessageStatus, SessionInfo
+
+if TYPE_CHECKING:
+    import numpy as np
+
+_T = TypeVar("_T")
+
+# --------------------------------------------------------------------------------------------------
+# Vision
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageFeatures:
+    patches: "np.ndarray"  # (N, D) float32: N patch features of D dims
+    class_probs: "np.ndarray | None" = None  # (C,) float32 posterior, when the encoder classifies
+    class_names: tuple[str, ...] | None = None  # (C,) names of the classes
+
+
+@dataclass(frozen=True)
+class VisionEncoderCapabilities:
+    feature_dim: int
+    patches: int
+    class_scores: bool = False
+    image_size: int = 224
+
+
+class ImageProjector(abc.ABC):
+    """Maps an encoder's features to embeddings in a language model's input space."""
+
+    #: Names the projector's type, configuration and weights: the embedding cache's key.
+    identity: str
+
+    @abc.abstractmethod
+    def project(self, features: ImageFeatures) -> "np.ndarray":
+        """Blocking: (N, H) float32 embeddings for one image."""
+
+
+class VisionEncoder(abc.ABC):
+    """Turns a decoded RGB image into patch features (and class scores, where it has them)."""
+
+    name: str = "vision_encoder"
+    capabilities: VisionEncoderCapabilities
+    timeout_s: float = 60.0
+
+    async def encode(self, image: "np.ndarray") -> ImageFeatures:
+        """``image``: uint8 RGB, shape (H, W, 3). Runs off the event loop."""
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self._encode_impl, image), self.timeout_s)
+        except asyncio.TimeoutError as exc:
+            raise ModelTimeoutError(f"{self.name}: no features within {self.timeout_s:.0f} s") from exc
+        except AssistantError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"{self.name} failed: {exc}") from exc
+
+    @abc.abstractmethod
+    def _encode_impl(self, image: "np.ndarray") -> ImageFeatures:
+        """Blocking: encode one uint8 RGB (H, W, 3) image."""
