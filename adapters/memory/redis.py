@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 try:
     import redis.asyncio as aioredis
-    from redis.exceptions import RedisError
+    from redis.exceptions import NoScriptError, RedisError
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         f"the redis session store needs redis-py: pip install 'assistant[redis]' ({exc})"
@@ -127,6 +127,16 @@ class RedisSessionStore(SessionStore):
             return await super()._call(awaitable)
         except RedisError as exc:  # redis-py's errors do not derive from the builtin ones
             raise StoreError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
+
+    async def _run(self, script: Any, keys: list[str], args: list[str]) -> Any:
+        """EVALSHA straight through ``execute_command`` (redis-py's ``Script.__call__`` adds a
+        deprecation-checking wrapper and pipeline handling the hot path does not need); the
+        script is loaded and the call repeated when Redis does not know it yet."""
+        try:
+            return await self.client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self.client.script_load(script.script)
+            return await self.client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def _sent(self, awaitable: Awaitable[_T]) -> _T:
         self.round_trips += 1
