@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -192,20 +192,7 @@ class TransformersLocalLM(LanguageModel):
         return iterate_in_thread(produce, cancel)
 
     def _text_deltas(self, token_ids: Iterator[int]) -> Iterator[str]:
-        """Decode all ids so far after each token and emit the new suffix; hold back while the text
-        ends in an incomplete UTF-8 character, and flush whatever is left at the end."""
-        ids: list[int] = []
-        emitted = 0
-        for token_id in token_ids:
-            ids.append(token_id)
-            text = self._decode(ids)
-            if text.endswith("\ufffd") or len(text) <= emitted:
-                continue
-            yield text[emitted:]
-            emitted = len(text)
-        text = self._decode(ids)
-        if len(text) > emitted:
-            yield text[emitted:]
+        return text_deltas(token_ids, self._decode)
 
     def _generate_ids(
         self,
@@ -307,6 +294,23 @@ class TransformersLocalLM(LanguageModel):
         extra = {"logits_to_keep": 1} if self._accepts_logits_to_keep else {}
         out = self.model(**inputs, past_key_values=cache, use_cache=True, **extra)
         return out.logits[:, -1, :].float()  # (1, V)
+
+
+def text_deltas(token_ids: Iterator[int], decode: Callable[[Sequence[int]], str]) -> Iterator[str]:
+    """Decode all ids so far after each token and emit the new suffix; hold back while the text
+    ends in an incomplete UTF-8 character, and flush whatever is left at the end."""
+    ids: list[int] = []
+    emitted = 0
+    for token_id in token_ids:
+        ids.append(token_id)
+        text = decode(ids)
+        if text.endswith("\ufffd") or len(text) <= emitted:
+            continue
+        yield text[emitted:]
+        emitted = len(text)
+    text = decode(ids)
+    if len(text) > emitted:
+        yield text[emitted:]
 
 
 def _pick(

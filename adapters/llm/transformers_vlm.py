@@ -37,6 +37,7 @@ from adapters.llm.transformers_local import (
     _eos_ids,
     _pick,
     _rng,
+    text_deltas,
 )
 from assistant.config import Settings
 from assistant.errors import ConfigurationError, ContextLengthError
@@ -237,20 +238,7 @@ class TransformersVLM(LanguageModel):
         return out.logits[:, -1, :].float()  # (1, V)
 
     def _text_deltas(self, token_ids: Iterator[int]) -> Iterator[str]:
-        """Decode all ids so far after each token and emit the new suffix; hold back while the text
-        ends in an incomplete UTF-8 character, and flush whatever is left at the end."""
-        ids: list[int] = []
-        emitted = 0
-        for token_id in token_ids:
-            ids.append(token_id)
-            text = self._decode(ids)
-            if text.endswith("\ufffd") or len(text) <= emitted:
-                continue
-            yield text[emitted:]
-            emitted = len(text)
-        text = self._decode(ids)
-        if len(text) > emitted:
-            yield text[emitted:]
+        return text_deltas(token_ids, self._decode)
 
     def _decode(self, ids: Sequence[int]) -> str:
         with self._tokenizer_lock:
