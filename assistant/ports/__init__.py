@@ -7,44 +7,44 @@ never discovered with ``isinstance``.
 
 from __future__ import annotations
 
+from assistant.messages import MessageStatus
 from assistant.ports.language_model import (
-    PromptRole,
     IMAGE_MARKER,
-    PromptImage,
-    PromptMessage,
-    Prompt,
-    GenerationOptions,
-    LanguageModelCapabilities,
-    Usage,
     CancelToken,
     FinishReason,
     Generation,
+    GenerationOptions,
     LanguageModel,
+    LanguageModelCapabilities,
+    Prompt,
+    PromptImage,
+    PromptMessage,
+    PromptRole,
+    Usage,
     iterate_in_thread,
-)
-from assistant.ports.speech import (
-    SAMPLE_RATE,
-    Transcript,
-    SpeechToTextCapabilities,
-    SpeechToText,
-    VoiceActivity,
-    TextToSpeechCapabilities,
-    TextToSpeech,
-)
-from assistant.ports.vision import (
-    ImageFeatures,
-    VisionEncoderCapabilities,
-    ImageProjector,
-    VisionEncoder,
 )
 from assistant.ports.memory import (
     AppendResult,
-    SessionSnapshot,
-    TurnStart,
     SessionLock,
+    SessionSnapshot,
     SessionStore,
+    TurnStart,
 )
-from assistant.messages import MessageStatus
+from assistant.ports.speech import (
+    SAMPLE_RATE,
+    SpeechToText,
+    SpeechToTextCapabilities,
+    TextToSpeech,
+    TextToSpeechCapabilities,
+    Transcript,
+    VoiceActivity,
+)
+from assistant.ports.vision import (
+    ImageFeatures,
+    ImageProjector,
+    VisionEncoder,
+    VisionEncoderCapabilities,
+)
 
 __all__ = [
     "AppendResult",

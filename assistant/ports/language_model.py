@@ -6,8 +6,7 @@ import abc
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import TypeVar
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -15,15 +14,11 @@ from assistant.errors import (
     AssistantError,
     ModelError,
     ModelTimeoutError,
-    SessionBusyError,
-    StoreError,
 )
-from assistant.messages import Message, MessageStatus, SessionInfo
 
 if TYPE_CHECKING:
     import numpy as np
 
-_T = TypeVar("_T")
 
 PromptRole = Literal["system", "user", "assistant"]
 

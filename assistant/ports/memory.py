@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import TypeVar
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
 
 from assistant.errors import (
     AssistantError,
-    ModelError,
-    ModelTimeoutError,
     SessionBusyError,
     StoreError,
 )
-from assistant.messages import Message, MessageStatus, SessionInfo
-
-if TYPE_CHECKING:
-    import numpy as np
+from assistant.messages import Message, SessionInfo
 
 _T = TypeVar("_T")
 

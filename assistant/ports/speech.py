@@ -4,26 +4,18 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import threading
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import TypeVar
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from assistant.errors import (
     AssistantError,
     ModelError,
     ModelTimeoutError,
-    SessionBusyError,
-    StoreError,
 )
-from assistant.messages import Message, MessageStatus, SessionInfo
 
 if TYPE_CHECKING:
     import numpy as np
 
-_T = TypeVar("_T")
 
 # --------------------------------------------------------------------------------------------------
 # Speech to text and voice activity (audio is float32 mono at 16 kHz, in [-1, 1])
