@@ -4,7 +4,6 @@ checked is the token loop (KV cache, EOS, limits, cancellation) and the streamin
 
 from __future__ import annotations
 
-import threading
 
 import pytest
 
@@ -15,6 +14,12 @@ tokenizers = pytest.importorskip("tokenizers")
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
 
 from adapters.llm.transformers_local import TransformersLocalLM  # noqa: E402
+from tests.tiny_models import (  # noqa: E402
+    ForwardCounter,
+    allow_only,
+    chatml_tokenizer,
+    printable_ids,
+)
 from assistant.errors import ConfigurationError, ContextLengthError  # noqa: E402
 from assistant.ports import (  # noqa: E402
     CancelToken,
@@ -43,27 +48,7 @@ EOS = "<|im_end|>"
 
 
 def make_tokenizer() -> PreTrainedTokenizerFast:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<|endoftext|>", "<|im_start|>", EOS],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    backend.train_from_iterator(SENTENCES, trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        bos_token="<|im_start|>",
-        eos_token=EOS,
-        pad_token=EOS,
-        unk_token="<|endoftext|>",
-    )
-    tokenizer.chat_template = CHATML
-    return tokenizer
+    return chatml_tokenizer(SENTENCES, chat_template=CHATML, eos=EOS)
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +56,10 @@ def tokenizer():
     return make_tokenizer()
 
 
-@pytest.fixture
-def model(tokenizer):
+def tiny_llama(tokenizer, **config):
+    """A 2-layer, 32-wide random Llama over ``tokenizer``'s vocabulary, seeded."""
     torch.manual_seed(0)
-    config = LlamaConfig(
+    base = dict(
         vocab_size=len(tokenizer),
         hidden_size=32,
         intermediate_size=64,
@@ -82,49 +67,23 @@ def model(tokenizer):
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=256,
+    )
+    return LlamaForCausalLM(LlamaConfig(**base, **config)).eval()
+
+
+@pytest.fixture
+def model(tokenizer):
+    return tiny_llama(
+        tokenizer,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    return LlamaForCausalLM(config).eval()
 
 
 @pytest.fixture
 def lm(model, tokenizer):
     return TransformersLocalLM(model, tokenizer)
-
-
-def allow_only(model, token_ids):
-    """Make the model choose among ``token_ids`` only (a hook on the LM head's logits)."""
-    banned = torch.ones(model.config.vocab_size, dtype=torch.bool)
-    banned[list(token_ids)] = False
-
-    def hook(module, inputs, logits):  # logits: (B, T, V)
-        return logits.masked_fill(banned, float("-inf"))
-
-    return model.lm_head.register_forward_hook(hook)
-
-
-def printable_ids(tokenizer):
-    """Tokens that decode on their own to printable ASCII: every one of them yields a delta."""
-    special = set(tokenizer.all_special_ids)
-    texts = {i: tokenizer.decode([i]) for i in range(len(tokenizer)) if i not in special}
-    return [i for i, text in texts.items() if text and text.isascii() and text.isprintable()]
-
-
-class ForwardCounter:
-    """Counts the model's forward passes; from pass ``gate_from`` on, each waits for ``release``."""
-
-    def __init__(self, model, *, gate_from: int | None = None) -> None:
-        self.calls = 0
-        self.gate_from = gate_from
-        self.release = threading.Event()
-        self.handle = model.register_forward_pre_hook(self._hook)
-
-    def _hook(self, module, args):
-        self.calls += 1
-        if self.gate_from is not None and self.calls >= self.gate_from:
-            self.release.wait(timeout=60)
 
 
 async def stream_all(lm, prompt=PROMPT, **options):
@@ -319,18 +278,7 @@ QUESTIONS = [
 def sharp_model(tokenizer):
     """Like ``model`` with larger weights: its logits depend on positions (the default init's are
     almost flat), so a prefill at wrong positions would change the greedy output."""
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        initializer_range=0.2,
-    )
-    return LlamaForCausalLM(config).eval()
+    return tiny_llama(tokenizer, initializer_range=0.2)
 
 
 async def reply(lm, messages, cache_key="s", max_new_tokens=8):

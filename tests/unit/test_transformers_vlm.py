@@ -5,7 +5,6 @@ cancellation), usage and the streaming of text deltas."""
 
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import pytest
@@ -27,6 +26,7 @@ from assistant.ports import (  # noqa: E402
     Usage,
 )
 from assistant.registry import build_language_model  # noqa: E402
+from tests.tiny_models import ForwardCounter, allow_only, printable_ids  # noqa: E402
 from tests.unit.tiny_llava import (  # noqa: E402
     IMAGE_TOKEN,
     IMAGE_TOKENS,
@@ -63,39 +63,6 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture
 def lm(checkpoint):
     return TransformersVLM.from_path(str(checkpoint))
-
-
-def allow_only(model, token_ids):
-    """Make the model choose among ``token_ids`` only (a hook on the LM head's logits)."""
-    banned = torch.ones(model.lm_head.out_features, dtype=torch.bool)
-    banned[list(token_ids)] = False
-
-    def hook(module, inputs, logits):  # logits: (B, T, V)
-        return logits.masked_fill(banned, float("-inf"))
-
-    return model.lm_head.register_forward_hook(hook)
-
-
-def printable_ids(tokenizer):
-    """Tokens that decode on their own to printable ASCII: every one of them yields a delta."""
-    special = set(tokenizer.all_special_ids)
-    texts = {i: tokenizer.decode([i]) for i in range(len(tokenizer)) if i not in special}
-    return [i for i, text in texts.items() if text and text.isascii() and text.isprintable()]
-
-
-class ForwardCounter:
-    """Counts the model's forward passes; from pass ``gate_from`` on, each waits for ``release``."""
-
-    def __init__(self, model, *, gate_from: int | None = None) -> None:
-        self.calls = 0
-        self.gate_from = gate_from
-        self.release = threading.Event()
-        self.handle = model.register_forward_pre_hook(self._hook)
-
-    def _hook(self, module, args):
-        self.calls += 1
-        if self.gate_from is not None and self.calls >= self.gate_from:
-            self.release.wait(timeout=60)
 
 
 async def stream_all(lm, prompt=ONE_IMAGE, **options):

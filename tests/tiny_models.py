@@ -1,0 +1,78 @@
+"""Helpers for tests on tiny random language models: a byte-level BPE tokenizer trained offline,
+and hooks that steer or count a model's forward passes."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+
+def chatml_tokenizer(
+    sentences: Iterable[str],
+    *,
+    chat_template: str,
+    eos: str = "<|im_end|>",
+    extra_special: Sequence[str] = (),
+    **tokenizer_kwargs: Any,
+) -> Any:
+    """A 400-token byte-level BPE trained on ``sentences`` with the ChatML special tokens (and
+    ``extra_special`` after them), wrapped as a transformers fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>", "<|im_start|>", eos, *extra_special],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(sentences, trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<|im_start|>",
+        eos_token=eos,
+        pad_token=eos,
+        unk_token="<|endoftext|>",
+        **tokenizer_kwargs,
+    )
+    tokenizer.chat_template = chat_template
+    return tokenizer
+
+
+def allow_only(model: Any, token_ids: Iterable[int]) -> Any:
+    """Make the model choose among ``token_ids`` only (a hook on the LM head's logits)."""
+    import torch
+
+    banned = torch.ones(model.lm_head.out_features, dtype=torch.bool)
+    banned[list(token_ids)] = False
+
+    def hook(module: Any, inputs: Any, logits: Any) -> Any:  # logits: (B, T, V)
+        return logits.masked_fill(banned, float("-inf"))
+
+    return model.lm_head.register_forward_hook(hook)
+
+
+def printable_ids(tokenizer: Any) -> list[int]:
+    """Tokens that decode on their own to printable ASCII: every one of them yields a delta."""
+    special = set(tokenizer.all_special_ids)
+    texts = {i: tokenizer.decode([i]) for i in range(len(tokenizer)) if i not in special}
+    return [i for i, text in texts.items() if text and text.isascii() and text.isprintable()]
+
+
+class ForwardCounter:
+    """Counts the model's forward passes; from pass ``gate_from`` on, each waits for ``release``."""
+
+    def __init__(self, model: Any, *, gate_from: int | None = None) -> None:
+        self.calls = 0
+        self.gate_from = gate_from
+        self.release = threading.Event()
+        self.handle = model.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module: Any, args: Any) -> None:
+        self.calls += 1
+        if self.gate_from is not None and self.calls >= self.gate_from:
+            self.release.wait(timeout=60)
