@@ -25,6 +25,7 @@ from assistant.ports import SAMPLE_RATE
 from assistant.server.app import create_app
 from tests.fakes import MemoryStore
 from tests.integration.test_asr_real import encode_webm_opus, read_wav, words
+from tests.ws_helpers import assert_in_order, until
 
 pytestmark = pytest.mark.integration
 
@@ -88,15 +89,6 @@ def with_silence(audio: np.ndarray, seconds: float = 1.0) -> np.ndarray:
     return np.concatenate([audio, np.zeros(int(seconds * SAMPLE_RATE), np.float32)])
 
 
-def until(ws, kind: str, limit: int = 2000) -> list[dict]:
-    events = []
-    for _ in range(limit):
-        events.append(ws.receive_json())
-        if events[-1]["type"] == kind:
-            return events
-    raise AssertionError(f"no {kind} in {[e['type'] for e in events][-20:]}")
-
-
 def has_words(text: str, expected: list[str]) -> bool:
     return all(word in words(text) for word in expected)
 
@@ -115,17 +107,7 @@ def test_spoken_question_in_binary_frames_is_answered_without_a_commit(
         events = until(ws, "response.done")
     client.portal.call(store.aclose)
     kinds = [e["type"] for e in events]
-    order = [
-        "input_audio_buffer.speech_started",
-        "input_audio_buffer.speech_stopped",
-        "input_audio_buffer.committed",
-        "conversation.item.input_audio_transcription.completed",
-        "conversation.item.created",
-        "response.created",
-        "response.output_text.delta",
-        "response.done",
-    ]
-    assert [kinds.index(k) for k in order] == sorted(kinds.index(k) for k in order), kinds
+    assert_in_order(kinds)
     assert kinds.count("input_audio_buffer.speech_started") == 1
     completed = events[kinds.index("conversation.item.input_audio_transcription.completed")]
     assert has_words(completed["transcript"], QUESTION[1]), completed["transcript"]

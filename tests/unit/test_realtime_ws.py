@@ -11,6 +11,7 @@ from assistant.config import PromptSettings, Settings
 from assistant.prompt import OMITTED_NOTE
 from assistant.server.app import create_app
 from tests.fakes import MemoryStore
+from tests.ws_helpers import until
 
 
 def user_item(text, item_id=None, event_id=None):
@@ -21,16 +22,6 @@ def user_item(text, item_id=None, event_id=None):
     if event_id:
         event["event_id"] = event_id
     return event
-
-
-def until(ws, kind):
-    """Events up to and including the first of type ``kind``."""
-    events = []
-    while True:
-        event = ws.receive_json()
-        events.append(event)
-        if event["type"] == kind:
-            return events
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])

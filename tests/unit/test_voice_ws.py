@@ -19,6 +19,8 @@ from assistant.ports import SAMPLE_RATE
 from assistant.server.app import create_app
 from tests.fakes import MemoryStore
 from tests.unit.test_voice import SENTENCE, FakeSTT, FakeTTS, FakeVAD, chunks, silence, tone
+from tests.ws_helpers import assert_in_order
+from tests.ws_helpers import until as _until
 
 QUESTION = " ".join(SENTENCE)
 
@@ -40,13 +42,8 @@ def make_client():
         client.__exit__(None, None, None)
 
 
-def until(ws, kind, limit=500):
-    events = []
-    for _ in range(limit):
-        events.append(ws.receive_json())
-        if events[-1]["type"] == kind:
-            return events
-    raise AssertionError(f"no {kind} in {[e['type'] for e in events]}")
+def until(ws, kind):
+    return _until(ws, kind, limit=500)
 
 
 def stream(ws, audio, seconds=0.1):
@@ -88,17 +85,7 @@ def test_spoken_turn_is_detected_transcribed_stored_and_answered(make_client):
         stream(ws, np.concatenate([silence(0.3), tone(1.0), silence(0.8)]))
         events = until(ws, "response.done")
     kinds = [e["type"] for e in events]
-    order = [
-        "input_audio_buffer.speech_started",
-        "input_audio_buffer.speech_stopped",
-        "input_audio_buffer.committed",
-        "conversation.item.input_audio_transcription.completed",
-        "conversation.item.created",
-        "response.created",
-        "response.output_text.delta",
-        "response.done",
-    ]
-    assert [kinds.index(k) for k in order] == sorted(kinds.index(k) for k in order), kinds
+    assert_in_order(kinds)
     by_type = {e["type"]: e for e in events}
     item_id = by_type["input_audio_buffer.speech_started"]["item_id"]
     assert by_type["input_audio_buffer.committed"]["item_id"] == item_id

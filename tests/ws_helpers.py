@@ -1,0 +1,33 @@
+"""Helpers for tests that talk to /v1/realtime through Starlette's TestClient."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: The events of one spoken turn with server VAD, in the order they must come.
+VOICE_TURN_ORDER = (
+    "input_audio_buffer.speech_started",
+    "input_audio_buffer.speech_stopped",
+    "input_audio_buffer.committed",
+    "conversation.item.input_audio_transcription.completed",
+    "conversation.item.created",
+    "response.created",
+    "response.output_text.delta",
+    "response.done",
+)
+
+
+def until(ws: Any, kind: str, limit: int = 2000) -> list[dict]:
+    """Events up to and including the first of type ``kind`` (at most ``limit`` of them)."""
+    events: list[dict] = []
+    for _ in range(limit):
+        events.append(ws.receive_json())
+        if events[-1]["type"] == kind:
+            return events
+    raise AssertionError(f"no {kind} in {[e['type'] for e in events][-20:]}")
+
+
+def assert_in_order(kinds: list[str], order: tuple[str, ...] = VOICE_TURN_ORDER) -> None:
+    """Each of ``order`` occurs in ``kinds``, first occurrences in that order."""
+    firsts = [kinds.index(kind) for kind in order]
+    assert firsts == sorted(firsts), kinds
