@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
-from assistant.errors import SessionBusyError, SessionNotFoundError
+from assistant.errors import SessionNotFoundError
 from assistant.messages import Message, SessionInfo
 from assistant.ports import (
     AppendResult,
@@ -14,28 +13,11 @@ from assistant.ports import (
     GenerationOptions,
     LanguageModel,
     Prompt,
-    SessionLock,
     SessionSnapshot,
     SessionStore,
     TurnStart,
     Usage,
 )
-
-
-class MemoryLock(SessionLock):
-    def __init__(self, store: "MemoryStore", session_id: str, wait_s: float) -> None:
-        self.store, self.session_id, self.wait_s = store, session_id, wait_s
-
-    async def __aenter__(self) -> "MemoryLock":
-        lock = self.store.locks.setdefault(self.session_id, asyncio.Lock())
-        try:
-            await asyncio.wait_for(lock.acquire(), max(self.wait_s, 0.001))
-        except asyncio.TimeoutError:
-            raise SessionBusyError(f"session {self.session_id} is busy") from None
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.store.locks[self.session_id].release()
 
 
 class MemoryStore(SessionStore):
@@ -44,7 +26,6 @@ class MemoryStore(SessionStore):
     def __init__(self) -> None:
         self.infos: dict[str, SessionInfo] = {}
         self.messages: dict[str, list[Message]] = {}
-        self.locks: dict[str, asyncio.Lock] = {}
         self.leases: dict[str, str] = {}  # session id -> token holding the writer lease
         self.blobs: dict[str, bytes] = {}
         self.cache: dict[str, bytes] = {}
@@ -76,9 +57,6 @@ class MemoryStore(SessionStore):
                 return AppendResult(stored, created=False)
         self.messages[session_id].append(message)
         return AppendResult(message, created=True)
-
-    def _lock_impl(self, session_id: str, wait_s: float) -> SessionLock:
-        return MemoryLock(self, session_id, wait_s)
 
     async def _begin_turn_impl(
         self, session_id: str, token: str, message: Message | None, last: int | None

@@ -8,7 +8,8 @@ Cluster hash tag: a session's keys share one slot, so the multi-key scripts work
     turns   hash   client turn id (or ``id:<message id>`` when there is none) -> index of the
                    message in ``msgs``: a retried send, or a write redis-py retries after a dropped
                    connection, is stored once
-    lock    string the writer lock's token (SET NX PX, renewed while held)
+    lock    string the writer lease's token (taken by begin_turn, renewed while a reply streams,
+                   given back by end_turn; SET PX, compare-and-delete)
 
 Every read and write refreshes the sliding time to live of ``meta``, ``msgs`` and ``turns``.
 The hot path is one round trip each: ``load`` is one MULTI/EXEC pipeline, ``append`` and
@@ -17,12 +18,9 @@ The hot path is one round trip each: ``load`` is one MULTI/EXEC pipeline, ``appe
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import logging
-import secrets
-import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -34,10 +32,10 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         f"the redis session store needs redis-py: pip install 'assistant[redis]' ({exc})"
     ) from exc
 
-from assistant.errors import SessionBusyError, SessionNotFoundError, StoreError
+from assistant.errors import SessionNotFoundError, StoreError
 from assistant.messages import Message, SessionInfo
 from adapters.memory import redis_scripts as lua
-from assistant.ports import AppendResult, SessionLock, SessionSnapshot, SessionStore, TurnStart
+from assistant.ports import AppendResult, SessionSnapshot, SessionStore, TurnStart
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -98,7 +96,6 @@ class RedisSessionStore(SessionStore):
         self._end_script = client.register_script(lua.END_TURN)
         self._update_script = client.register_script(lua.UPDATE_INFO)
         self._renew_script = client.register_script(lua.RENEW)
-        self._release_script = client.register_script(lua.RELEASE)
 
     @classmethod
     def from_url(
@@ -272,9 +269,6 @@ class RedisSessionStore(SessionStore):
         full = self._tenant_key("cache", key)
         await self._sent(self._bytes_client.set(full, value, ex=max(int(ttl_s), 1)))
 
-    def _lock_impl(self, session_id: str, wait_s: float) -> SessionLock:
-        return RedisSessionLock(self, session_id, wait_s)
-
     async def _ping_impl(self) -> bool:
         return bool(await self._sent(self.client.ping()))
 
@@ -283,76 +277,6 @@ class RedisSessionStore(SessionStore):
             await self._binary.aclose()
             await self._binary.connection_pool.disconnect()
         await self.client.aclose()
-
-
-class RedisSessionLock(SessionLock):
-    """SET NX PX with a random token; renewed every ``lock_ttl_ms / 3`` while held; released only
-    by its holder (compare-and-delete): an expired lock taken by another writer is never freed."""
-
-    retry_s = 0.025
-    max_retry_s = 0.2
-
-    def __init__(self, store: RedisSessionStore, session_id: str, wait_s: float) -> None:
-        self.store = store
-        self.session_id = session_id
-        self.wait_s = wait_s
-        self.key = store.keys(session_id)["lock"]
-        self.token = secrets.token_hex(16)
-        #: True once a renewal found the lock expired and taken by another writer.
-        self.lost = False
-        self._renewer: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> "RedisSessionLock":
-        await self.store._call(self._acquire())
-        self._renewer = asyncio.create_task(self._renew_forever(), name=f"lock-renew:{self.key}")
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._renewer is not None:
-            self._renewer.cancel()
-            await asyncio.gather(self._renewer, return_exceptions=True)
-            self._renewer = None
-        store = self.store
-        try:
-            release = store._release_script(keys=[self.key], args=[self.token])
-            await store._call(store._sent(release))
-        except StoreError as error:
-            if not exc or exc[0] is None:
-                raise
-            # The body's own error matters more; the lock expires by itself within its ttl.
-            log.warning("releasing %s failed: %s", self.key, error)
-
-    async def _acquire(self) -> None:
-        store = self.store
-        deadline = time.monotonic() + max(0.0, self.wait_s)
-        pause = self.retry_s
-        while True:
-            attempt = store.client.set(self.key, self.token, nx=True, px=store.lock_ttl_ms)
-            taken = await store._sent(attempt)
-            if taken:
-                return
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise SessionBusyError(f"session {self.session_id!r} is busy (another writer)")
-            await asyncio.sleep(min(pause, left))
-            pause = min(pause * 2, self.max_retry_s)
-
-    async def _renew_forever(self) -> None:
-        store = self.store
-        every_s = store.lock_ttl_ms / 3000
-        while True:
-            await asyncio.sleep(every_s)
-            try:
-                renewed = await store._sent(
-                    store._renew_script(keys=[self.key], args=[self.token, str(store.lock_ttl_ms)])
-                )
-            except (RedisError, OSError) as exc:  # keep trying: the lock may still be ours
-                log.warning("renewing %s failed: %s", self.key, exc)
-                continue
-            if not renewed:
-                self.lost = True
-                log.warning("lock %s was lost (expired and taken by another writer)", self.key)
-                return
 
 
 def build(settings: Any, *, redis_url: str) -> RedisSessionStore:
@@ -367,4 +291,4 @@ def build(settings: Any, *, redis_url: str) -> RedisSessionStore:
     )
 
 
-__all__ = ["RedisSessionLock", "RedisSessionStore", "build"]
+__all__ = ["RedisSessionStore", "build"]

@@ -25,7 +25,6 @@ from assistant.ports.language_model import (
 )
 from assistant.ports.memory import (
     AppendResult,
-    SessionLock,
     SessionSnapshot,
     SessionStore,
     TurnStart,
@@ -63,7 +62,6 @@ __all__ = [
     "PromptMessage",
     "PromptRole",
     "SAMPLE_RATE",
-    "SessionLock",
     "SessionSnapshot",
     "SessionStore",
     "SpeechToText",

@@ -43,16 +43,6 @@ class TurnStart:
     snapshot: SessionSnapshot
 
 
-class SessionLock(abc.ABC):
-    """A short exclusive hold on one session, released on exit; kept alive while held."""
-
-    @abc.abstractmethod
-    async def __aenter__(self) -> "SessionLock": ...
-
-    @abc.abstractmethod
-    async def __aexit__(self, *exc: object) -> None: ...
-
-
 class SessionStore(abc.ABC):
     """Where sessions live. Every read and write refreshes the session's time to live."""
 
@@ -71,10 +61,6 @@ class SessionStore(abc.ABC):
     async def append(self, session_id: str, message: Message) -> AppendResult:
         """Append a message; a message whose ``turn_id`` was stored before is not stored again."""
         return await self._call(self._append_impl(session_id, message))
-
-    def lock(self, session_id: str, *, wait_s: float = 0.0) -> SessionLock:
-        """An exclusive writer lock on a session; raises ``SessionBusyError`` when not had in time."""
-        return self._lock_impl(session_id, wait_s)
 
     # -- turns: the hot path, one round trip at each end -------------------------------------------
 
@@ -157,9 +143,6 @@ class SessionStore(abc.ABC):
 
     @abc.abstractmethod
     async def _append_impl(self, session_id: str, message: Message) -> AppendResult: ...
-
-    @abc.abstractmethod
-    def _lock_impl(self, session_id: str, wait_s: float) -> SessionLock: ...
 
     @abc.abstractmethod
     async def _ping_impl(self) -> bool: ...

@@ -11,7 +11,7 @@ from redis.backoff import NoBackoff
 
 from adapters.memory.embedded_redis import EmbeddedRedis, EmbeddedRedisError, free_port
 from adapters.memory.redis import RedisSessionStore
-from assistant.errors import SessionBusyError, SessionNotFoundError, StoreError
+from assistant.errors import SessionNotFoundError, StoreError
 from assistant.messages import AudioPart, ImagePart, Message, SessionInfo, TextPart
 
 pytestmark = pytest.mark.integration
@@ -144,44 +144,6 @@ async def test_append_to_unknown_session(store, raw):
     assert await raw.exists(*store.keys("ghost").values()) == 0
 
 
-async def test_lock_is_exclusive(store, raw):
-    await new_session(store)
-    async with store.lock("s1"):
-        with pytest.raises(SessionBusyError):
-            async with store.lock("s1", wait_s=0):
-                pass
-    assert await raw.exists(store.keys("s1")["lock"]) == 0
-    async with store.lock("s1", wait_s=0):
-        pass
-
-
-async def test_lock_waits_for_release(store):
-    holder = store.lock("s1")
-    await holder.__aenter__()
-    asyncio.get_running_loop().call_later(0.15, lambda: asyncio.ensure_future(holder.__aexit__()))
-    async with store.lock("s1", wait_s=2.0):
-        pass
-
-
-async def test_lock_renewed_while_held(store, raw):
-    key = store.keys("s1")["lock"]
-    async with store.lock("s1") as held:  # lock_ttl_ms=450, renewed every 150 ms
-        await asyncio.sleep(1.0)
-        assert await raw.get(key) == held.token and await raw.pttl(key) > 0
-        with pytest.raises(SessionBusyError):
-            async with store.lock("s1", wait_s=0.1):
-                pass
-        assert not held.lost
-    assert await raw.exists(key) == 0
-
-
-async def test_release_does_not_free_another_writers_lock(store, raw):
-    key = store.keys("s1")["lock"]
-    async with store.lock("s1"):
-        await raw.set(key, "someone-else")  # as if ours expired and another writer took it
-    assert await raw.get(key) == "someone-else"
-
-
 async def test_hot_path_is_one_round_trip(redis_url):
     pool = aioredis.ConnectionPool.from_url(
         redis_url, connection_class=CountingConnection, decode_responses=True
@@ -246,8 +208,7 @@ async def test_unreachable_store_raises_store_error():
         with pytest.raises(StoreError):
             await store.load("s1")
         with pytest.raises(StoreError):
-            async with store.lock("s1"):
-                pass
+            await store.begin_turn("s1", "token")
         assert await store.ping() is False
     finally:
         await store.aclose()
