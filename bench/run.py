@@ -1,11 +1,13 @@
 """``assistant bench``: run the benchmark entries, write one JSON report, print a table.
 
 Entries: ``gateway`` (``bench.gateway``), ``redis`` (``bench.redis_trips``), ``ttft_by_turn``
-(``bench.ttft``) ``image`` (``bench.image``) and ``asr`` (``bench.asr``); the last three are imported only when run. An
-entry that fails records ``{"error": "..."}`` and the others still run. Every entry starts what
-it measures and stops it in ``finally`` (Ctrl-C too); an interrupted run still writes the JSON of
-the entries done so far. Speed numbers come with a baseline measured side by side in the same
-run, and their ratio: the machine is shared and noisy.
+(``bench.ttft``) ``image`` (``bench.image``), ``asr`` (``bench.asr``) and ``voice_to_first_token``
+(``bench.voice``: end of speech -> first reply token over the real server, against the same
+question typed); the last four are imported only when run. An entry that fails records
+``{"error": "..."}`` and the others still run. Every entry starts what it measures and stops it
+in ``finally`` (Ctrl-C too); an interrupted run still writes the JSON of the entries done so far.
+Speed numbers come with a baseline measured side by side in the same run, and their ratio: the
+machine is shared and noisy.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ENTRIES = ("gateway", "redis", "ttft_by_turn", "image", "asr")
+ENTRIES = ("gateway", "redis", "ttft_by_turn", "image", "asr", "voice_to_first_token")
 
 
 def _gateway(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
@@ -63,12 +65,20 @@ def _asr(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
     return dict(measure_asr(quick=quick))
 
 
+def _voice(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
+    """End of speech -> first reply token over the real server, against a typed turn."""
+    from bench.voice import measure_voice_to_first_token  # needs the models
+
+    return dict(measure_voice_to_first_token(quick=quick))
+
+
 RUNNERS: dict[str, Callable[[bool, dict[str, Any]], dict[str, Any]]] = {
     "gateway": _gateway,
     "redis": _redis,
     "ttft_by_turn": _ttft,
     "image": _image,
     "asr": _asr,
+    "voice_to_first_token": _voice,
 }
 
 

@@ -60,3 +60,30 @@ def test_an_unknown_entry_is_refused():
 
     with pytest.raises(ValueError, match="unknown bench entries"):
         run_bench(True, None, ["nope"])
+
+
+def test_voice_to_first_token_entry_reports_the_spoken_turn_against_the_typed_one(tmp_path):
+    """The real server, speech models and SmolLM2: a spoken question's first reply token, timed
+    from the end of the voice, with the same question typed as the baseline."""
+    from bench.run import run_bench
+
+    path = tmp_path / "voice.json"
+    run_bench(True, path, ["voice_to_first_token"])
+    voice = json.loads(path.read_text())["voice_to_first_token"]
+    assert "error" not in voice, voice
+    assert voice["utterances"] == 2 and voice["repeats"] == 1 and voice["runs"] == 2
+    assert voice["median_ms"] > 0 and voice["text_median_ms"] > 0
+    assert voice["ratio_vs_text"] == pytest.approx(
+        voice["median_ms"] / voice["text_median_ms"], abs=0.01
+    )
+    assert voice["overhead_ms"] == pytest.approx(
+        voice["median_ms"] - voice["text_median_ms"], abs=0.2
+    )
+    assert 0 < voice["speech_stopped_ms"] <= voice["transcript_ms"] <= voice["median_ms"]
+    assert voice["first_token_ms"] == voice["median_ms"]
+    assert voice["silence_wait_ms"] == 500  # the server's default silence_duration_ms
+    assert len(voice["voice_runs_ms"]) == len(voice["text_runs_ms"]) == 2
+    transcripts = [t.lower() for t in voice["transcripts"]]
+    assert transcripts and all(t.strip() for t in transcripts), voice
+    assert any("weather" in t or "london" in t for t in transcripts), transcripts
+    assert any("kitchen" in t or "lights" in t for t in transcripts), transcripts
