@@ -12,8 +12,10 @@ Cluster hash tag: a session's keys share one slot, so the multi-key scripts work
                    given back by end_turn; SET PX, compare-and-delete)
 
 Every read and write refreshes the sliding time to live of ``meta``, ``msgs`` and ``turns``.
-The hot path is one round trip each: ``load`` is one MULTI/EXEC pipeline, ``append`` and
-``update_info`` one Lua script, ``create`` one pipeline. ``round_trips`` counts what was sent.
+Each call is one round trip: ``load`` and ``create`` one MULTI/EXEC block, the others one Lua
+script. ``round_trips`` counts what was sent. Session keys go through one shared, automatically
+pipelined connection (``redis_pipe.RedisPipe``: the requests of all sessions in a loop iteration
+leave in one write); image blobs and the embedding cache go through redis-py's pool.
 """
 
 from __future__ import annotations
@@ -26,15 +28,16 @@ from typing import Any, TypeVar
 
 try:
     import redis.asyncio as aioredis
-    from redis.exceptions import NoScriptError, RedisError
+    from redis.exceptions import RedisError
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         f"the redis session store needs redis-py: pip install 'assistant[redis]' ({exc})"
     ) from exc
 
+from adapters.memory import redis_scripts as lua
+from adapters.memory.redis_pipe import RedisPipe
 from assistant.errors import SessionNotFoundError, StoreError
 from assistant.messages import Message, SessionInfo
-from adapters.memory import redis_scripts as lua
 from assistant.ports import AppendResult, SessionSnapshot, SessionStore, TurnStart
 
 log = logging.getLogger(__name__)
@@ -76,7 +79,7 @@ class RedisSessionStore(SessionStore):
 
     def __init__(
         self,
-        client: "aioredis.Redis",
+        client: aioredis.Redis,
         *,
         key_prefix: str = "assistant",
         tenant: str = "default",
@@ -90,7 +93,9 @@ class RedisSessionStore(SessionStore):
         self.lock_ttl_ms = int(lock_ttl_ms)
         #: Requests sent to Redis (a pipeline or a script call counts once).
         self.round_trips = 0
-        self._binary: "aioredis.Redis | None" = None  # for blobs, made on first use
+        self._binary: aioredis.Redis | None = None  # for blobs, made on first use
+        #: Session keys: one shared pipelined connection to the server ``client`` talks to.
+        self.pipe = RedisPipe.from_kwargs(client.connection_pool.connection_kwargs)
         self._append_script = client.register_script(lua.APPEND)
         self._begin_script = client.register_script(lua.BEGIN_TURN)
         self._end_script = client.register_script(lua.END_TURN)
@@ -100,7 +105,7 @@ class RedisSessionStore(SessionStore):
     @classmethod
     def from_url(
         cls, url: str, *, max_connections: int = 64, pool_timeout_s: float = 10.0, **kwargs: Any
-    ) -> "RedisSessionStore":
+    ) -> RedisSessionStore:
         """A store over a new client for ``url``. Its pool holds at most ``max_connections``; a
         request finding them all busy waits for one (up to ``pool_timeout_s``) instead of
         failing, so a thousand concurrent sessions share a few dozen connections. Other client
@@ -126,14 +131,7 @@ class RedisSessionStore(SessionStore):
             raise StoreError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
 
     async def _run(self, script: Any, keys: list[str], args: list[str]) -> Any:
-        """EVALSHA straight through ``execute_command`` (redis-py's ``Script.__call__`` adds a
-        deprecation-checking wrapper and pipeline handling the hot path does not need); the
-        script is loaded and the call repeated when Redis does not know it yet."""
-        try:
-            return await self.client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            await self.client.script_load(script.script)
-            return await self.client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        return await self.pipe.evalsha(script.sha, script.script, keys, args)
 
     async def _sent(self, awaitable: Awaitable[_T]) -> _T:
         self.round_trips += 1
@@ -143,27 +141,27 @@ class RedisSessionStore(SessionStore):
 
     async def _create_impl(self, info: SessionInfo) -> SessionInfo:
         k = self.keys(info.id)
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(k["meta"], k["msgs"], k["turns"])  # a new session starts empty
-            pipe.hset(k["meta"], mapping=_info_to_mapping(info.model_dump(mode="json")))
-            pipe.pexpire(k["meta"], self.ttl_ms)
-            await self._sent(pipe.execute())
+        fields = _info_to_mapping(info.model_dump(mode="json"))
+        await self._sent(self.pipe.transaction([
+            ("DEL", k["meta"], k["msgs"], k["turns"]),  # a new session starts empty
+            ("HSET", k["meta"], *[x for pair in fields.items() for x in pair]),
+            ("PEXPIRE", k["meta"], self.ttl_ms),
+        ]))  # fmt: skip
         return info
 
     async def _load_impl(self, session_id: str, last: int | None) -> SessionSnapshot | None:
         k = self.keys(session_id)
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hgetall(k["meta"])
-            if last != 0:  # LRANGE -0 -1 would be the whole list
-                pipe.lrange(k["msgs"], -last if last else 0, -1)
-            for name in ("meta", "msgs", "turns"):
-                pipe.pexpire(k[name], self.ttl_ms)
-            replies = await self._sent(pipe.execute())
+        commands: list[tuple[Any, ...]] = [("HGETALL", k["meta"])]
+        if last != 0:  # LRANGE -0 -1 would be the whole list
+            commands.append(("LRANGE", k["msgs"], -last if last else 0, -1))
+        commands += [("PEXPIRE", k[name], self.ttl_ms) for name in ("meta", "msgs", "turns")]
+        replies = await self._sent(self.pipe.transaction(commands))
         if not replies[0]:
             return None
         raw_messages = replies[1] if last != 0 else []
         messages = tuple(_parse_message(raw) for raw in raw_messages)
-        return SessionSnapshot(info=_info_from_hash(replies[0]), messages=messages)
+        meta = dict(zip(replies[0][::2], replies[0][1::2]))
+        return SessionSnapshot(info=_info_from_hash(meta), messages=messages)
 
     async def _update_info_impl(self, session_id: str, fields: dict[str, object]) -> SessionInfo:
         if "id" in fields and fields["id"] != session_id:
@@ -176,7 +174,7 @@ class RedisSessionStore(SessionStore):
             args += [name, value]
         k = self.keys(session_id)
         keys = [k["meta"], k["msgs"], k["turns"]]
-        raw = await self._sent(self._update_script(keys=keys, args=args))
+        raw = await self._sent(self._run(self._update_script, keys, args))
         if not raw:
             raise SessionNotFoundError(f"no session {session_id!r} (it may have expired)")
         pairs = dict(zip(raw[::2], raw[1::2]))
@@ -186,7 +184,7 @@ class RedisSessionStore(SessionStore):
         k = self.keys(session_id)
         keys = [k["meta"], k["msgs"], k["turns"]]
         args = [message.model_dump_json(), _once_key(message), str(self.ttl_ms)]
-        reply = await self._sent(self._append_script(keys=keys, args=args))
+        reply = await self._sent(self._run(self._append_script, keys, args))
         status = int(reply[0])
         if status < 0:
             raise SessionNotFoundError(f"no session {session_id!r} (it may have expired)")
@@ -205,7 +203,7 @@ class RedisSessionStore(SessionStore):
             "" if last is None else str(max(last, 0)),
         ]
         keys = [k["meta"], k["msgs"], k["turns"], k["lock"]]
-        reply = await self._sent(self._begin_script(keys=keys, args=args))
+        reply = await self._sent(self._run(self._begin_script, keys, args))
         status = int(reply[0])
         if status == -2:
             return None
@@ -229,20 +227,20 @@ class RedisSessionStore(SessionStore):
             str(self.ttl_ms),
         ]
         keys = [k["meta"], k["msgs"], k["turns"], k["lock"]]
-        reply = await self._sent(self._end_script(keys=keys, args=args))
+        reply = await self._sent(self._run(self._end_script, keys, args))
         if int(reply[0]) == -1 and len(reply) == 1:
             raise SessionNotFoundError(f"no session {session_id!r} (it may have expired)")
         return _append_result(message, int(reply[0]), reply[1]) if message else None
 
     async def _renew_turn_impl(self, session_id: str, token: str) -> bool:
         key = self.keys(session_id)["lock"]
-        renewed = self._renew_script(keys=[key], args=[token, str(self.lock_ttl_ms)])
+        renewed = self._run(self._renew_script, [key], [token, str(self.lock_ttl_ms)])
         return bool(await self._sent(renewed))
 
     # -- blobs and cache: raw bytes, through a client that does not decode replies ----------------
 
     @property
-    def _bytes_client(self) -> "aioredis.Redis":
+    def _bytes_client(self) -> aioredis.Redis:
         if self._binary is None:
             pool = self.client.connection_pool
             kwargs = {**pool.connection_kwargs, "decode_responses": False}
@@ -270,12 +268,13 @@ class RedisSessionStore(SessionStore):
         await self._sent(self._bytes_client.set(full, value, ex=max(int(ttl_s), 1)))
 
     async def _ping_impl(self) -> bool:
-        return bool(await self._sent(self.client.ping()))
+        return await self._sent(self.pipe.call("PING")) == "PONG"
 
     async def aclose(self) -> None:
         if self._binary is not None:
             await self._binary.aclose()
             await self._binary.connection_pool.disconnect()
+        await self.pipe.aclose()
         await self.client.aclose()
 
 

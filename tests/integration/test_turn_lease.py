@@ -14,7 +14,7 @@ from assistant.errors import SessionBusyError, SessionNotFoundError
 from assistant.messages import Message, SessionInfo
 from assistant.server.app import create_app
 from assistant.turn_lease import TurnLease
-from tests.integration.test_redis_store import CountingConnection
+from tests.integration.test_redis_store import CountingConnection, writes
 
 pytestmark = pytest.mark.integration
 
@@ -100,13 +100,13 @@ def test_a_text_turn_costs_two_redis_round_trips(redis_url):
         ws.receive_json()
         counts = []
         for _ in range(3):  # the first turn also loads the scripts
-            before = (store.round_trips, CountingConnection.sends)
+            before = (store.round_trips, writes(store))
             ws.send_json({"type": "conversation.item.create", "item": item})
             assert ws.receive_json()["type"] == "conversation.item.created"
             ws.send_json({"type": "response.create"})
             while ws.receive_json()["type"] != "response.done":
                 pass
-            counts.append((store.round_trips - before[0], CountingConnection.sends - before[1]))
+            counts.append((store.round_trips - before[0], writes(store) - before[1]))
         client.portal.call(store.aclose)
     assert counts[1:] == [(2, 2), (2, 2)]
 
