@@ -4,9 +4,11 @@ inside the server. Wire shapes live in ``protocol.py``; these are the storage sh
 
 from __future__ import annotations
 
+import itertools
+import os
 import secrets
 import time
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,8 +16,31 @@ Role = Literal["system", "user", "assistant"]
 MessageStatus = Literal["completed", "interrupted", "incomplete"]
 
 
+class _Ids:
+    """Unique ids, cheap: a random 48-bit base per process (drawn again in a forked child) and a
+    counter. Unique across processes and restarts, not secret: what must not be guessed (session
+    ids) comes from ``secret_id``."""
+
+    def __init__(self) -> None:
+        self.reseed()
+        os.register_at_fork(after_in_child=self.reseed)
+
+    def reseed(self) -> None:
+        self.base = secrets.token_hex(6)
+        self.counter = itertools.count(secrets.randbits(24))
+
+
+_IDS = _Ids()
+
+
 def new_id(prefix: str) -> str:
-    """A short random id with a readable prefix: ``msg_3f9a...``."""
+    """A unique id with a readable prefix: ``msg_3f9a0c12d4e5000a1b2c`` (20 hex digits or more)."""
+    return f"{prefix}_{_IDS.base}{next(_IDS.counter):08x}"
+
+
+def secret_id(prefix: str) -> str:
+    """A random, unguessable id (80 bits) with a readable prefix: for session ids, which let a
+    client resume a conversation."""
     return f"{prefix}_{secrets.token_hex(10)}"
 
 
@@ -57,7 +82,7 @@ class PendingImage(_Frozen):
 
 
 ContentPart = Annotated[
-    Union[TextPart, ImagePart, AudioPart, PendingImage], Field(discriminator="type")
+    TextPart | ImagePart | AudioPart | PendingImage, Field(discriminator="type")
 ]
 
 
@@ -86,7 +111,7 @@ class Message(_Frozen):
         return "\n".join(pieces)
 
     @classmethod
-    def from_text(cls, role: Role, text: str, **kwargs: object) -> "Message":
+    def from_text(cls, role: Role, text: str, **kwargs: object) -> Message:
         return cls(role=role, content=(TextPart(text=text),), **kwargs)
 
 

@@ -28,6 +28,7 @@ from assistant.messages import (
     SessionInfo,
     TextPart,
     new_id,
+    secret_id,
 )
 from assistant.ports import (
     AppendResult,
@@ -123,7 +124,7 @@ class Orchestrator:
             if snapshot is None:
                 raise SessionNotFoundError(f"no session {session_id!r} (it may have expired)")
             return snapshot.info
-        return await self.store.create(SessionInfo(id=new_id("sess")))
+        return await self.store.create(SessionInfo(id=secret_id("sess")))
 
     async def update_session(self, session_id: str, **fields: object) -> SessionInfo:
         return await self.store.update_info(session_id, **fields)

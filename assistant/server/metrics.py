@@ -3,6 +3,8 @@ process, as they do in tests)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -12,6 +14,7 @@ __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[int, str], Any] = {}
         r = self.registry
         self.connections = Gauge("assistant_ws_connections", "Open WebSocket connections", registry=r)
         self.events_in = Counter(
@@ -32,6 +35,25 @@ class Metrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32),
             registry=r,
         )
+
+    # The hot path's counters: a labelled child is looked up once per label value, not per event.
+
+    def event_in(self, kind: str) -> None:
+        self._child(self.events_in, kind).inc()
+
+    def error(self, code: str) -> None:
+        self._child(self.errors, code).inc()
+
+    def response(self, status: str, output_tokens: int) -> None:
+        self._child(self.responses, status).inc()
+        self.output_tokens.inc(output_tokens)
+
+    def _child(self, metric: Counter, label: str) -> Any:
+        key = (id(metric), label)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(label)
+        return child
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

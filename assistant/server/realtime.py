@@ -14,6 +14,7 @@ cancels it (barge-in). With ``audio`` in the session's modalities, replies are a
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -21,6 +22,7 @@ import time
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from assistant import protocol_json as hot
 from assistant.config import ServerSettings
 from assistant.errors import (
     AssistantError,
@@ -32,23 +34,15 @@ from assistant.messages import SessionInfo
 from assistant.orchestrator import Orchestrator, ResponseOverrides, ResponseRun
 from assistant.protocol import (
     ConversationItemCreate,
-    ConversationItemCreated,
     ErrorEvent,
     ResponseCancel,
     ResponseConfig,
     ResponseCreate,
-    ResponseCreated,
-    ResponseDone,
-    ResponseOutputTextDelta,
-    ResponseOutputTextDone,
     SessionCreated,
     SessionUpdate,
     SessionUpdated,
-    WireResponse,
     WireSession,
-    WireUsage,
     parse_client_event,
-    wire_item,
 )
 from assistant.server.metrics import Metrics
 from assistant.server.realtime_voice import VoiceMixin
@@ -76,7 +70,10 @@ class RealtimeConnection(VoiceMixin):
         self.metrics = metrics
         self.settings = settings
         self.session = session
-        self._queue: asyncio.Queue[object] = asyncio.Queue(settings.send_queue_events)
+        # Events waiting to be written (models, or JSON text already encoded), at most
+        # ``send_queue_events``; the sender sleeps on ``_wakeup`` when there are none.
+        self._outbox: collections.deque[object] = collections.deque()
+        self._wakeup: asyncio.Future[None] | None = None
         self._closed = False
         self._run: ResponseRun | None = None
         # This connection's writer lease on the session: taken by a user item, given back when
@@ -101,8 +98,7 @@ class RealtimeConnection(VoiceMixin):
             await self._finish_response(cancel=True)
             await self._lease.release()
             self._closed = True
-            with contextlib.suppress(asyncio.QueueFull):
-                self._queue.put_nowait(_CLOSE)
+            self._push(_CLOSE)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(sender, 5)
 
@@ -132,7 +128,7 @@ class RealtimeConnection(VoiceMixin):
         event = None
         try:
             event = parse_client_event(text)
-            self.metrics.events_in.labels(event.type).inc()
+            self.metrics.event_in(event.type)
             await self._dispatch(event)
         except AssistantError as exc:
             self.emit_error(exc, exc.event_id or getattr(event, "event_id", None))
@@ -152,29 +148,46 @@ class RealtimeConnection(VoiceMixin):
     # -- sending -----------------------------------------------------------------------------------
 
     def emit(self, event: object) -> None:
+        """Queue an event for the client: a server event model, or its JSON text."""
         if self._closed:
             return
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
+        if len(self._outbox) >= self.settings.send_queue_events:
             log.warning("session %s: client too slow, disconnecting", self.session.id)
-            self.metrics.errors.labels(SlowClientError.code).inc()
+            self.metrics.error(SlowClientError.code)
             self._closed = True
             if self._run is not None:
                 self._run.cancel()
             asyncio.ensure_future(self._close(CLOSE_SLOW_CLIENT, "slow_client"))
+            return
+        self._push(event)
+
+    def _push(self, event: object) -> None:
+        self._outbox.append(event)
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
 
     def emit_error(self, exc: AssistantError, event_id: str | None = None) -> None:
-        self.metrics.errors.labels(exc.code).inc()
+        self.metrics.error(exc.code)
         self.emit(ErrorEvent.from_exception(exc, event_id))
 
     async def _sender(self) -> None:
+        """Writes the queued events in order. The write waits while the socket's buffer is full
+        (the server's flow control), so a client that does not read makes the queue grow until
+        ``emit`` gives up on it."""
+        outbox, loop = self._outbox, asyncio.get_running_loop()
         while True:
-            event = await self._queue.get()
+            if not outbox:
+                self._wakeup = loop.create_future()
+                await self._wakeup
+                self._wakeup = None
+                continue
+            event = outbox.popleft()
             if event is _CLOSE:
                 return
+            text = event if isinstance(event, str) else event.model_dump_json()  # type: ignore[attr-defined]
             try:
-                await self.ws.send_text(event.model_dump_json())  # type: ignore[attr-defined]
+                await self.ws.send_text(text)
             except (WebSocketDisconnect, RuntimeError, OSError):
                 self._closed = True
                 return
@@ -211,11 +224,7 @@ class RealtimeConnection(VoiceMixin):
     async def _on_item_create(self, event: ConversationItemCreate) -> None:
         message = await self._message_from_item(event.item)
         result = await self.orchestrator.add_item(self.session.id, message, self._lease)
-        self.emit(
-            ConversationItemCreated(
-                previous_item_id=event.previous_item_id, item=wire_item(result.message)
-            )
-        )
+        self.emit(hot.item_created(result.message, event.previous_item_id))
         self._emit_upload_transcripts(result.message)
 
     def _on_response_create(self, event: ResponseCreate) -> None:
@@ -234,7 +243,7 @@ class RealtimeConnection(VoiceMixin):
         )
         run = self.orchestrator.start_response()
         self._run = run
-        self.emit(ResponseCreated(response=WireResponse(id=run.id)))
+        self.emit(hot.response_created(run.id))
         self._run_task = asyncio.create_task(self._stream_response(run, overrides, event_id))
 
     def _on_response_cancel(self, event: ResponseCancel) -> None:
@@ -259,7 +268,7 @@ class RealtimeConnection(VoiceMixin):
                 if not pieces:
                     self.metrics.first_delta_s.observe(time.perf_counter() - started)
                 pieces.append(delta)
-                self.emit(ResponseOutputTextDelta(response_id=run.id, item_id=run.item_id, delta=delta))
+                self.emit(hot.text_delta(run.id, run.item_id, delta))
                 if spoken is not None:
                     spoken.feed(delta)
         except AssistantError as exc:
@@ -279,10 +288,9 @@ class RealtimeConnection(VoiceMixin):
 
     def _send_done(self, run: ResponseRun, text: str) -> None:
         status = run.status or "failed"
-        self.metrics.responses.labels(status).inc()
-        self.metrics.output_tokens.inc(run.usage.output_tokens)
+        self.metrics.response(status, run.usage.output_tokens)
         if run.message is not None:
-            self.emit(ResponseOutputTextDone(response_id=run.id, item_id=run.item_id, text=text))
+            self.emit(hot.text_done(run.id, run.item_id, text))
         details = None
         cancel_reason = self._cancel_reason(run)
         if run.error is not None:
@@ -290,19 +298,8 @@ class RealtimeConnection(VoiceMixin):
         elif status in ("cancelled", "incomplete"):
             reason = cancel_reason if status == "cancelled" else "max_output_tokens"
             details = {"type": status, "reason": reason}
-        usage = run.usage
-        response = WireResponse(
-            id=run.id,
-            status=status,
-            status_details=details,
-            output=[wire_item(run.message)] if run.message is not None else [],
-            usage=WireUsage(
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                total_tokens=usage.total_tokens,
-            ),
-        )
-        self.emit(ResponseDone(response=response))
+        usage = (run.usage.input_tokens, run.usage.output_tokens)
+        self.emit(hot.response_done(run.id, status, details, run.message, usage))
 
     async def _finish_response(self, *, cancel: bool) -> None:
         if self._run is not None and cancel:

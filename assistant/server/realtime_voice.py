@@ -145,7 +145,7 @@ class VoiceMixin:
                 InvalidEventError("binary frames are not accepted here", code="unsupported_frame")
             )
             return
-        self.metrics.events_in.labels("input_audio_buffer.append").inc()
+        self.metrics.event_in("input_audio_buffer.append")
         try:
             await self._append_audio(data)
         except AssistantError as exc:
