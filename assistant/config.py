@@ -143,6 +143,12 @@ class ServerSettings(_Section):
     max_event_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     #: Events queued to a client before it is considered too slow and disconnected.
     send_queue_events: int = Field(1024, ge=16)
+    #: Once started (models loaded): move every object alive to the garbage collector's permanent
+    #: generation, so its collections stop walking the model and library objects over and over.
+    gc_freeze: bool = True
+    #: Allocations between two young-generation collections (Python's default is 700). Each turn
+    #: allocates a few hundred short-lived objects; a larger value means fewer collections.
+    gc_threshold: int = Field(10_000, ge=100)
 
 
 class Settings(BaseSettings):
