@@ -97,11 +97,17 @@ class Message(_Frozen):
 
     @property
     def images(self) -> tuple[ImagePart, ...]:
-        return tuple(p for p in self.content if isinstance(p, ImagePart))
+        content = self.content
+        if len(content) == 1 and type(content[0]) is TextPart:  # most messages: no scan
+            return ()
+        return tuple(p for p in content if isinstance(p, ImagePart))
 
     @property
     def text(self) -> str:
         """The message as plain text: text parts and audio transcripts joined."""
+        content = self.content
+        if len(content) == 1 and type(content[0]) is TextPart:  # most messages
+            return content[0].text
         pieces: list[str] = []
         for part in self.content:
             if isinstance(part, TextPart):

@@ -10,8 +10,6 @@ history, fit the prompt to the budget, stream the reply and persist it, cut shor
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -31,9 +29,9 @@ from assistant.messages import (
     secret_id,
 )
 from assistant.ports import (
+    IMAGE_MARKER,
     AppendResult,
     Generation,
-    IMAGE_MARKER,
     GenerationOptions,
     LanguageModel,
     PromptImage,
@@ -226,26 +224,43 @@ class Orchestrator:
     ) -> AsyncIterator[str]:
         """Stream the reply's text deltas; the outcome lands on ``run`` and in the store.
 
-        The session's writer lease is held from reading the history until the reply is stored."""
+        The session's writer lease is held from reading the history until the reply is stored.
+        One generator from the model's deltas to the caller (each layer costs every token)."""
         lease = lease or self.new_lease(session_id)
         try:
-            snapshot = await lease.history()
-            if not any(m.role == "user" for m in snapshot.messages):
-                raise NoInputError("the conversation holds no user message to respond to")
-            instructions = (
-                overrides.instructions
-                or snapshot.info.instructions
-                or self._prompt_settings.instructions
-            )
-            render = await self._renderer(snapshot.messages)
-            run.prompt = self._build(session_id, instructions, snapshot.messages, overrides, render)
+            run.prompt = await self._prepare(session_id, overrides, lease)
             lease.keep_alive()
-            # aclosing: when our consumer stops early, the reply is still stored before unlocking.
-            async with contextlib.aclosing(self._generate(run, overrides, lease)) as deltas:
-                async for delta in deltas:
+            generation = self.llm.stream(run.prompt.prompt, self._options(overrides))
+            run._generation = generation
+            if run.cancelled:
+                generation.cancel()
+            pieces: list[str] = []
+            try:
+                async for delta in generation:
+                    pieces.append(delta)
                     yield delta
+            except AssistantError as exc:
+                run.error = exc
+            finally:
+                # On success, cancel, a model error, and when the consumer goes away: the reply
+                # (whole or cut short) is stored in any case, shielded from cancellation.
+                await self._store_reply(run, generation, "".join(pieces), lease)
+            if run.error is not None:
+                raise run.error
         finally:
             await lease.release()  # a no-op once the reply was stored
+
+    async def _prepare(
+        self, session_id: str, overrides: ResponseOverrides, lease: TurnLease
+    ) -> BuiltPrompt:
+        snapshot = await lease.history()
+        if not any(m.role == "user" for m in snapshot.messages):
+            raise NoInputError("the conversation holds no user message to respond to")
+        instructions = (
+            overrides.instructions or snapshot.info.instructions or self._prompt_settings.instructions
+        )
+        render = await self._renderer(snapshot.messages)
+        return self._build(session_id, instructions, snapshot.messages, overrides, render)
 
     def _build(
         self,
@@ -260,47 +275,27 @@ class Orchestrator:
             self.llm.capabilities.context_tokens - max_new
         )
         budget = PromptBudget(tokens=max(context, 1), per_message=self.llm.message_overhead_tokens())
-        built = build_prompt(instructions, history, budget, self._count_tokens, render)
-        return dataclasses.replace(
-            built, prompt=dataclasses.replace(built.prompt, cache_key=session_id)
+        return build_prompt(
+            instructions, history, budget, self._count_tokens, render, cache_key=session_id
         )
 
-    async def _generate(
-        self, run: ResponseRun, overrides: ResponseOverrides, lease: TurnLease
-    ) -> AsyncIterator[str]:
-        assert run.prompt is not None
-        options = GenerationOptions(
+    def _options(self, overrides: ResponseOverrides) -> GenerationOptions:
+        temperature = overrides.temperature
+        return GenerationOptions(
             max_new_tokens=overrides.max_output_tokens or self._llm_settings.max_new_tokens,
-            temperature=(
-                overrides.temperature
-                if overrides.temperature is not None
-                else self._llm_settings.temperature
-            ),
+            temperature=temperature if temperature is not None else self._llm_settings.temperature,
             top_p=self._llm_settings.top_p,
         )
-        generation = self.llm.stream(run.prompt.prompt, options)
-        run._generation = generation
-        if run.cancelled:
-            generation.cancel()
-        pieces: list[str] = []
-        try:
-            async for delta in generation:
-                pieces.append(delta)
-                yield delta
-        except AssistantError as exc:
-            run.error = exc
-        finally:
-            # Runs on success, on cancel, on a model error and when the consumer goes away: the
-            # reply (whole or cut short) is stored in any case, shielded from cancellation.
-            run.status = _status(generation, run)
-            await generation.aclose()
-            run.usage = generation.usage
-            text = "".join(pieces)
-            reply = self._reply(run, text) if text or run.status == "completed" else None
-            result = await asyncio.shield(lease.finish(reply))
-            run.message = result.message if result is not None else None
-        if run.error is not None:
-            raise run.error
+
+    async def _store_reply(
+        self, run: ResponseRun, generation: Generation, text: str, lease: TurnLease
+    ) -> None:
+        run.status = _status(generation, run)
+        await generation.aclose()
+        run.usage = generation.usage
+        reply = self._reply(run, text) if text or run.status == "completed" else None
+        result = await asyncio.shield(lease.finish(reply))
+        run.message = result.message if result is not None else None
 
     @staticmethod
     def _reply(run: ResponseRun, text: str) -> Message:

@@ -51,9 +51,11 @@ def build_prompt(
     budget: PromptBudget,
     count_tokens: Callable[[str], int],
     render: Callable[[Message], PromptMessage] = text_only,
+    cache_key: str | None = None,
 ) -> BuiltPrompt:
     """Fit ``history`` (oldest first, the current turn last) into ``budget``. ``render`` turns a
-    stored message into what the model reads (its images as embeddings or as a description)."""
+    stored message into what the model reads (its images as embeddings or as a description);
+    ``cache_key`` goes on the prompt (see ``Prompt.cache_key``)."""
 
     def cost(message: PromptMessage) -> int:
         images = sum(
@@ -87,7 +89,7 @@ def build_prompt(
     used = required + sum(costs[kept_from:])
     dropped = kept_from
     messages = [PromptMessage("system", system_text), *kept, *rendered[start:]]
-    return BuiltPrompt(Prompt(tuple(_merge_roles(messages))), used, dropped)
+    return BuiltPrompt(Prompt(tuple(_merge_roles(messages)), cache_key), used, dropped)
 
 
 def _merge_roles(messages: list[PromptMessage]) -> list[PromptMessage]:

@@ -5,6 +5,7 @@ model"), demos without a model, and tests of everything around the model."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 
 from assistant.config import Settings
@@ -26,6 +27,8 @@ class ScriptedLM(LanguageModel):
         self.token_delay_s = token_delay_s
         self.capabilities = LanguageModelCapabilities(context_tokens=4096)
         self.prompts: list[Prompt] = []  # what it was asked, newest last (bounded)
+        # "Instant" includes counting the prompt: each history message is counted once.
+        self._count = functools.lru_cache(maxsize=16_384)(self.count_tokens)
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
@@ -43,7 +46,7 @@ class ScriptedLM(LanguageModel):
         self, prompt: Prompt, options: GenerationOptions, cancel: CancelToken, usage: Usage
     ) -> AsyncIterator[str]:
         self.prompts = [*self.prompts[-15:], prompt]
-        usage.input_tokens = sum(self.count_tokens(m.text) + 1 for m in prompt.messages)
+        usage.input_tokens = sum(self._count(m.text) + 1 for m in prompt.messages)
         words = self.reply_for(prompt).split(" ")
         for index, word in enumerate(words[: options.max_new_tokens]):
             if cancel.cancelled:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,8 +32,8 @@ class PromptImage:
     the decoded pixels for one with the ``images`` capability (a native vision-language model)."""
 
     key: str  # the image's sha256 (and projector): equal keys mean equal inputs
-    embeddings: "np.ndarray | None" = None  # (N, H) float32, H the language model's hidden size
-    pixels: "np.ndarray | None" = None  # (H, W, 3) uint8 RGB
+    embeddings: np.ndarray | None = None  # (N, H) float32, H the language model's hidden size
+    pixels: np.ndarray | None = None  # (H, W, 3) uint8 RGB
 
 
 @dataclass(frozen=True)
@@ -84,17 +83,17 @@ class Usage:
 
 
 class CancelToken:
-    """Thread-safe cancellation flag shared between the event loop and a generation thread."""
+    """Cancellation flag shared between the event loop and a generation thread. A plain attribute:
+    one thread sets it, the other reads it, and a Python attribute store is atomic (a
+    ``threading.Event`` per generation costs a lock and a condition for nothing more)."""
+
+    __slots__ = ("cancelled",)
 
     def __init__(self) -> None:
-        self._event = threading.Event()
+        self.cancelled = False
 
     def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
+        self.cancelled = True
 
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
@@ -105,7 +104,7 @@ class Generation:
     """A streaming generation: iterate it for text deltas; ``usage`` and ``finish_reason`` are final
     once iteration ends. ``cancel()`` stops it within one token."""
 
-    _chunks: AsyncIterator[str]
+    _chunks: AsyncIterator[str] | None
     cancel_token: CancelToken
     usage: Usage = field(default_factory=Usage)
     finish_reason: FinishReason | None = None
@@ -117,6 +116,7 @@ class Generation:
         self.cancel_token.cancel()
 
     def __aiter__(self) -> AsyncIterator[str]:
+        assert self._chunks is not None
         return self._chunks
 
     async def aclose(self) -> None:
@@ -135,7 +135,7 @@ class LanguageModel(abc.ABC):
 
     def stream(self, prompt: Prompt, options: GenerationOptions | None = None) -> Generation:
         """Start generating. Errors from the adapter surface as ``ModelError`` while iterating."""
-        generation = Generation(_chunks=_empty(), cancel_token=CancelToken())
+        generation = Generation(_chunks=None, cancel_token=CancelToken())
         generation._chunks = self._guarded(generation, prompt, options or GenerationOptions())
         return generation
 
@@ -200,7 +200,7 @@ class LanguageModel(abc.ABC):
         """Tokens the chat template adds around each message (role markers, separators)."""
         return 4
 
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
+    async def aclose(self) -> None:
         """Release what the adapter holds."""
 
 
@@ -230,11 +230,6 @@ class _StallTimer:
 
     def close(self) -> None:
         self._handle.cancel()
-
-
-async def _empty() -> AsyncIterator[str]:
-    return
-    yield  # pragma: no cover
 
 
 async def _aclose(iterator: object) -> None:

@@ -264,13 +264,15 @@ class RealtimeConnection(VoiceMixin):
         spoken = self._speaker(run) if "audio" in self._modalities else None
         try:
             deltas = self.orchestrator.respond(self.session.id, run, overrides, self._lease)
-            async for delta in deltas:
-                if not pieces:
-                    self.metrics.first_delta_s.observe(time.perf_counter() - started)
-                pieces.append(delta)
-                self.emit(hot.text_delta(run.id, run.item_id, delta))
-                if spoken is not None:
-                    spoken.feed(delta)
+            # aclosing: if this task is cancelled, the reply is still stored before it ends.
+            async with contextlib.aclosing(deltas):
+                async for delta in deltas:
+                    if not pieces:
+                        self.metrics.first_delta_s.observe(time.perf_counter() - started)
+                    pieces.append(delta)
+                    self.emit(hot.text_delta(run.id, run.item_id, delta))
+                    if spoken is not None:
+                        spoken.feed(delta)
         except AssistantError as exc:
             run.error = run.error or exc
             run.status = "failed"
