@@ -59,7 +59,7 @@ class MemoryStore(SessionStore):
         return AppendResult(message, created=True)
 
     async def _begin_turn_impl(
-        self, session_id: str, token: str, message: Message | None, last: int | None
+        self, session_id: str, token: str, message: Message | None, last: int | None, known: int
     ) -> TurnStart | None:
         if session_id not in self.infos:
             raise SessionNotFoundError(session_id)
@@ -68,9 +68,13 @@ class MemoryStore(SessionStore):
             return None
         self.leases[session_id] = token
         appended = await self._append_impl(session_id, message) if message else None
-        snapshot = await self._load_impl(session_id, last)
-        assert snapshot is not None
-        return TurnStart(appended, snapshot)
+        messages = self.messages[session_id]
+        length = len(messages)
+        first = 0 if last is None else max(length - last, 0) if last else length
+        if 0 < known <= length and known > first:
+            first = known
+        snapshot = SessionSnapshot(self.infos[session_id], tuple(messages[first:]))
+        return TurnStart(appended, snapshot, first, length)
 
     async def _end_turn_impl(
         self, session_id: str, token: str, message: Message | None

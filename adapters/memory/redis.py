@@ -51,6 +51,13 @@ def _info_from_hash(raw: dict[Any, Any]) -> SessionInfo:
     return SessionInfo.model_validate({_text(k): json.loads(v) for k, v in raw.items()})
 
 
+@functools.lru_cache(maxsize=4096)
+def _info_from_flat(flat: tuple[str, ...]) -> SessionInfo:
+    """SessionInfo from HGETALL's flat field, value list; parsed once per distinct content (every
+    turn reads it, it rarely changes; SessionInfo is frozen, so sharing it is safe)."""
+    return _info_from_hash(dict(zip(flat[::2], flat[1::2])))
+
+
 def _info_to_mapping(data: dict[str, Any]) -> dict[str, str]:
     return {name: json.dumps(value, ensure_ascii=False) for name, value in data.items()}
 
@@ -191,7 +198,7 @@ class RedisSessionStore(SessionStore):
         return _append_result(message, status, reply[1] if status == 0 else "")
 
     async def _begin_turn_impl(
-        self, session_id: str, token: str, message: Message | None, last: int | None
+        self, session_id: str, token: str, message: Message | None, last: int | None, known: int
     ) -> TurnStart | None:
         k = self.keys(session_id)
         args = [
@@ -201,6 +208,7 @@ class RedisSessionStore(SessionStore):
             _once_key(message) if message else "",
             str(self.ttl_ms),
             "" if last is None else str(max(last, 0)),
+            str(max(known, 0)),
         ]
         keys = [k["meta"], k["msgs"], k["turns"], k["lock"]]
         reply = await self._sent(self._run(self._begin_script, keys, args))
@@ -212,9 +220,9 @@ class RedisSessionStore(SessionStore):
         appended = None
         if message is not None:
             appended = _append_result(message, status, reply[1])
-        meta = dict(zip(reply[2][::2], reply[2][1::2]))
-        messages = tuple(_parse_message(raw) for raw in reply[3])
-        return TurnStart(appended, SessionSnapshot(_info_from_hash(meta), messages))
+        messages = tuple([_parse_message(raw) for raw in reply[3]])
+        snapshot = SessionSnapshot(_info_from_flat(tuple(reply[2])), messages)
+        return TurnStart(appended, snapshot, int(reply[4]), int(reply[5]))
 
     async def _end_turn_impl(
         self, session_id: str, token: str, message: Message | None

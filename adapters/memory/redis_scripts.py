@@ -32,8 +32,10 @@ return {1}
 """
 
 # Take (or keep) the lease, append the user's message if any, return the history.
-# ARGV: token, lease ms, message JSON ('' for none), once key, ttl ms, last N ('' for all, 0 none).
-# Returns {-1} unknown session, {-2} busy, else {created (-1: no message), stored, meta, msgs}.
+# ARGV: token, lease ms, message JSON ('' for none), once key, ttl ms, last N ('' for all, 0 none),
+# known (the caller holds messages [0, known) already: only later ones are sent).
+# Returns {-1} unknown session, {-2} busy,
+# else {created (-1: no message), stored, meta, msgs from index first, first, length}.
 BEGIN_TURN = HELPERS + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
 local holder = redis.call('GET', KEYS[4])
@@ -42,10 +44,14 @@ redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[2])
 local created, stored = -1, false
 if ARGV[3] ~= '' then created, stored = append(ARGV[3], ARGV[4]) end
 touch(ARGV[5])
+local length = redis.call('LLEN', KEYS[2])
+local first = 0
+if ARGV[6] ~= '' then first = math.max(length - tonumber(ARGV[6]), 0) end
+local known = tonumber(ARGV[7])
+if known > 0 and known <= length and known > first then first = known end
 local msgs = {}
-if ARGV[6] == '' then msgs = redis.call('LRANGE', KEYS[2], 0, -1)
-elseif tonumber(ARGV[6]) > 0 then msgs = redis.call('LRANGE', KEYS[2], -tonumber(ARGV[6]), -1) end
-return {created, stored or '', redis.call('HGETALL', KEYS[1]), msgs}
+if first < length then msgs = redis.call('LRANGE', KEYS[2], first, -1) end
+return {created, stored or '', redis.call('HGETALL', KEYS[1]), msgs, first, length}
 """
 
 # Append the reply if any and release the lease if it is still the token's.

@@ -37,10 +37,13 @@ class SessionSnapshot:
 
 @dataclass(frozen=True)
 class TurnStart:
-    """What ``begin_turn`` returns: the stored user message (if one was given) and the history."""
+    """What ``begin_turn`` returns: the stored user message (if one was given) and the history:
+    ``snapshot.messages`` are the session's messages from index ``first`` (of ``length`` in all)."""
 
     appended: AppendResult | None
     snapshot: SessionSnapshot
+    first: int = 0
+    length: int = 0
 
 
 class SessionStore(abc.ABC):
@@ -72,14 +75,20 @@ class SessionStore(abc.ABC):
         message: Message | None = None,
         last: int | None = None,
         wait_s: float = 0.0,
+        known: int = 0,
     ) -> TurnStart:
         """In one round trip: take (or keep) the session's writer lease for ``token``, append
         ``message`` (idempotent on its turn id) and return the history (the ``last`` N messages).
-        Waits up to ``wait_s`` while another token holds the lease, then ``SessionBusyError``."""
+        Waits up to ``wait_s`` while another token holds the lease, then ``SessionBusyError``.
+
+        ``known``: the caller holds the session's first ``known`` messages already (stored
+        messages never change), so only later ones are returned (``first == known``), unless
+        ``known`` is more than the session holds (then as if 0)."""
         deadline = time.monotonic() + max(wait_s, 0.0)
         pause = 0.02
         while True:
-            started = await self._call(self._begin_turn_impl(session_id, token, message, last))
+            call = self._begin_turn_impl(session_id, token, message, last, known)
+            started = await self._call(call)
             if started is not None:
                 return started
             left = deadline - time.monotonic()
@@ -121,7 +130,7 @@ class SessionStore(abc.ABC):
         except StoreError:
             return False
 
-    async def aclose(self) -> None:  # noqa: B027
+    async def aclose(self) -> None:
         """Release connections."""
 
     async def _call(self, awaitable: Awaitable[_T]) -> _T:
@@ -149,7 +158,7 @@ class SessionStore(abc.ABC):
 
     @abc.abstractmethod
     async def _begin_turn_impl(
-        self, session_id: str, token: str, message: Message | None, last: int | None
+        self, session_id: str, token: str, message: Message | None, last: int | None, known: int
     ) -> TurnStart | None:
         """None when another token holds the lease. ``SessionNotFoundError`` for an unknown id."""
 

@@ -121,3 +121,53 @@ async def test_a_kept_alive_lease_outlives_its_time_and_stops_being_renewed_when
     await lease.finish(Message.from_text("assistant", "done"))
     started = await store.begin_turn("s1", "tok-other")
     assert started.snapshot.messages[-1].text == "done"
+
+
+async def test_begin_sends_only_the_messages_after_those_the_caller_knows(store):
+    for i in range(6):
+        await store.append("s1", Message.from_text("user", f"m{i}"))
+    whole = await store.begin_turn("s1", "tok-a", last=4)
+    assert (whole.first, whole.length) == (2, 6)
+    assert [m.text for m in whole.snapshot.messages] == ["m2", "m3", "m4", "m5"]
+    started = await store.begin_turn("s1", "tok-a", message=Message.from_text("user", "m6"),
+                                     last=4, known=6)  # fmt: skip
+    assert (started.first, started.length) == (6, 7)
+    assert [m.text for m in started.snapshot.messages] == ["m6"]
+    # More new messages than ``last``: the window, not everything after ``known``.
+    assert (await store.begin_turn("s1", "tok-a", last=2, known=3)).first == 5
+    # ``known`` beyond the list (the caller's view is wrong): as if nothing was known.
+    beyond = await store.begin_turn("s1", "tok-a", last=10, known=99)
+    assert (beyond.first, len(beyond.snapshot.messages)) == (0, 7)
+    nothing_new = await store.begin_turn("s1", "tok-a", last=10, known=7)
+    assert (nothing_new.first, nothing_new.snapshot.messages) == (7, ())
+    await store.end_turn("s1", "tok-a")
+
+
+async def test_two_connections_taking_turns_each_see_the_whole_history(store):
+    """Each lease caches what it read and asks only for later messages; the history it builds
+    must equal the stored one after every turn, whoever wrote last."""
+    leases = [TurnLease(store, "s1", lease_s=5, wait_s=5, last=5) for _ in range(2)]
+    for turn in range(8):
+        lease = leases[turn % 2]
+        await lease.add(Message.from_text("user", f"q{turn}"))
+        snapshot = await lease.history()
+        stored = await store.load("s1", last=5)
+        assert [m.id for m in snapshot.messages] == [m.id for m in stored.messages], turn
+        await lease.finish(Message.from_text("assistant", f"a{turn}"))
+    # The last reads brought only what the other connection had written since.
+    sent_before = await store.begin_turn("s1", "tok-x", last=5, known=16)
+    assert sent_before.snapshot.messages == ()
+    await store.end_turn("s1", "tok-x")
+
+
+async def test_a_session_created_again_under_the_same_id_is_read_from_the_start(store):
+    lease = TurnLease(store, "s1", lease_s=5, wait_s=0, last=50)
+    await lease.add(Message.from_text("user", "old life"))
+    await lease.finish(Message.from_text("assistant", "old reply"))
+    await asyncio.sleep(0.01)  # a new created_at
+    await store.create(SessionInfo(id="s1"))
+    for text in ("new", "life", "here"):
+        await store.append("s1", Message.from_text("user", text))
+    await lease.add(Message.from_text("user", "again"))
+    assert [m.text for m in (await lease.history()).messages] == ["new", "life", "here", "again"]
+    await lease.finish(None)
