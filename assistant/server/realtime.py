@@ -74,6 +74,7 @@ class RealtimeConnection(VoiceMixin):
         # ``send_queue_events``; the sender sleeps on ``_wakeup`` when there are none.
         self._outbox: collections.deque[object] = collections.deque()
         self._wakeup: asyncio.Future[None] | None = None
+        self._burst_events = settings.send_queue_events // 2
         self._closed = False
         self._run: ResponseRun | None = None
         # This connection's writer lease on the session: taken by a user item, given back when
@@ -271,6 +272,10 @@ class RealtimeConnection(VoiceMixin):
                         self.metrics.first_delta_s.observe(time.perf_counter() - started)
                     pieces.append(delta)
                     self.emit(hot.text_delta(run.id, run.item_id, delta))
+                    if len(self._outbox) >= self._burst_events:
+                        # A model faster than the loop turns: let the sender write before the
+                        # queue is full. Only a sender stalled by the socket lets it fill.
+                        await asyncio.sleep(0)
                     if spoken is not None:
                         spoken.feed(delta)
         except AssistantError as exc:
