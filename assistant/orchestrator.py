@@ -45,6 +45,8 @@ from assistant.vision import ImagePipeline
 
 log = logging.getLogger(__name__)
 
+_PLAIN_PROMPTS_MAX = 16_384
+
 ResponseStatus = Literal["completed", "cancelled", "incomplete", "failed"]
 _STORED_STATUS: dict[ResponseStatus, MessageStatus] = {
     "completed": "completed",
@@ -112,6 +114,9 @@ class Orchestrator:
         self._memory_settings = memory_settings
         # Token counts of history messages, so a turn only tokenizes what is new (on the loop).
         self._count_tokens = functools.lru_cache(maxsize=8192)(llm.count_tokens)
+        # Text-only messages as the model reads them, by message id (with the message they were
+        # made from: a hit must be that very object), so a turn renders only what is new.
+        self._plain_prompts: dict[str, tuple[Message, PromptMessage]] = {}
 
     # -- sessions ----------------------------------------------------------------------------------
 
@@ -154,11 +159,21 @@ class Orchestrator:
         """How each message reads to the model; images are resolved now (embeddings from the
         cache or the encoder, or descriptions for a model that takes text only)."""
         with_images = {m.id: await self._render_images(m) for m in history if m.images}
+        plain = self._plain_prompts
 
         def render(message: Message) -> PromptMessage:
             if message.id in with_images:
                 return with_images[message.id]
-            return PromptMessage(message.role, message.text.replace(IMAGE_MARKER, ""))
+            rendered = plain.get(message.id)
+            if rendered is None or rendered[0] is not message:
+                rendered = (
+                    message,
+                    PromptMessage(message.role, message.text.replace(IMAGE_MARKER, "")),
+                )
+                if len(plain) >= _PLAIN_PROMPTS_MAX:
+                    plain.clear()  # cheap to rebuild: one message's rendering each
+                plain[message.id] = rendered
+            return rendered[1]
 
         return render
 
@@ -172,8 +187,10 @@ class Orchestrator:
             self.llm.capabilities.embeddings and vision.projector is not None
         ):
             images = tuple([await self._prompt_image(vision, part) for part in message.images])
-            lines = [f"Image {i + 1}: {IMAGE_MARKER}" if count > 1 else IMAGE_MARKER
-                     for i in range(count)]
+            lines = [
+                f"Image {i + 1}: {IMAGE_MARKER}" if count > 1 else IMAGE_MARKER
+                for i in range(count)
+            ]
             return PromptMessage(message.role, "\n".join([*lines, text]), images)
         described = [await vision.describe(part) for part in message.images]
         lines = [f"[Image {i + 1}: {d}]" for i, d in enumerate(described)]
@@ -257,7 +274,9 @@ class Orchestrator:
         if not any(m.role == "user" for m in snapshot.messages):
             raise NoInputError("the conversation holds no user message to respond to")
         instructions = (
-            overrides.instructions or snapshot.info.instructions or self._prompt_settings.instructions
+            overrides.instructions
+            or snapshot.info.instructions
+            or self._prompt_settings.instructions
         )
         render = await self._renderer(snapshot.messages)
         return self._build(session_id, instructions, snapshot.messages, overrides, render)
@@ -274,7 +293,9 @@ class Orchestrator:
         context = self._prompt_settings.context_tokens or (
             self.llm.capabilities.context_tokens - max_new
         )
-        budget = PromptBudget(tokens=max(context, 1), per_message=self.llm.message_overhead_tokens())
+        budget = PromptBudget(
+            tokens=max(context, 1), per_message=self.llm.message_overhead_tokens()
+        )
         return build_prompt(
             instructions, history, budget, self._count_tokens, render, cache_key=session_id
         )

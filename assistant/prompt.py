@@ -58,11 +58,13 @@ def build_prompt(
     ``cache_key`` goes on the prompt (see ``Prompt.cache_key``)."""
 
     def cost(message: PromptMessage) -> int:
-        images = sum(
-            len(image.embeddings) if image.embeddings is not None else IMAGE_TOKENS_ESTIMATE
-            for image in message.images
-        )
-        return count_tokens(message.text) + images + budget.per_message
+        tokens = count_tokens(message.text) + budget.per_message
+        if message.images:
+            tokens += sum(
+                len(image.embeddings) if image.embeddings is not None else IMAGE_TOKENS_ESTIMATE
+                for image in message.images
+            )
+        return tokens
 
     rendered = [render(m) for m in history]
     start = current_turn_start(history)

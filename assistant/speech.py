@@ -132,6 +132,8 @@ async def transcribe_item_audio(
 
 def with_audio_durations(message: Message, made: list[Transcript | None]) -> Message:
     """``message`` with the durations of the audio transcribed here on its audio parts."""
+    if not made:  # nothing was transcribed here (a text turn): nothing to copy
+        return message
     durations = iter(made)
     parts = []
     for part in message.content:
