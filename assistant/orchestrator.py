@@ -117,6 +117,7 @@ class Orchestrator:
         # Text-only messages as the model reads them, by message id (with the message they were
         # made from: a hit must be that very object), so a turn renders only what is new.
         self._plain_prompts: dict[str, tuple[Message, PromptMessage]] = {}
+        self._background: set[asyncio.Task[object]] = set()
 
     # -- sessions ----------------------------------------------------------------------------------
 
@@ -315,7 +316,15 @@ class Orchestrator:
         await generation.aclose()
         run.usage = generation.usage
         reply = self._reply(run, text) if text or run.status == "completed" else None
-        result = await asyncio.shield(lease.finish(reply))
+        try:
+            result = await lease.finish(reply)
+        except asyncio.CancelledError:
+            # Cancelled while storing (the server shutting down): the write goes on in the
+            # background (end_turn is idempotent on the message id), the cancellation through.
+            task = asyncio.ensure_future(lease.finish(reply))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            raise
         run.message = result.message if result is not None else None
 
     @staticmethod

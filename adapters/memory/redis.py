@@ -62,11 +62,36 @@ def _info_to_mapping(data: dict[str, Any]) -> dict[str, str]:
     return {name: json.dumps(value, ensure_ascii=False) for name, value in data.items()}
 
 
-@functools.lru_cache(maxsize=16_384)
-def _parse_message(raw: str) -> Message:
-    """Messages are immutable once stored and every turn reads a session's history again: parse
-    each stored JSON text once per process (Message is frozen, so sharing it is safe)."""
-    return Message.model_validate_json(raw)
+class _ParsedMessages:
+    """Stored message JSON -> Message, once per process: messages are immutable once stored and
+    every turn reads the newest again (Message is frozen, so sharing one is safe). A message this
+    process writes is remembered with the JSON it wrote, so reading it back parses nothing.
+    Bounded: the oldest entries go first."""
+
+    def __init__(self, size: int = 16_384) -> None:
+        self.size = size
+        self._by_raw: dict[str, Message] = {}
+
+    def __call__(self, raw: str) -> Message:
+        message = self._by_raw.get(raw)
+        if message is None:
+            message = Message.model_validate_json(raw)
+            self.remember(raw, message)
+        return message
+
+    def remember(self, raw: str, message: Message) -> str:
+        if len(self._by_raw) >= self.size:
+            del self._by_raw[next(iter(self._by_raw))]
+        self._by_raw[raw] = message
+        return raw
+
+
+_parse_message = _ParsedMessages()
+
+
+def _dump(message: Message) -> str:
+    """The JSON a message is stored as (remembered, see ``_ParsedMessages``)."""
+    return _parse_message.remember(message.model_dump_json(), message)
 
 
 def _once_key(message: Message) -> str:
@@ -101,6 +126,7 @@ class RedisSessionStore(SessionStore):
         #: Requests sent to Redis (a pipeline or a script call counts once).
         self.round_trips = 0
         self._binary: aioredis.Redis | None = None  # for blobs, made on first use
+        self._keys: dict[str, dict[str, str]] = {}  # session id -> its key names
         #: Session keys: one shared pipelined connection to the server ``client`` talks to.
         self.pipe = RedisPipe.from_kwargs(client.connection_pool.connection_kwargs)
         self._append_script = client.register_script(lua.APPEND)
@@ -126,8 +152,14 @@ class RedisSessionStore(SessionStore):
         return cls(aioredis.Redis.from_pool(pool), **store_options)
 
     def keys(self, session_id: str) -> dict[str, str]:
-        base = f"{self.key_prefix}:{self.tenant}:s:{{{session_id}}}:"
-        return {part: base + part for part in ("meta", "msgs", "turns", "lock")}
+        keys = self._keys.get(session_id)
+        if keys is None:
+            base = f"{self.key_prefix}:{self.tenant}:s:{{{session_id}}}:"
+            keys = {part: base + part for part in ("meta", "msgs", "turns", "lock")}
+            if len(self._keys) >= 4096:
+                self._keys.clear()
+            self._keys[session_id] = keys
+        return keys
 
     # -- error mapping -----------------------------------------------------------------------------
 
@@ -190,7 +222,7 @@ class RedisSessionStore(SessionStore):
     async def _append_impl(self, session_id: str, message: Message) -> AppendResult:
         k = self.keys(session_id)
         keys = [k["meta"], k["msgs"], k["turns"]]
-        args = [message.model_dump_json(), _once_key(message), str(self.ttl_ms)]
+        args = [_dump(message), _once_key(message), str(self.ttl_ms)]
         reply = await self._sent(self._run(self._append_script, keys, args))
         status = int(reply[0])
         if status < 0:
@@ -204,7 +236,7 @@ class RedisSessionStore(SessionStore):
         args = [
             token,
             str(self.lock_ttl_ms),
-            message.model_dump_json() if message else "",
+            _dump(message) if message else "",
             _once_key(message) if message else "",
             str(self.ttl_ms),
             "" if last is None else str(max(last, 0)),
@@ -230,7 +262,7 @@ class RedisSessionStore(SessionStore):
         k = self.keys(session_id)
         args = [
             token,
-            message.model_dump_json() if message else "",
+            _dump(message) if message else "",
             _once_key(message) if message else "",
             str(self.ttl_ms),
         ]

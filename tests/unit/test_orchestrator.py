@@ -182,3 +182,40 @@ async def _enumerate(iterator):
     async for item in iterator:
         yield index, item
         index += 1
+
+
+async def test_a_task_cancelled_while_the_reply_is_being_stored_still_stores_it_once():
+    class SlowEnd(MemoryStore):
+        """Storing a reply waits for ``go`` (a slow store), so the task can be cancelled there."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.go = asyncio.Event()
+            self.entered = asyncio.Event()
+
+        async def _end_turn_impl(self, session_id, token, message):
+            if message is not None:
+                self.entered.set()
+                await self.go.wait()
+            return await super()._end_turn_impl(session_id, token, message)
+
+    store = SlowEnd()
+    orchestrator = Orchestrator(
+        ScriptedLM("all of it"), store, llm_settings=LLMSettings(),
+        prompt_settings=PromptSettings(), memory_settings=MemorySettings(),
+    )  # fmt: skip
+    session = await orchestrator.open_session()
+    await orchestrator.add_item(session.id, Message.from_text("user", "q"))
+    run = orchestrator.start_response()
+    task = asyncio.create_task(collect(orchestrator, session.id, run))
+    await asyncio.wait_for(store.entered.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    store.go.set()
+    for _ in range(100):  # the background write finishes on its own
+        if len(store.messages[session.id]) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert [m.text for m in store.messages[session.id]] == ["q", "all of it"]
+    assert store.messages[session.id][1].id == run.item_id
