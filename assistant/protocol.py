@@ -184,6 +184,10 @@ CLIENT_EVENT_TYPES = frozenset(
 def parse_client_event(frame: str | bytes) -> ClientEvent:
     """Parse one text frame. Raises ``InvalidRequestError`` subclasses; their ``event_id`` attribute
     holds the client's id when the frame had one, so the error can echo it."""
+    try:  # a valid event: parsed and validated in one pass, in pydantic-core
+        return _client_adapter.validate_json(frame)
+    except ValidationError:
+        pass  # find out what is wrong, and the event id to echo, the slow way
     try:
         raw = orjson.loads(frame)
     except orjson.JSONDecodeError as exc:

@@ -36,7 +36,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from adapters.memory import redis_scripts as lua
 from adapters.memory.redis_pipe import RedisPipe
-from assistant.errors import SessionNotFoundError, StoreError
+from assistant.errors import AssistantError, SessionNotFoundError, StoreError
 from assistant.messages import Message, SessionInfo
 from assistant.ports import AppendResult, SessionSnapshot, SessionStore, TurnStart
 
@@ -165,16 +165,20 @@ class RedisSessionStore(SessionStore):
 
     async def _call(self, awaitable: Awaitable[_T]) -> _T:
         try:
-            return await super()._call(awaitable)
-        except RedisError as exc:  # redis-py's errors do not derive from the builtin ones
+            return await awaitable
+        except AssistantError:
+            raise
+        except (RedisError, ConnectionError, OSError, TimeoutError) as exc:
+            # redis-py's errors do not derive from the builtin ones
             raise StoreError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
 
-    async def _run(self, script: Any, keys: list[str], args: list[str]) -> Any:
-        return await self.pipe.evalsha(script.sha, script.script, keys, args)
+    def _run(self, script: Any, keys: list[str], args: list[str]) -> Awaitable[Any]:
+        return self.pipe.evalsha(script.sha, script.script, keys, args)
 
-    async def _sent(self, awaitable: Awaitable[_T]) -> _T:
+    def _sent(self, awaitable: Awaitable[_T]) -> Awaitable[_T]:
+        """Counts a request (``round_trips``) and hands it on, to be awaited by the caller."""
         self.round_trips += 1
-        return await awaitable
+        return awaitable
 
     # -- port --------------------------------------------------------------------------------------
 

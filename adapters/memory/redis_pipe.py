@@ -185,8 +185,12 @@ class RedisPipe:
 
     async def evalsha(self, sha: str, script: str, keys: list[str], args: list[str]) -> Any:
         """Run a Lua script by its digest, loading it first when Redis does not know it."""
+        packed = [hiredis.pack_command(("EVALSHA", sha, len(keys), *keys, *args))]
         try:
-            return await self.call("EVALSHA", sha, len(keys), *keys, *args)
+            try:
+                return await self._send(packed)
+            except RedisConnectionError:  # sent on a connection that went away: once more
+                return await self._send(packed)
         except NoScriptError:
             await self.call("SCRIPT", "LOAD", script)
             return await self.call("EVALSHA", sha, len(keys), *keys, *args)
@@ -203,7 +207,9 @@ class RedisPipe:
 
     async def _send(self, packed: list[bytes]) -> Any:
         """The last reply of ``packed``; the others (MULTI's OK and QUEUED) are only checked."""
-        protocol = await self._connected()
+        protocol = self._protocol
+        if protocol is None or self._loop is not asyncio.get_running_loop():
+            protocol = await self._connected()
         futures = protocol.queue(packed, self._loop)  # type: ignore[arg-type]
         if len(futures) == 1:
             return await futures[0]
