@@ -1,59 +1,71 @@
 """Prometheus metrics of one app instance, on a registry of its own (so several apps can live in one
-process, as they do in tests)."""
+process, as they do in tests).
+
+The counters a text turn bumps (client events, responses, output tokens, errors) are plain Python
+integers, read only when ``/metrics`` is scraped (``_TurnCounters``): a prometheus_client counter
+takes a lock per increment, and a turn makes five of them."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections import Counter as Tally
+from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+
+class _TurnCounters(Collector):
+    """assistant_client_events_total{type}, assistant_errors_total{code},
+    assistant_responses_total{status} and assistant_output_tokens_total."""
+
+    def __init__(self) -> None:
+        self.events_in: Tally[str] = Tally()
+        self.errors: Tally[str] = Tally()
+        self.responses: Tally[str] = Tally()
+        self.output_tokens = 0
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        for name, doc, label, tally in (
+            ("assistant_client_events", "Client events received", "type", self.events_in),
+            ("assistant_errors", "Error events sent, by code", "code", self.errors),
+            ("assistant_responses", "Responses finished, by status", "status", self.responses),
+        ):
+            family = CounterMetricFamily(name, doc, labels=[label])
+            for value, count in sorted(tally.items()):
+                family.add_metric([value], count)
+            yield family
+        yield CounterMetricFamily(
+            "assistant_output_tokens", "Tokens generated", value=self.output_tokens
+        )
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self._children: dict[tuple[int, str], Any] = {}
         r = self.registry
         self.connections = Gauge("assistant_ws_connections", "Open WebSocket connections", registry=r)
-        self.events_in = Counter(
-            "assistant_client_events_total", "Client events received", ["type"], registry=r
-        )
-        self.errors = Counter(
-            "assistant_errors_total", "Error events sent, by code", ["code"], registry=r
-        )
-        self.responses = Counter(
-            "assistant_responses_total", "Responses finished, by status", ["status"], registry=r
-        )
-        self.output_tokens = Counter(
-            "assistant_output_tokens_total", "Tokens generated", registry=r
-        )
         self.first_delta_s = Histogram(
             "assistant_time_to_first_delta_seconds",
             "From response.create to the first text delta",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32),
             registry=r,
         )
-
-    # The hot path's counters: a labelled child is looked up once per label value, not per event.
+        self._counts = _TurnCounters()
+        r.register(self._counts)
 
     def event_in(self, kind: str) -> None:
-        self._child(self.events_in, kind).inc()
+        self._counts.events_in[kind] += 1
 
     def error(self, code: str) -> None:
-        self._child(self.errors, code).inc()
+        self._counts.errors[code] += 1
 
     def response(self, status: str, output_tokens: int) -> None:
-        self._child(self.responses, status).inc()
-        self.output_tokens.inc(output_tokens)
-
-    def _child(self, metric: Counter, label: str) -> Any:
-        key = (id(metric), label)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(label)
-        return child
+        self._counts.responses[status] += 1
+        self._counts.output_tokens += output_tokens
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
