@@ -39,7 +39,7 @@ from assistant.ports import (
     SessionStore,
     Usage,
 )
-from assistant.prompt import BuiltPrompt, PromptBudget, build_prompt
+from assistant.prompt import BuiltPrompt, PromptBudget, PromptCache
 from assistant.turn_lease import TurnLease
 from assistant.vision import ImagePipeline
 
@@ -118,6 +118,8 @@ class Orchestrator:
         # made from: a hit must be that very object), so a turn renders only what is new.
         self._plain_prompts: dict[str, tuple[Message, PromptMessage]] = {}
         self._background: set[asyncio.Task[object]] = set()
+        # Each session's last prompt: the next turn's is built from it when the history only grew.
+        self._prompts = PromptCache()
 
     # -- sessions ----------------------------------------------------------------------------------
 
@@ -297,8 +299,8 @@ class Orchestrator:
         budget = PromptBudget(
             tokens=max(context, 1), per_message=self.llm.message_overhead_tokens()
         )
-        return build_prompt(
-            instructions, history, budget, self._count_tokens, render, cache_key=session_id
+        return self._prompts.build(
+            session_id, instructions, history, budget, self._count_tokens, render
         )
 
     def _options(self, overrides: ResponseOverrides) -> GenerationOptions:

@@ -45,6 +45,19 @@ def text_only(message: Message) -> PromptMessage:
     return PromptMessage(message.role, message.text)
 
 
+def message_cost(
+    message: PromptMessage, budget: PromptBudget, count_tokens: Callable[[str], int]
+) -> int:
+    """Tokens ``message`` takes in the prompt: its text, its images, the template's overhead."""
+    tokens = count_tokens(message.text) + budget.per_message
+    if message.images:
+        tokens += sum(
+            len(image.embeddings) if image.embeddings is not None else IMAGE_TOKENS_ESTIMATE
+            for image in message.images
+        )
+    return tokens
+
+
 def build_prompt(
     instructions: str,
     history: Sequence[Message],
@@ -58,13 +71,7 @@ def build_prompt(
     ``cache_key`` goes on the prompt (see ``Prompt.cache_key``)."""
 
     def cost(message: PromptMessage) -> int:
-        tokens = count_tokens(message.text) + budget.per_message
-        if message.images:
-            tokens += sum(
-                len(image.embeddings) if image.embeddings is not None else IMAGE_TOKENS_ESTIMATE
-                for image in message.images
-            )
-        return tokens
+        return message_cost(message, budget, count_tokens)
 
     rendered = [render(m) for m in history]
     start = current_turn_start(history)
@@ -107,3 +114,81 @@ def _merge_roles(messages: list[PromptMessage]) -> list[PromptMessage]:
         else:
             merged.append(message)
     return merged
+
+
+@dataclass
+class _Built:
+    """A session's last prompt, and what it was built from."""
+
+    built: BuiltPrompt
+    key: tuple[str, int, int]  # instructions, budget tokens, per-message overhead
+    first_id: str
+    last_id: str
+    count: int
+
+
+class PromptCache:
+    """Builds each session's prompt from the previous one when it can: the history only grew
+    since, nothing was left out then, and everything still fits. Then only the new messages are
+    rendered and counted, so a turn costs the same at message 4 and at message 400; otherwise
+    ``build_prompt`` starts over. The result is always the one ``build_prompt`` gives. Holds the
+    last prompt of at most ``sessions`` sessions (the least recently built go first)."""
+
+    def __init__(self, sessions: int = 4096) -> None:
+        self.sessions = sessions
+        self._by_session: dict[str, _Built] = {}
+        self.extended = 0  #: prompts built from the previous one (for tests and metrics)
+
+    def build(
+        self,
+        session_id: str,
+        instructions: str,
+        history: Sequence[Message],
+        budget: PromptBudget,
+        count_tokens: Callable[[str], int],
+        render: Callable[[Message], PromptMessage] = text_only,
+    ) -> BuiltPrompt:
+        key = (instructions, budget.tokens, budget.per_message)
+        previous = self._by_session.pop(session_id, None)
+        built = None
+        if previous is not None and previous.key == key:
+            built = self._extend(previous, history, budget, count_tokens, render)
+        if built is None:
+            built = build_prompt(instructions, history, budget, count_tokens, render, session_id)
+        else:
+            self.extended += 1
+        if history:
+            if len(self._by_session) >= self.sessions:
+                del self._by_session[next(iter(self._by_session))]
+            self._by_session[session_id] = _Built(
+                built, key, history[0].id, history[-1].id, len(history)
+            )
+        return built
+
+    @staticmethod
+    def _extend(
+        previous: _Built,
+        history: Sequence[Message],
+        budget: PromptBudget,
+        count_tokens: Callable[[str], int],
+        render: Callable[[Message], PromptMessage],
+    ) -> BuiltPrompt | None:
+        count = previous.count
+        same_start = history and history[0].id == previous.first_id
+        grown = len(history) >= count and same_start and history[count - 1].id == previous.last_id
+        if not grown or previous.built.dropped:
+            return None
+        new = [render(m) for m in history[count:]]
+        tokens = previous.built.tokens + sum(message_cost(m, budget, count_tokens) for m in new)
+        if tokens > budget.tokens:
+            return None  # something must be left out now: the full build decides what
+        messages = list(previous.built.prompt.messages)
+        for message in new:
+            last = messages[-1]
+            if last.role == message.role and message.role != "system":  # as _merge_roles does
+                text = f"{last.text}\n{message.text}"
+                messages[-1] = PromptMessage(message.role, text, last.images + message.images)
+            else:
+                messages.append(message)
+        prompt = Prompt(tuple(messages), previous.built.prompt.cache_key)
+        return BuiltPrompt(prompt, tokens, 0)

@@ -55,3 +55,50 @@ def test_current_turn_is_every_message_after_the_last_reply():
     built = build_prompt("sys", history, PromptBudget(tokens=1000), words)
     # Two user items of one turn reach the model as one user message.
     assert built.prompt.messages[-1].text == "a\nb"
+
+
+# -- PromptCache: the next turn's prompt from the last one ---------------------------------------
+
+
+def _grow(rng, history, n):
+    for _ in range(n):
+        role = rng.choice(["user", "user", "assistant", "system"])
+        history.append(Message.from_text(role, " ".join(["w"] * rng.randint(1, 12))))
+
+
+def test_the_cache_builds_what_build_prompt_builds_as_a_conversation_grows():
+    import random
+
+    from assistant.prompt import PromptCache
+
+    rng = random.Random(7)
+    cache = PromptCache()
+    for trial in range(40):
+        history: list[Message] = [Message.from_text("user", "first question")]
+        budget = PromptBudget(tokens=rng.choice([60, 150, 10_000]), per_message=2)
+        for step in range(12):
+            try:
+                expected = build_prompt("be nice", history, budget, words, cache_key=f"s{trial}")
+            except ContextLengthError:
+                with pytest.raises(ContextLengthError):
+                    cache.build(f"s{trial}", "be nice", history, budget, words)
+                break
+            got = cache.build(f"s{trial}", "be nice", history, budget, words)
+            assert got == expected, (trial, step)
+            _grow(rng, history, rng.randint(1, 3))
+    assert cache.extended > 100  # most turns were built from the previous prompt
+
+
+def test_the_cache_starts_over_when_the_history_is_not_the_previous_one_grown():
+    from assistant.prompt import PromptCache
+
+    cache = PromptCache()
+    budget = PromptBudget(tokens=10_000, per_message=1)
+    history = conversation(3) + [Message.from_text("user", "q")]
+    cache.build("s", "be nice", history, budget, words)
+    # The window slid (the oldest message is gone), the instructions changed, a new session:
+    for instructions, h in (("be nice", history[1:]), ("be terse", history), ("be nice", history[:2])):
+        assert cache.build("s", instructions, h, budget, words) == build_prompt(
+            instructions, h, budget, words, cache_key="s"
+        )
+    assert cache.extended == 0
