@@ -28,6 +28,7 @@ class _Ids:
     def reseed(self) -> None:
         self.base = secrets.token_hex(6)
         self.counter = itertools.count(secrets.randbits(24))
+        self.prefixes: dict[str, str] = {}  # "msg" -> "msg_<base>"
 
 
 _IDS = _Ids()
@@ -35,7 +36,11 @@ _IDS = _Ids()
 
 def new_id(prefix: str) -> str:
     """A unique id with a readable prefix: ``msg_3f9a0c12d4e5000a1b2c`` (20 hex digits or more)."""
-    return f"{prefix}_{_IDS.base}{next(_IDS.counter):08x}"
+    ids = _IDS
+    head = ids.prefixes.get(prefix)
+    if head is None:
+        head = ids.prefixes[prefix] = f"{prefix}_{ids.base}"
+    return f"{head}{next(ids.counter):08x}"
 
 
 def secret_id(prefix: str) -> str:

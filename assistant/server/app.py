@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request, WebSocket
+from starlette.routing import WebSocketRoute
+from starlette.types import Receive, Scope, Send
 
 from assistant.config import Settings
 from assistant.errors import AssistantError
@@ -73,11 +75,21 @@ def create_app(
     async def _assistant_error(_: Request, exc: AssistantError):  # type: ignore[no-untyped-def]
         return error_response(exc)
 
-    @app.websocket("/v1/realtime")
-    async def realtime(ws: WebSocket, session_id: str | None = None) -> None:
-        await _serve_realtime(ws, session_id)
-
+    # A plain ASGI route: the connection sends and receives with the server's own ``send`` and
+    # ``receive`` (a WebSocket wrapper around them still does the handshake and the close).
+    app.router.routes.append(WebSocketRoute("/v1/realtime", _realtime_endpoint))
     return app
+
+
+class _RealtimeEndpoint:
+    """``/v1/realtime?session_id=...``: a new session, or the given one resumed."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ws = WebSocket(scope, receive, send)
+        await _serve_realtime(ws, ws.query_params.get("session_id"), receive, send)
+
+
+_realtime_endpoint = _RealtimeEndpoint()
 
 
 def _tune_gc(settings: Settings) -> None:
@@ -90,7 +102,9 @@ def _tune_gc(settings: Settings) -> None:
         gc.freeze()
 
 
-async def _serve_realtime(ws: WebSocket, session_id: str | None) -> None:
+async def _serve_realtime(
+    ws: WebSocket, session_id: str | None, receive: Receive, send: Send
+) -> None:
     await ws.accept()
     app = ws.app
     components: Components = app.state.components
@@ -108,6 +122,8 @@ async def _serve_realtime(ws: WebSocket, session_id: str | None) -> None:
         app.state.settings.server,
         session,
         speech=components.speech,
+        receive=receive,
+        send=send,
     )
     await connection.serve()
 

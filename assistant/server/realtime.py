@@ -20,6 +20,7 @@ import logging
 import time
 
 from fastapi import WebSocket
+from starlette.types import Receive, Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from assistant import protocol_json as hot
@@ -64,8 +65,14 @@ class RealtimeConnection(VoiceMixin):
         session: SessionInfo,
         *,
         speech: SpeechModels | None = None,
+        receive: Receive | None = None,
+        send: Send | None = None,
     ) -> None:
         self.ws = ws
+        # ASGI messages in and out: the server's own callables when given (the hot path then
+        # skips the wrapper's per-message state checks), else the wrapper's.
+        self._asgi_receive = receive or ws.receive
+        self._asgi_send = send or ws.send
         self.orchestrator = orchestrator
         self.metrics = metrics
         self.settings = settings
@@ -106,8 +113,8 @@ class RealtimeConnection(VoiceMixin):
     async def _receive_loop(self) -> None:
         while not self._closed:
             try:
-                frame = await self.ws.receive()
-            except (WebSocketDisconnect, RuntimeError):
+                frame = await self._asgi_receive()
+            except (WebSocketDisconnect, RuntimeError, OSError):
                 return
             if frame["type"] == "websocket.disconnect":
                 return
@@ -188,7 +195,7 @@ class RealtimeConnection(VoiceMixin):
                 return
             text = event if isinstance(event, str) else event.model_dump_json()  # type: ignore[attr-defined]
             try:
-                await self.ws.send_text(text)
+                await self._asgi_send({"type": "websocket.send", "text": text})
             except (WebSocketDisconnect, RuntimeError, OSError):
                 self._closed = True
                 return
