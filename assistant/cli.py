@@ -55,6 +55,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             # Workers are separate processes: they read their settings from the environment.
             os.environ["ASSISTANT_REDIS_URL"] = settings.redis_url
             os.environ["ASSISTANT_DATA_DIR"] = str(settings.data_dir)
+            from assistant.server.workers import balanced_workers_supported, serve_balanced
+
+            if balanced_workers_supported():  # one socket per worker: connections spread evenly
+                serve_balanced("assistant.server.app:app_from_env", server.host, server.port,
+                               args.workers, args.log_level)  # fmt: skip
+                return 0
             uvicorn.run(
                 "assistant.server.app:app_from_env",
                 factory=True,
@@ -94,6 +100,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         Path(args.json) if args.json else None,
         [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None,
         sessions=[int(n) for n in args.sessions.split(",")] if args.sessions else None,
+        workers=args.workers,
     )
     return 1 if any(isinstance(v, dict) and "error" in v for v in report.values()) else 0
 
@@ -175,8 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="Run the benchmarks, print a table, write JSON.")
     bench.add_argument("--quick", action="store_true", help="CI-sized runs (fewer turns, 1 rep)")
     bench.add_argument("--json", metavar="PATH", help="write the report here")
-    bench.add_argument("--only", help="comma-separated entries: gateway,redis,ttft_by_turn")
+    bench.add_argument(
+        "--only",
+        help="comma-separated entries: gateway,redis,ttft_by_turn,image,asr,voice_to_first_token",
+    )
     bench.add_argument("--sessions", help="gateway concurrency levels (default 1,100,1000)")
+    bench.add_argument(
+        "--workers", type=int, help="gateway: worker processes per server (default: one per core)"
+    )
     bench.set_defaults(func=cmd_bench)
 
     transcribe = add(

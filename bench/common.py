@@ -49,9 +49,53 @@ def rss_kb(pid: int) -> int:
 
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds used so far by ``pid`` (its threads included)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat.rsplit(")", 1)[1].split()
+    fields = _stat(pid)
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime (fields 14, 15)
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command name (field 3 onwards)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its living descendants (a server's worker processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int(_stat(int(entry.name))[1])  # ppid (field 4)
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+            children.setdefault(parent, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def tree_cpu_s(pid: int) -> float:
+    """``cpu_s`` summed over ``pid`` and its living descendants."""
+    total = 0.0
+    for member in process_tree(pid):
+        try:
+            total += cpu_s(member)
+        except OSError:
+            continue
+    return total
+
+
+def tree_rss_kb(pid: int) -> int:
+    """``rss_kb`` summed over ``pid`` and its living descendants."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            total += rss_kb(member)
+        except (OSError, RuntimeError):
+            continue
+    return total
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -11,7 +11,10 @@ It is run by ``uvicorn.run(app, host=..., port=..., log_level=...)``, the call `
 makes, so both servers get the same uvicorn defaults (uvloop, httptools, the websockets sans-I/O
 protocol, permessage-deflate offered)::
 
-    python -m bench.echo_server --port 8001 [--reply TEXT] [--log-level warning]
+    python -m bench.echo_server --port 8001 [--reply TEXT] [--log-level warning] [--workers N]
+
+With ``--workers N``, N worker processes serve the port exactly as ``assistant serve --workers N``
+runs the real server's (``assistant.server.workers``).
 """
 
 from __future__ import annotations
@@ -122,7 +125,18 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--reply", default=REPLY)
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (uvicorn's)")
     args = parser.parse_args()
+    if args.workers > 1:  # as ``assistant serve --workers N`` runs them; the default reply only
+        from assistant.server.workers import balanced_workers_supported, serve_balanced
+
+        if balanced_workers_supported():
+            serve_balanced("bench.echo_server:create_echo_app", args.host, args.port,
+                           args.workers, args.log_level)  # fmt: skip
+        else:
+            uvicorn.run("bench.echo_server:create_echo_app", factory=True, host=args.host,
+                        port=args.port, log_level=args.log_level, workers=args.workers)  # fmt: skip
+        return
     app = create_echo_app(args.reply)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
 

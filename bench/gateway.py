@@ -5,17 +5,22 @@ bare FastAPI echo server of ``bench.echo_server`` (the framework's ceiling on th
 
 What runs, all on 127.0.0.1 and all stopped in ``finally``: a private ``redis-server`` (the same
 ``EmbeddedRedis`` ``assistant serve`` uses by default, data in a temp dir, append-only file on),
-``assistant serve`` (one worker, ``ASSISTANT_LLM__ADAPTER=scripted``, a fixed 6-word reply) pointed
-at it, the echo server, and per run ``--clients`` load-generator processes (``bench.loadgen``).
+``assistant serve`` (``ASSISTANT_LLM__ADAPTER=scripted``, a fixed 6-word reply) pointed at it, the
+echo server, and per run ``--clients`` load-generator processes (``bench.loadgen``).
 
-Fairness on 2 cores: each server is one process with one event loop, so it can use one core; the
-load generator is a separate process (it never shares the server's loop) and gets the other core,
-while Redis, for the gateway only, takes its share of the same two cores: that is part of the real
-path's cost. Both servers are measured with the same client, the same uvicorn defaults (uvicorn's
-log level ``warning`` for both), one after the other at each level (the order alternates between
-repetitions), and each level starts with one unmeasured warm-up turn per session (it opens the
-store's Redis connections). The client CPU use is reported: a client near 1.0 core means a number
-is client-bound (a lower bound for that server).
+Both servers run the way they are deployed on this machine: ``--workers`` uvicorn worker
+processes, one per core (``GatewayConfig.workers``, the CPU count up to 4), the echo server with as
+many as the real one. Any worker serves any session (its memory is in Redis), so this is the
+server's throughput on the machine. The same comparison with one worker each (one core per
+server: the CPU cost of a turn decides) is reported as ``single_worker`` at the top concurrency.
+
+Fairness: the load generator is a separate process (it never shares a server's loop); Redis, for
+the gateway only, takes its share of the same cores: that is part of the real path's cost. Both
+servers get the same client, the same uvicorn defaults (log level ``warning`` for both), one
+after the other at each level (the order alternates between repetitions), and each level starts
+with one unmeasured warm-up turn per session (it opens the store's Redis connections). CPU and
+memory are summed over a server's processes. The client CPU use is reported: a client near 1.0
+core means a number is client-bound (a lower bound for that server).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -37,11 +43,11 @@ from bench.common import (
     REPLY,
     ServerProcess,
     bench_env,
-    cpu_s,
     free_port,
     percentile,
     raise_nofile_limit,
-    rss_kb,
+    tree_cpu_s,
+    tree_rss_kb,
 )
 from bench.redis_trips import command_counts, commands_delta
 
@@ -59,6 +65,10 @@ class GatewayConfig:
     idle_sessions: int = 1000
     clients: int = 1
     timeout_s: float = 60.0
+    #: Worker processes of each server (one per core, up to 4).
+    workers: int = field(default_factory=lambda: max(1, min(os.cpu_count() or 1, 4)))
+    #: Also compare one worker each at the top concurrency (when ``workers`` > 1).
+    single_worker: bool = True
 
     @classmethod
     def quick(cls) -> GatewayConfig:
@@ -71,7 +81,8 @@ class GatewayConfig:
 class Stack:
     """Redis, the real server and the echo server, started together and always stopped."""
 
-    def __init__(self) -> None:
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = workers
         self.tmp = Path(tempfile.mkdtemp(prefix="assistant-bench-"))
         self.redis: Any = None
         self.gateway: ServerProcess | None = None
@@ -90,12 +101,13 @@ class Stack:
         self.gateway = ServerProcess(
             "gateway",
             ["-m", "assistant.cli", "serve", "--port", str(port), "--data-dir", str(self.tmp),
-             "--log-level", "warning"],
+             "--log-level", "warning", "--workers", str(self.workers)],
             port, self.tmp, env,
         )  # fmt: skip
         port = free_port()
         self.echo = ServerProcess(
-            "echo", ["-m", "bench.echo_server", "--port", str(port), "--log-level", "warning"],
+            "echo", ["-m", "bench.echo_server", "--port", str(port), "--log-level", "warning",
+                     "--workers", str(self.workers)],
             port, self.tmp, bench_env(),
         )  # fmt: skip
         self.gateway.wait_ready()
@@ -170,10 +182,10 @@ async def drive(
         if on_ready is not None:
             await on_ready()
         counts0 = command_counts(redis_url) if redis_url else {}
-        cpu0 = {name: cpu_s(pid) for name, pid in pids.items()}
+        cpu0 = {name: tree_cpu_s(pid) for name, pid in pids.items()}
         await _tell(procs, "go")
         results = [await _line(p, phase_s) for p in procs]
-        cpu1 = {name: cpu_s(pid) for name, pid in pids.items()}
+        cpu1 = {name: tree_cpu_s(pid) for name, pid in pids.items()}
         counts1 = command_counts(redis_url) if redis_url else {}
         await _tell(procs, "close")
         for proc in procs:
@@ -245,12 +257,12 @@ async def idle_kb_per_session(
 ) -> dict[str, Any]:
     """RSS of the server before and after ``sessions`` connected idle sessions, divided."""
     await asyncio.sleep(0.5)
-    before = rss_kb(server.pid)
+    before = tree_rss_kb(server.pid)
     seen: dict[str, int] = {}
 
     async def measure() -> None:
         await asyncio.sleep(1.0)  # let the last handshakes settle
-        seen["after"] = rss_kb(server.pid)
+        seen["after"] = tree_rss_kb(server.pid)
 
     run = await drive(server.url(), sessions, 0, pids={}, warmup=False, timeout_s=timeout_s,
                       on_ready=measure)  # fmt: skip
@@ -328,8 +340,11 @@ def _setup(config: GatewayConfig) -> dict[str, Any]:
         "min_turns_per_level": config.total_turns,
         "reps": config.reps,
         "load_generator_processes": config.clients,
-        "server": "assistant serve, 1 worker, ASSISTANT_LLM__ADAPTER=scripted, own redis-server",
-        "baseline": "bench.echo_server: FastAPI, the same uvicorn.run defaults, no Redis, no model",
+        "workers": config.workers,
+        "server": f"assistant serve --workers {config.workers}, ASSISTANT_LLM__ADAPTER=scripted, "
+        "own redis-server",
+        "baseline": f"bench.echo_server --workers {config.workers}: FastAPI, the same uvicorn "
+        "defaults, no Redis, no model",
         "client": "websockets asyncio client, no compression, no keepalive pings",
     }
 
@@ -347,6 +362,7 @@ def build_report(
         "echo_turns_per_s": echo["turns_per_s"],
         "ratio_vs_echo": top["ratio_vs_echo"],
         "cpu_ratio_vs_echo": top["cpu_ratio_vs_echo"],
+        "workers": config.workers,
         "p50_ms": gw["p50_ms"],
         "p99_ms": gw["p99_ms"],
         "echo_p50_ms": echo["p50_ms"],
@@ -368,16 +384,37 @@ def build_report(
 
 def run_gateway(config: GatewayConfig) -> dict[str, Any]:
     raise_nofile_limit()
-    stack = Stack()
-    failed = False
     started = time.monotonic()
+    report = _with_stack(config.workers, lambda stack: _measure(stack, config))
+    if config.workers > 1 and config.single_worker:
+        top = max(config.sessions)
+        level = _with_stack(1, lambda stack: _level(stack, config, top))
+        report["single_worker"] = {
+            "sessions": top,
+            "ratio_vs_echo": level["ratio_vs_echo"],
+            "cpu_ratio_vs_echo": level["cpu_ratio_vs_echo"],
+            "turns_per_s": level["gateway"]["turns_per_s"],
+            "echo_turns_per_s": level["echo"]["turns_per_s"],
+            "server_cpu_ms_per_turn": level["gateway"]["server_cpu_ms_per_turn"],
+            "echo_server_cpu_ms_per_turn": level["echo"]["server_cpu_ms_per_turn"],
+            "p99_ms": level["gateway"]["p99_ms"],
+            "complete": level["gateway"]["complete"],
+        }
+    report["wall_s"] = round(time.monotonic() - started, 1)
+    return report
+
+
+def _with_stack(
+    workers: int, measure: Callable[[Stack], Awaitable[dict[str, Any]]]
+) -> dict[str, Any]:
+    """Start a stack with ``workers`` per server, run ``measure`` on it, always stop it."""
+    stack = Stack(workers)
+    failed = False
     try:
         stack.start()
-        report = asyncio.run(_measure(stack, config))
+        return asyncio.run(measure(stack))
     except Exception as exc:
         failed = True
         raise RuntimeError(f"{type(exc).__name__}: {exc} (server logs in {stack.tmp})") from exc
     finally:
         stack.stop(keep_logs=failed)
-    report["wall_s"] = round(time.monotonic() - started, 1)
-    return report

@@ -28,7 +28,7 @@ def _gateway(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
     from bench.gateway import GatewayConfig, run_gateway
 
     config = GatewayConfig.quick() if quick else GatewayConfig()
-    for name in ("sessions", "turns", "total_turns", "idle_sessions", "clients", "reps"):
+    for name in ("sessions", "turns", "total_turns", "idle_sessions", "clients", "reps", "workers"):
         if options.get(name) is not None:
             setattr(config, name, options[name])
     return run_gateway(config)
@@ -159,6 +159,13 @@ def _gateway_rows(gw: dict[str, Any]) -> list[tuple[str, ...]]:
         rows.append(_row("gateway", f"p99 ms @ {n}", g["p99_ms"], e["p99_ms"]))
         rows.append(_row("gateway", f"server CPU ms/turn @ {n}", g.get("server_cpu_ms_per_turn"),
                          e.get("server_cpu_ms_per_turn")))  # fmt: skip
+    single = gw.get("single_worker")
+    if single:
+        n = single["sessions"]
+        rows.append(_row("gateway", f"1 worker each: turns/s @ {n}", single["turns_per_s"],
+                         single["echo_turns_per_s"]))  # fmt: skip
+        rows.append(_row("gateway", f"1 worker each: server CPU ms/turn @ {n}",
+                         single["server_cpu_ms_per_turn"], single["echo_server_cpu_ms_per_turn"]))  # fmt: skip
     rows.append(_row("gateway", "idle KB/session (vs echo)", gw.get("idle_session_kb"),
                      gw.get("echo_idle_session_kb")))  # fmt: skip
     rows.append(_row("gateway", "sessions reached", gw.get("sessions")))
