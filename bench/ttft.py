@@ -4,10 +4,16 @@ A scripted conversation of ``turns`` short user questions goes through the publi
 ``LanguageModel.stream()`` API with ``Prompt(messages, cache_key="bench")``; the replies are the
 model's own (greedy, a few tokens). TTFT (``Generation.first_token_s``) is taken at turn 1 and at
 the last turn, with reuse (the adapter's per-session cache) and without (a second adapter on the
-same loaded model with ``kv_cache_sessions=0``: a cold worker's full encode). The machine is shared
-and noisy, so the two are measured back to back, alternating which goes first, 5 times (3 when
-quick), and the median is kept. Before each repeat of the last turn the turn before it is replayed,
-which puts the cache back in the state a real conversation has there (previous prompt and reply).
+same loaded model with ``kv_cache_sessions=0``: a cold worker's full encode).
+
+The machine is shared and noisy, and other work loads it in bursts: measured in two separate
+phases, turn 1 and the last turn could each fall in or out of one (quick ratios from 0.17 to 3.6
+were seen for the same code). So every repeat measures both, a second apart: turn 1 (a
+new conversation), then the turn before the last replayed (which puts the cache back in the state a
+real conversation has there: previous prompt and reply), then the last turn; each with reuse and
+without, back to back, alternating which goes first. Reported, over 7 repeats (a quick one takes
+about a second): the median TTFTs, and ``ratio_turn20_vs_turn1``, the median of the per-repeat
+ratios (all of them in ``ratio_turn20_vs_turn1_by_repeat``).
 
 ``python -m bench.ttft [--quick] [--threads=N]`` prints the result as JSON.
 """
@@ -57,7 +63,7 @@ def measure_ttft_by_turn(
 
     reusing = TransformersLocalLM.from_path(model_path or _default_path(), threads=threads)
     cold = TransformersLocalLM(reusing.model, reusing.tokenizer, kv_cache_sessions=0)
-    max_new_tokens, repeats = (4, 3) if quick else (16, 5)
+    max_new_tokens, repeats = (4, 7) if quick else (16, 7)
     result = asyncio.run(_measure(reusing, cold, max(turns, 2), max_new_tokens, repeats))
     import torch
 
@@ -83,57 +89,55 @@ async def _measure(
     first = [*messages, PromptMessage("user", QUESTIONS[0])]
     for _ in range(2):  # warm-up: the first passes of a process (and of a shape) are slower
         await _turn(cold, first, None, max_new_tokens)
-    turn1_ms, turn1_ms_no_cache = await _side_by_side(
-        reusing, cold, first, (max_new_tokens, repeats), before=lambda r: f"{KEY}-turn1-{r}"
-    )
     previous: list[PromptMessage] = []
     for turn in range(turns - 1):  # the conversation up to the last turn, with reuse
         previous = [*messages, PromptMessage("user", QUESTIONS[turn % len(QUESTIONS)])]
         text, _ = await _turn(reusing, previous, KEY, max_new_tokens)
         messages = [*previous, PromptMessage("assistant", text)]
     last = [*messages, PromptMessage("user", QUESTIONS[(turns - 1) % len(QUESTIONS)])]
-
-    async def replay_previous_turn(_: int) -> str:
+    ms: dict[str, list[float]] = {"turn1": [], "turn1_cold": [], "last": [], "last_cold": []}
+    for r in range(repeats):  # turn 1 and the last turn in every repeat: see the module docstring
+        pair = (reusing, cold, r, max_new_tokens)
+        turn1 = await _side_by_side(*pair, first, f"{KEY}-turn1-{r}")  # a new conversation
         await _turn(reusing, previous, KEY, max_new_tokens)  # the cache as the conversation left it
-        return KEY
-
-    last_ms, last_ms_no_cache = await _side_by_side(
-        reusing, cold, last, (max_new_tokens, repeats), before=replay_previous_turn
-    )
-    prompt_tokens = len(reusing._prompt_ids(last))
+        last_turn = await _side_by_side(*pair, last, KEY)
+        for name, value in zip(ms, (*turn1, *last_turn)):
+            ms[name].append(value)
+    ratios = [round(b / a, 3) for a, b in zip(ms["turn1"], ms["last"])]
+    ratios_cold = [b / a for a, b in zip(ms["turn1_cold"], ms["last_cold"])]
     return {
-        "turn1_ms": turn1_ms,
-        "turn20_ms": last_ms,
-        "turn20_ms_no_cache": last_ms_no_cache,
-        "turn20_prompt_tokens": prompt_tokens,
+        "turn1_ms": _median(ms["turn1"]),
+        "turn20_ms": _median(ms["last"]),
+        "turn20_ms_no_cache": _median(ms["last_cold"]),
+        "turn20_prompt_tokens": len(reusing._prompt_ids(last)),
         "turn20_prefill_tokens": reusing.prefill_tokens,
-        "ratio_turn20_vs_turn1": round(last_ms / turn1_ms, 3),
-        "turn1_ms_no_cache": turn1_ms_no_cache,
-        "ratio_turn20_no_cache_vs_turn1": round(last_ms_no_cache / turn1_ms_no_cache, 3),
+        "ratio_turn20_vs_turn1": round(statistics.median(ratios), 3),
+        "ratio_turn20_vs_turn1_by_repeat": ratios,
+        "turn1_ms_no_cache": _median(ms["turn1_cold"]),
+        "ratio_turn20_no_cache_vs_turn1": round(statistics.median(ratios_cold), 3),
         "turns": turns,
         "max_new_tokens": max_new_tokens,
+        "repeats": repeats,
         "kv_cache_hits": reusing.kv_cache_hits,
         "kv_cache_misses": reusing.kv_cache_misses,
     }
 
 
 async def _side_by_side(
-    reusing: Any, cold: Any, messages: list[Any], sizes: tuple[int, int], *, before: Any
+    reusing: Any, cold: Any, r: int, max_new_tokens: int, messages: list[Any], key: str
 ) -> tuple[float, float]:
-    """Median TTFT in ms of ``messages`` with reuse and without, measured back to back ``repeats``
-    times, alternating which goes first. ``before(r)`` gives the cache key of the reusing run (a
-    coroutine function may first put the cache in the state to measure)."""
-    max_new_tokens, repeats = sizes
-    with_cache: list[float] = []
-    without: list[float] = []
-    for r in range(repeats):
-        key = before(r)
-        key = await key if asyncio.iscoroutine(key) else key
-        runs = [(reusing, key, with_cache), (cold, None, without)]
-        for lm, cache_key, into in runs if r % 2 == 0 else runs[::-1]:
-            _, generation = await _turn(lm, messages, cache_key, max_new_tokens)
-            into.append(generation.first_token_s * 1000)
-    return round(statistics.median(with_cache), 1), round(statistics.median(without), 1)
+    """TTFT in ms of ``messages`` with reuse (cache key ``key``) and without, back to back; which
+    goes first alternates with the repeat ``r``."""
+    runs = [(reusing, key), (cold, None)]
+    ttft: dict[Any, float] = {}
+    for lm, cache_key in runs if r % 2 == 0 else runs[::-1]:
+        _, generation = await _turn(lm, messages, cache_key, max_new_tokens)
+        ttft[lm] = generation.first_token_s * 1000
+    return ttft[reusing], ttft[cold]
+
+
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 1)
 
 
 async def _turn(
