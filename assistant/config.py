@@ -147,8 +147,9 @@ class ServerSettings(_Section):
     #: generation, so its collections stop walking the model and library objects over and over.
     gc_freeze: bool = True
     #: Allocations between two young-generation collections (Python's default is 700). Each turn
-    #: allocates a few hundred short-lived objects; a larger value means fewer collections.
-    gc_threshold: int = Field(10_000, ge=100)
+    #: allocates a few hundred short-lived objects; a larger value means fewer collections
+    #: (server CPU per turn at 1,000 sessions: 0.38-0.39 ms at 10,000, 0.345-0.385 at 100,000).
+    gc_threshold: int = Field(100_000, ge=100)
 
 
 class Settings(BaseSettings):
