@@ -37,6 +37,12 @@ def test_quick_bench_on_tiny_settings_writes_the_report(tmp_path):
         assert real["frames_per_turn"] == echo["frames_per_turn"] >= 5
         assert real["redis_commands_per_turn"] >= 1
     assert gateway["levels"][0]["gateway"]["rounds"] == 2  # 4 turns at 1 session: 2 sessions
+    # Both servers ran with one worker per core; the one-worker-each comparison rides along.
+    assert gateway["workers"] == gateway["setup"]["workers"] >= 1
+    if gateway["workers"] > 1:
+        single = gateway["single_worker"]
+        assert single["complete"] and single["sessions"] == 5
+        assert single["ratio_vs_echo"] > 0 and single["server_cpu_ms_per_turn"] > 0
 
     redis = data["redis"]
     assert "error" not in redis, redis
