@@ -109,6 +109,9 @@ class SpokenReply:
                 piece = audio[begin : begin + self.chunk]  # (<= chunk,)
                 self.samples += piece.shape[0]
                 self.emit(piece)
+                # A long sentence is many chunks at once: let the connection write each before
+                # the next, so only a client that does not read fills its send queue.
+                await asyncio.sleep(0)
 
 
 __all__ = ["SentenceSplitter", "SpokenReply"]

@@ -393,3 +393,24 @@ def test_config_from_settings():
 def test_events_are_plain_data():
     assert BufferCleared() == BufferCleared()
     assert BufferCommitted("msg_1") == BufferCommitted("msg_1")
+
+
+async def test_a_long_sentence_hands_its_audio_on_chunk_by_chunk_with_the_loop_running_between():
+    """Each chunk is emitted in its own loop step, so the connection's sender writes it before
+    the next: a burst of chunks never piles up in a healthy client's send queue."""
+    tts = FakeTTS(per_char_s=0.01)
+    steps: list[int] = []
+    ticks = [0]
+
+    async def ticker() -> None:
+        while True:
+            ticks[0] += 1
+            await asyncio.sleep(0)
+
+    running = asyncio.create_task(ticker())
+    spoken = SpokenReply(tts, lambda _: steps.append(ticks[0]), chunk_s=0.01)
+    spoken.feed("A sentence long enough to make many chunks of audio. ")
+    await spoken.finish()
+    running.cancel()
+    assert len(steps) > 10
+    assert all(later > earlier for earlier, later in zip(steps, steps[1:]))
