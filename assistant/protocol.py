@@ -4,17 +4,19 @@ Client events and server events are separate discriminated unions (on ``type``);
 carry an ``event_id``, and an ``error`` event echoes the id of the event that caused it.
 ``parse_client_event`` turns a text frame into a typed event or raises an ``InvalidRequestError``
 with a stable code: ``invalid_json``, ``unknown_event`` or ``invalid_event``.
+
+This module holds the client's events, parsing and the mapping to storage shapes; the server's
+events live in ``protocol_server`` and are re-exported here.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from assistant.errors import (
-    AssistantError,
     InvalidEventError,
     InvalidJSONError,
     UnknownEventError,
@@ -26,7 +28,33 @@ from assistant.messages import (
     Message,
     PendingImage,
     TextPart,
-    new_id,
+)
+from assistant.protocol_server import (  # re-exported: import the protocol from here
+    ConversationItemCreated,
+    ErrorEvent,
+    InputAudioBufferCleared,
+    InputAudioBufferCommitted,
+    InputAudioBufferSpeechStarted,
+    InputAudioBufferSpeechStopped,
+    InputAudioTranscriptionCompleted,
+    InputAudioTranscriptionDelta,
+    InputAudioTranscriptionFailed,
+    ResponseCreated,
+    ResponseDone,
+    ResponseOutputAudioDelta,
+    ResponseOutputAudioDone,
+    ResponseOutputTextDelta,
+    ResponseOutputTextDone,
+    ServerEvent,
+    SessionCreated,
+    SessionUpdated,
+    WireContent,
+    WireError,
+    WireItem,
+    WireResponse,
+    WireSession,
+    WireTurnDetection,
+    WireUsage,
 )
 
 # --------------------------------------------------------------------------------------------------
@@ -54,7 +82,7 @@ class InputAudio(_Wire):
     transcript: str | None = None
 
 
-InputContent = Annotated[Union[InputText, InputImage, InputAudio], Field(discriminator="type")]
+InputContent = Annotated[InputText | InputImage | InputAudio, Field(discriminator="type")]
 
 
 class InputItem(_Wire):
@@ -75,24 +103,6 @@ class _ClientEvent(_Wire):
     event_id: str | None = Field(None, max_length=128)
 
 
-# -- voice: server-side turn detection, in both directions ----------------------------------------
-
-
-class WireTurnDetection(_Wire):
-    """``server_vad`` settings; a field left out keeps the server's default. In a session
-    ``null`` means no turn detection: the client commits the audio buffer itself."""
-
-    type: Literal["server_vad"] = "server_vad"
-    threshold: float | None = Field(None, gt=0.0, le=1.0)
-    prefix_padding_ms: int | None = Field(None, ge=0, le=5_000)
-    silence_duration_ms: int | None = Field(None, ge=100, le=10_000)
-    #: Answer each turn the VAD ends with a response of its own.
-    create_response: bool = True
-    #: Speech that starts while a response streams cancels it (barge-in).
-    interrupt_response: bool = True
-
-
-# -- end voice --------------------------------------------------------------------------------------
 
 
 class SessionConfig(_Wire):
@@ -155,15 +165,7 @@ class InputAudioBufferClear(_ClientEvent):
 
 
 ClientEvent = Annotated[
-    Union[
-        SessionUpdate,
-        ConversationItemCreate,
-        ResponseCreate,
-        ResponseCancel,
-        InputAudioBufferAppend,
-        InputAudioBufferCommit,
-        InputAudioBufferClear,
-    ],
+    SessionUpdate | ConversationItemCreate | ResponseCreate | ResponseCancel | InputAudioBufferAppend | InputAudioBufferCommit | InputAudioBufferClear,
     Field(discriminator="type"),
 ]
 _client_adapter: TypeAdapter[ClientEvent] = TypeAdapter(ClientEvent)
@@ -214,211 +216,6 @@ def _describe(exc: ValidationError) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# Server events
-# --------------------------------------------------------------------------------------------------
-
-
-class _ServerEvent(BaseModel):
-    event_id: str = Field(default_factory=lambda: new_id("event"))
-
-
-class WireSession(BaseModel):
-    id: str
-    object: Literal["realtime.session"] = "realtime.session"
-    instructions: str | None = None
-    max_output_tokens: int | None = None
-    temperature: float | None = None
-    modalities: list[str] = ["text"]
-    # voice: audio in and out is PCM16 little-endian mono at ``audio_sample_rate``
-    voice: str | None = None
-    input_audio_format: str = "pcm16"
-    output_audio_format: str = "pcm16"
-    audio_sample_rate: int = 16_000
-    turn_detection: WireTurnDetection | None = None
-
-
-class SessionCreated(_ServerEvent):
-    type: Literal["session.created"] = "session.created"
-    session: WireSession
-
-
-class SessionUpdated(_ServerEvent):
-    type: Literal["session.updated"] = "session.updated"
-    session: WireSession
-
-
-class WireContent(BaseModel):
-    type: Literal["input_text", "output_text", "input_image", "input_audio"]
-    text: str | None = None
-    transcript: str | None = None
-    image_sha256: str | None = None
-
-
-class WireItem(BaseModel):
-    id: str
-    object: Literal["realtime.item"] = "realtime.item"
-    type: Literal["message"] = "message"
-    role: Literal["system", "user", "assistant"]
-    status: Literal["completed", "incomplete", "interrupted", "in_progress"] = "completed"
-    content: list[WireContent]
-
-
-class ConversationItemCreated(_ServerEvent):
-    type: Literal["conversation.item.created"] = "conversation.item.created"
-    previous_item_id: str | None = None
-    item: WireItem
-
-
-class WireUsage(BaseModel):
-    input_tokens: int = 0
-    output_tokens: int = 0
-    total_tokens: int = 0
-
-
-ResponseStatus = Literal["in_progress", "completed", "cancelled", "incomplete", "failed"]
-
-
-class WireResponse(BaseModel):
-    id: str
-    object: Literal["realtime.response"] = "realtime.response"
-    status: ResponseStatus = "in_progress"
-    status_details: dict[str, Any] | None = None
-    output: list[WireItem] = []
-    usage: WireUsage | None = None
-
-
-class ResponseCreated(_ServerEvent):
-    type: Literal["response.created"] = "response.created"
-    response: WireResponse
-
-
-class _OutputTextEvent(_ServerEvent):
-    response_id: str
-    item_id: str
-    output_index: int = 0
-    content_index: int = 0
-
-
-class ResponseOutputTextDelta(_OutputTextEvent):
-    type: Literal["response.output_text.delta"] = "response.output_text.delta"
-    delta: str
-
-
-class ResponseOutputTextDone(_OutputTextEvent):
-    type: Literal["response.output_text.done"] = "response.output_text.done"
-    text: str
-
-
-class ResponseDone(_ServerEvent):
-    type: Literal["response.done"] = "response.done"
-    response: WireResponse
-
-
-class WireError(BaseModel):
-    type: str
-    code: str
-    message: str
-    event_id: str | None = None
-
-
-class ErrorEvent(_ServerEvent):
-    type: Literal["error"] = "error"
-    error: WireError
-
-    @classmethod
-    def from_exception(cls, exc: AssistantError, event_id: str | None = None) -> "ErrorEvent":
-        echo = event_id or exc.event_id
-        return cls(error=WireError(type=exc.type, code=exc.code, message=exc.message, event_id=echo))
-
-
-# -- voice: server events -------------------------------------------------------------------------
-
-
-class InputAudioBufferSpeechStarted(_ServerEvent):
-    type: Literal["input_audio_buffer.speech_started"] = "input_audio_buffer.speech_started"
-    audio_start_ms: int  # since the connection's first audio, prefix padding included
-    item_id: str  # the user item the utterance will become
-
-
-class InputAudioBufferSpeechStopped(_ServerEvent):
-    type: Literal["input_audio_buffer.speech_stopped"] = "input_audio_buffer.speech_stopped"
-    audio_end_ms: int  # trailing silence included
-    item_id: str
-
-
-class InputAudioBufferCommitted(_ServerEvent):
-    type: Literal["input_audio_buffer.committed"] = "input_audio_buffer.committed"
-    item_id: str
-    previous_item_id: str | None = None
-
-
-class InputAudioBufferCleared(_ServerEvent):
-    type: Literal["input_audio_buffer.cleared"] = "input_audio_buffer.cleared"
-
-
-class _TranscriptionEvent(_ServerEvent):
-    item_id: str
-    content_index: int = 0
-
-
-class InputAudioTranscriptionDelta(_TranscriptionEvent):
-    """Words of the partial transcript that two successive decodes agree on, appended in order;
-    ``.completed`` has the final transcript, which may differ slightly."""
-
-    type: Literal["conversation.item.input_audio_transcription.delta"] = (
-        "conversation.item.input_audio_transcription.delta"
-    )
-    delta: str
-
-
-class InputAudioTranscriptionCompleted(_TranscriptionEvent):
-    type: Literal["conversation.item.input_audio_transcription.completed"] = (
-        "conversation.item.input_audio_transcription.completed"
-    )
-    transcript: str
-
-
-class InputAudioTranscriptionFailed(_TranscriptionEvent):
-    type: Literal["conversation.item.input_audio_transcription.failed"] = (
-        "conversation.item.input_audio_transcription.failed"
-    )
-    error: WireError
-
-
-class ResponseOutputAudioDelta(_OutputTextEvent):  # the same addressing fields as text
-    type: Literal["response.output_audio.delta"] = "response.output_audio.delta"
-    delta: str  # base64 of PCM16 little-endian, 16 kHz, mono
-
-
-class ResponseOutputAudioDone(_OutputTextEvent):
-    type: Literal["response.output_audio.done"] = "response.output_audio.done"
-
-
-# -- end voice --------------------------------------------------------------------------------------
-
-
-ServerEvent = Union[
-    SessionCreated,
-    SessionUpdated,
-    ConversationItemCreated,
-    ResponseCreated,
-    ResponseOutputTextDelta,
-    ResponseOutputTextDone,
-    ResponseDone,
-    ErrorEvent,
-    InputAudioBufferSpeechStarted,
-    InputAudioBufferSpeechStopped,
-    InputAudioBufferCommitted,
-    InputAudioBufferCleared,
-    InputAudioTranscriptionDelta,
-    InputAudioTranscriptionCompleted,
-    InputAudioTranscriptionFailed,
-    ResponseOutputAudioDelta,
-    ResponseOutputAudioDone,
-]
-
-
-# --------------------------------------------------------------------------------------------------
 # Mapping between wire and storage shapes
 # --------------------------------------------------------------------------------------------------
 
@@ -454,3 +251,51 @@ def message_from_input(item: InputItem) -> Message:
                 code="unsupported_content",
             )
     return Message(role=item.role, content=tuple(parts), turn_id=item.id)
+
+
+__all__ = [
+    "CLIENT_EVENT_TYPES",
+    "ClientEvent",
+    "ConversationItemCreate",
+    "ConversationItemCreated",
+    "ErrorEvent",
+    "InputAudio",
+    "InputAudioBufferAppend",
+    "InputAudioBufferClear",
+    "InputAudioBufferCleared",
+    "InputAudioBufferCommit",
+    "InputAudioBufferCommitted",
+    "InputAudioBufferSpeechStarted",
+    "InputAudioBufferSpeechStopped",
+    "InputAudioTranscriptionCompleted",
+    "InputAudioTranscriptionDelta",
+    "InputAudioTranscriptionFailed",
+    "InputContent",
+    "InputImage",
+    "InputItem",
+    "InputText",
+    "ResponseCancel",
+    "ResponseConfig",
+    "ResponseCreate",
+    "ResponseCreated",
+    "ResponseDone",
+    "ResponseOutputAudioDelta",
+    "ResponseOutputAudioDone",
+    "ResponseOutputTextDelta",
+    "ResponseOutputTextDone",
+    "ServerEvent",
+    "SessionConfig",
+    "SessionCreated",
+    "SessionUpdate",
+    "SessionUpdated",
+    "WireContent",
+    "WireError",
+    "WireItem",
+    "WireResponse",
+    "WireSession",
+    "WireTurnDetection",
+    "WireUsage",
+    "message_from_input",
+    "parse_client_event",
+    "wire_item",
+]

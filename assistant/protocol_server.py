@@ -1,0 +1,239 @@
+"""The server's events of the wire protocol (``protocol.py`` has the client's, parsing, and the
+mapping to storage shapes; it re-exports these). Pydantic models define the format;
+``protocol_json`` writes the hot path's events straight to JSON, equal to these.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from assistant.errors import AssistantError
+from assistant.messages import new_id
+
+# -- voice: server-side turn detection, in both directions ----------------------------------------
+
+
+class WireTurnDetection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    """``server_vad`` settings; a field left out keeps the server's default. In a session
+    ``null`` means no turn detection: the client commits the audio buffer itself."""
+
+    type: Literal["server_vad"] = "server_vad"
+    threshold: float | None = Field(None, gt=0.0, le=1.0)
+    prefix_padding_ms: int | None = Field(None, ge=0, le=5_000)
+    silence_duration_ms: int | None = Field(None, ge=100, le=10_000)
+    #: Answer each turn the VAD ends with a response of its own.
+    create_response: bool = True
+    #: Speech that starts while a response streams cancels it (barge-in).
+    interrupt_response: bool = True
+
+
+# -- end voice --------------------------------------------------------------------------------------
+
+
+# --------------------------------------------------------------------------------------------------
+# Server events
+# --------------------------------------------------------------------------------------------------
+
+
+class _ServerEvent(BaseModel):
+    event_id: str = Field(default_factory=lambda: new_id("event"))
+
+
+class WireSession(BaseModel):
+    id: str
+    object: Literal["realtime.session"] = "realtime.session"
+    instructions: str | None = None
+    max_output_tokens: int | None = None
+    temperature: float | None = None
+    modalities: list[str] = ["text"]
+    # voice: audio in and out is PCM16 little-endian mono at ``audio_sample_rate``
+    voice: str | None = None
+    input_audio_format: str = "pcm16"
+    output_audio_format: str = "pcm16"
+    audio_sample_rate: int = 16_000
+    turn_detection: WireTurnDetection | None = None
+
+
+class SessionCreated(_ServerEvent):
+    type: Literal["session.created"] = "session.created"
+    session: WireSession
+
+
+class SessionUpdated(_ServerEvent):
+    type: Literal["session.updated"] = "session.updated"
+    session: WireSession
+
+
+class WireContent(BaseModel):
+    type: Literal["input_text", "output_text", "input_image", "input_audio"]
+    text: str | None = None
+    transcript: str | None = None
+    image_sha256: str | None = None
+
+
+class WireItem(BaseModel):
+    id: str
+    object: Literal["realtime.item"] = "realtime.item"
+    type: Literal["message"] = "message"
+    role: Literal["system", "user", "assistant"]
+    status: Literal["completed", "incomplete", "interrupted", "in_progress"] = "completed"
+    content: list[WireContent]
+
+
+class ConversationItemCreated(_ServerEvent):
+    type: Literal["conversation.item.created"] = "conversation.item.created"
+    previous_item_id: str | None = None
+    item: WireItem
+
+
+class WireUsage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+
+
+ResponseStatus = Literal["in_progress", "completed", "cancelled", "incomplete", "failed"]
+
+
+class WireResponse(BaseModel):
+    id: str
+    object: Literal["realtime.response"] = "realtime.response"
+    status: ResponseStatus = "in_progress"
+    status_details: dict[str, Any] | None = None
+    output: list[WireItem] = []
+    usage: WireUsage | None = None
+
+
+class ResponseCreated(_ServerEvent):
+    type: Literal["response.created"] = "response.created"
+    response: WireResponse
+
+
+class _OutputTextEvent(_ServerEvent):
+    response_id: str
+    item_id: str
+    output_index: int = 0
+    content_index: int = 0
+
+
+class ResponseOutputTextDelta(_OutputTextEvent):
+    type: Literal["response.output_text.delta"] = "response.output_text.delta"
+    delta: str
+
+
+class ResponseOutputTextDone(_OutputTextEvent):
+    type: Literal["response.output_text.done"] = "response.output_text.done"
+    text: str
+
+
+class ResponseDone(_ServerEvent):
+    type: Literal["response.done"] = "response.done"
+    response: WireResponse
+
+
+class WireError(BaseModel):
+    type: str
+    code: str
+    message: str
+    event_id: str | None = None
+
+
+class ErrorEvent(_ServerEvent):
+    type: Literal["error"] = "error"
+    error: WireError
+
+    @classmethod
+    def from_exception(cls, exc: AssistantError, event_id: str | None = None) -> ErrorEvent:
+        echo = event_id or exc.event_id
+        return cls(error=WireError(type=exc.type, code=exc.code, message=exc.message, event_id=echo))
+
+
+# -- voice: server events -------------------------------------------------------------------------
+
+
+class InputAudioBufferSpeechStarted(_ServerEvent):
+    type: Literal["input_audio_buffer.speech_started"] = "input_audio_buffer.speech_started"
+    audio_start_ms: int  # since the connection's first audio, prefix padding included
+    item_id: str  # the user item the utterance will become
+
+
+class InputAudioBufferSpeechStopped(_ServerEvent):
+    type: Literal["input_audio_buffer.speech_stopped"] = "input_audio_buffer.speech_stopped"
+    audio_end_ms: int  # trailing silence included
+    item_id: str
+
+
+class InputAudioBufferCommitted(_ServerEvent):
+    type: Literal["input_audio_buffer.committed"] = "input_audio_buffer.committed"
+    item_id: str
+    previous_item_id: str | None = None
+
+
+class InputAudioBufferCleared(_ServerEvent):
+    type: Literal["input_audio_buffer.cleared"] = "input_audio_buffer.cleared"
+
+
+class _TranscriptionEvent(_ServerEvent):
+    item_id: str
+    content_index: int = 0
+
+
+class InputAudioTranscriptionDelta(_TranscriptionEvent):
+    """Words of the partial transcript that two successive decodes agree on, appended in order;
+    ``.completed`` has the final transcript, which may differ slightly."""
+
+    type: Literal["conversation.item.input_audio_transcription.delta"] = (
+        "conversation.item.input_audio_transcription.delta"
+    )
+    delta: str
+
+
+class InputAudioTranscriptionCompleted(_TranscriptionEvent):
+    type: Literal["conversation.item.input_audio_transcription.completed"] = (
+        "conversation.item.input_audio_transcription.completed"
+    )
+    transcript: str
+
+
+class InputAudioTranscriptionFailed(_TranscriptionEvent):
+    type: Literal["conversation.item.input_audio_transcription.failed"] = (
+        "conversation.item.input_audio_transcription.failed"
+    )
+    error: WireError
+
+
+class ResponseOutputAudioDelta(_OutputTextEvent):  # the same addressing fields as text
+    type: Literal["response.output_audio.delta"] = "response.output_audio.delta"
+    delta: str  # base64 of PCM16 little-endian, 16 kHz, mono
+
+
+class ResponseOutputAudioDone(_OutputTextEvent):
+    type: Literal["response.output_audio.done"] = "response.output_audio.done"
+
+
+# -- end voice --------------------------------------------------------------------------------------
+
+
+ServerEvent = Union[
+    SessionCreated,
+    SessionUpdated,
+    ConversationItemCreated,
+    ResponseCreated,
+    ResponseOutputTextDelta,
+    ResponseOutputTextDone,
+    ResponseDone,
+    ErrorEvent,
+    InputAudioBufferSpeechStarted,
+    InputAudioBufferSpeechStopped,
+    InputAudioBufferCommitted,
+    InputAudioBufferCleared,
+    InputAudioTranscriptionDelta,
+    InputAudioTranscriptionCompleted,
+    InputAudioTranscriptionFailed,
+    ResponseOutputAudioDelta,
+    ResponseOutputAudioDone,
+]
