@@ -1,9 +1,10 @@
 """The load generator: a separate process (so its CPU is not the server's event loop) that opens
 ``--sessions`` WebSocket sessions to ``--url`` and runs text turns on them, driven over
 stdin/stdout by ``bench.drive`` (for ``bench.gateway``), one JSON object per line.
-``--sessions`` is the concurrency: that many sessions run turns at once; with ``--rounds R`` each of them goes on with a fresh session after its
-``--turns``, so a level needs no overlong conversation to run many turns (all ``sessions x rounds``
-connections are opened before the measured phase, so it times turns, not handshakes)::
+``--sessions`` is the concurrency: that many sessions run turns at once; with ``--rounds R`` each
+of them goes on with a fresh session after its ``--turns``, so a level needs no overlong
+conversation to run many turns (all ``sessions x rounds`` connections are opened before the
+measured phase, so it times turns, not handshakes)::
 
     -> {"event": "ready", ...}   every session is connected (and warmed up by one turn)
     <- go                        run ``--turns`` measured turns on every session, all at once
