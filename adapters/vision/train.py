@@ -14,6 +14,8 @@ frozen LM into the image rows and from there into the projector; AdamW updates t
 
 ``assistant train-projector`` calls ``run``: load the configured LM and encoder, train, then save
 the projector with ``save_projector`` plus ``training.json`` (the run's settings and loss curve).
+Loading, encoding and training all run on the process's one torch thread
+(``adapters.torch_thread``): a second thread that ran parallel regions would slow every pass.
 Serving it: ``ASSISTANT_VISION__PROJECTOR=<that directory>``.
 """
 
@@ -40,6 +42,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "install the extras: pip install 'assistant[vision,local-llm]'"
     ) from exc
 
+from adapters.torch_thread import on_torch_thread
 from adapters.vision.projector import Projector, build_projector, save_projector
 from assistant.errors import ConfigurationError
 
@@ -293,6 +296,7 @@ def _fit(
     return losses
 
 
+@on_torch_thread  # the process's one thread of torch work, training included
 def train_projector(
     model: Any, tokenizer: Any, encoder: Any, pairs: Sequence[CaptionPair], config: TrainConfig,
     *, progress: bool = True,

@@ -1,0 +1,100 @@
+"""What the token loops of the transformers adapters (``transformers_local``, ``transformers_vlm``)
+share, independent of how a prompt is fed to the model: picking the next token from the logits,
+streaming the reply's text as the ids arrive, and what the model says about its context length and
+its end-of-sequence ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+
+from assistant.errors import ConfigurationError
+
+#: The context declared to the prompt builder is the model's, but no more than this: prefill cost
+#: grows with it, and on a CPU a longer prompt would be slower than anyone waits for.
+MAX_CONTEXT_TOKENS = 8192
+#: Used when neither the config nor the tokenizer tells the context length.
+FALLBACK_CONTEXT_TOKENS = 2048
+#: End-of-turn markers of common chat templates; an EOS id when the template uses them.
+TURN_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
+
+
+def text_deltas(token_ids: Iterator[int], decode: Callable[[Sequence[int]], str]) -> Iterator[str]:
+    """Decode all ids so far after each token and emit the new suffix; hold back while the text
+    ends in an incomplete UTF-8 character, and flush whatever is left at the end."""
+    ids: list[int] = []
+    emitted = 0
+    for token_id in token_ids:
+        ids.append(token_id)
+        text = decode(ids)
+        if text.endswith("\ufffd") or len(text) <= emitted:
+            continue
+        yield text[emitted:]
+        emitted = len(text)
+    text = decode(ids)
+    if len(text) > emitted:
+        yield text[emitted:]
+
+
+def pick(
+    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
+) -> int:
+    """Greedy when ``temperature == 0``, else temperature + nucleus (top-p) sampling."""
+    if temperature <= 0:
+        return int(logits.argmax(dim=-1).item())
+    probs = torch.softmax(logits[0] / temperature, dim=-1)  # (V,)
+    if top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)  # (V,), (V,)
+        outside = torch.cumsum(sorted_probs, dim=-1) - sorted_probs >= top_p  # (V,)
+        sorted_probs[outside] = 0.0  # the most likely token always stays
+        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)  # (V,)
+    return int(torch.multinomial(probs, 1, generator=generator).item())
+
+
+def rng(seed: int | None) -> torch.Generator | None:
+    if seed is None:
+        return None  # torch's global generator
+    return torch.Generator().manual_seed(seed)
+
+
+def context_tokens(model: Any, tokenizer: Any) -> int:
+    config = model.config
+    if hasattr(config, "get_text_config"):  # a multimodal config nests the text model's
+        config = config.get_text_config()
+    length = getattr(config, "max_position_embeddings", None)
+    if not length:
+        declared = getattr(tokenizer, "model_max_length", None)
+        length = declared if declared and declared < 1_000_000 else FALLBACK_CONTEXT_TOKENS
+    return min(int(length), MAX_CONTEXT_TOKENS)
+
+
+def eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    """The tokenizer's EOS, the generation config's EOS ids and the chat template's turn end."""
+    found: set[int] = set()
+    generation_config = getattr(model, "generation_config", None)
+    for value in (tokenizer.eos_token_id, getattr(generation_config, "eos_token_id", None)):
+        if isinstance(value, int):
+            found.add(value)
+        elif value:
+            found.update(int(v) for v in value)
+    vocab = tokenizer.get_vocab()
+    template = tokenizer.chat_template or ""
+    found.update(vocab[t] for t in TURN_END_TOKENS if t in template and t in vocab)
+    if not found:
+        raise ConfigurationError("the tokenizer and the generation config name no EOS token")
+    return found
+
+
+__all__ = [
+    "FALLBACK_CONTEXT_TOKENS",
+    "MAX_CONTEXT_TOKENS",
+    "TURN_END_TOKENS",
+    "context_tokens",
+    "eos_ids",
+    "pick",
+    "rng",
+    "text_deltas",
+]
