@@ -42,7 +42,8 @@ def test_quick_bench_on_tiny_settings_writes_the_report(tmp_path):
     if gateway["workers"] > 1:
         single = gateway["single_worker"]
         assert single["complete"] and single["sessions"] == 5
-        assert single["ratio_vs_echo"] > 0 and single["server_cpu_ms_per_turn"] > 0
+        # CPU time is read in clock ticks (10 ms): a tiny run may see none.
+        assert single["ratio_vs_echo"] > 0 and single["server_cpu_ms_per_turn"] >= 0
 
     redis = data["redis"]
     assert "error" not in redis, redis
