@@ -69,8 +69,8 @@ class GatewayConfig:
 
     @classmethod
     def quick(cls) -> GatewayConfig:
-        # Three repetitions, the median kept: one short run on a shared machine can be far off.
-        return cls(turns=3, total_turns=1000, reps=3, idle_sessions=500)
+        # Five repetitions, the median kept: one short run on a shared machine can be far off.
+        return cls(turns=3, total_turns=1000, reps=5, idle_sessions=500)
 
     def rounds_for(self, sessions: int) -> int:
         return max(1, math.ceil(self.total_turns / (sessions * max(self.turns, 1))))
