@@ -1,17 +1,21 @@
 """What the token loops of the transformers adapters (``transformers_local``, ``transformers_vlm``)
-share, independent of how a prompt is fed to the model: picking the next token from the logits,
-streaming the reply's text as the ids arrive, and what the model says about its context length and
-its end-of-sequence ids.
+share, independent of how a prompt is fed to the model: where a checkpoint is loaded from, the loop
+itself (pick a token, stop at EOS, the length cap or a cancel, feed the token back), one forward
+pass's last logits, streaming the reply's text as the ids arrive, and what the model says about its
+context length and its end-of-sequence ids.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import inspect
+from collections.abc import Callable, Collection, Generator, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from assistant.errors import ConfigurationError
+from assistant.ports import CancelToken, GenerationOptions, Usage
 
 #: The context declared to the prompt builder is the model's, but no more than this: prefill cost
 #: grows with it, and on a CPU a longer prompt would be slower than anyone waits for.
@@ -20,6 +24,49 @@ MAX_CONTEXT_TOKENS = 8192
 FALLBACK_CONTEXT_TOKENS = 2048
 #: End-of-turn markers of common chat templates; an EOS id when the template uses them.
 TURN_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
+
+
+def model_source(path_or_hub_id: str) -> tuple[str, bool]:
+    """What ``from_pretrained`` gets, and whether it is a local directory (then loaded with
+    ``local_files_only``: no network)."""
+    path = Path(path_or_hub_id).expanduser()
+    return (str(path), True) if path.is_dir() else (path_or_hub_id, False)
+
+
+def accepts_logits_to_keep(model: Any) -> bool:
+    """Whether ``model.forward`` can compute the logits of the last positions only."""
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
+def last_logits(model: Any, cache: Any, logits_to_keep: bool, **inputs: torch.Tensor) -> torch.Tensor:
+    """One forward pass that extends ``cache``; the logits of the last position, ``(1, V)``."""
+    extra = {"logits_to_keep": 1} if logits_to_keep else {}
+    out = model(**inputs, past_key_values=cache, use_cache=True, **extra)
+    return out.logits[:, -1, :].float()  # (1, V)
+
+
+def token_loop(
+    logits: torch.Tensor,
+    options: GenerationOptions,
+    cancel: CancelToken,
+    usage: Usage,
+    eos: Collection[int],
+    feed: Callable[[int], torch.Tensor],
+) -> Generator[int, None, None]:
+    """From the prompt's last logits ``(1, V)``: pick a token, yield it and ``feed`` it back for
+    the next logits, until an EOS id (not yielded), ``max_new_tokens`` or ``cancel`` (checked
+    after every token, so a token held back by the text stream still stops the loop). The last
+    token picked is never fed: nothing needs its logits."""
+    generator = rng(options.seed)
+    for step in range(options.max_new_tokens):
+        next_id = pick(logits, options.temperature, options.top_p, generator)
+        if next_id in eos:
+            return
+        usage.output_tokens += 1
+        yield next_id
+        if cancel.cancelled or step == options.max_new_tokens - 1:
+            return
+        logits = feed(next_id)  # (1, V)
 
 
 def text_deltas(token_ids: Iterator[int], decode: Callable[[Sequence[int]], str]) -> Iterator[str]:
@@ -92,9 +139,13 @@ __all__ = [
     "FALLBACK_CONTEXT_TOKENS",
     "MAX_CONTEXT_TOKENS",
     "TURN_END_TOKENS",
+    "accepts_logits_to_keep",
     "context_tokens",
     "eos_ids",
+    "last_logits",
+    "model_source",
     "pick",
     "rng",
     "text_deltas",
+    "token_loop",
 ]

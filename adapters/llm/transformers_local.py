@@ -13,11 +13,9 @@ Every forward pass runs on the process's one torch thread (``adapters.torch_thre
 from __future__ import annotations
 
 import hashlib
-import inspect
 import threading
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 try:
@@ -30,7 +28,15 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from adapters.llm import smollm2
-from adapters.llm.decoding import context_tokens, eos_ids, pick, rng, text_deltas
+from adapters.llm.decoding import (
+    accepts_logits_to_keep,
+    context_tokens,
+    eos_ids,
+    last_logits,
+    model_source,
+    text_deltas,
+    token_loop,
+)
 from adapters.llm.kv_cache import (
     CachedPrefix,
     PrefixCacheLRU,
@@ -82,8 +88,7 @@ class TransformersLocalLM(LanguageModel):
             embeddings=True, images=False, context_tokens=context_tokens(model, tokenizer)
         )
         self.eos_ids = frozenset(eos_ids(model, tokenizer))
-        forward_parameters = inspect.signature(model.forward).parameters
-        self._accepts_logits_to_keep = "logits_to_keep" in forward_parameters
+        self._accepts_logits_to_keep = accepts_logits_to_keep(model)
         # One model instance is shared by every session: generations run one at a time. (A later
         # performance issue may batch concurrent requests instead.)
         self._generation_lock = threading.Lock()
@@ -107,8 +112,7 @@ class TransformersLocalLM(LanguageModel):
         ``local_files_only``: no network) or from a hub id. On the torch thread, like its passes."""
         if threads > 0:
             torch.set_num_threads(threads)
-        local = Path(path_or_hub_id).expanduser().is_dir()
-        source = str(Path(path_or_hub_id).expanduser()) if local else path_or_hub_id
+        source, local = model_source(path_or_hub_id)
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=torch.float32, local_files_only=local
@@ -223,20 +227,16 @@ class TransformersLocalLM(LanguageModel):
         the rest is prefilled. Empty when None. It is extended in place, ``prefix.ids`` after each
         forward pass that completed (the last token picked is never fed: nothing needs its logits).
         """
-        generator = rng(options.seed)
         prefix = prefix if prefix is not None else CachedPrefix(self._new_cache())
         logits = self._prefill(prefix, input_ids)  # (1, V)
-        for step in range(options.max_new_tokens):
-            next_id = pick(logits, options.temperature, options.top_p, generator)
-            if next_id in self.eos_ids:
-                return
-            usage.output_tokens += 1
-            yield next_id
-            if cancel.cancelled or step == options.max_new_tokens - 1:
-                return
+
+        def feed(next_id: int) -> torch.Tensor:
             ids = torch.tensor([[next_id]], dtype=torch.long)  # (1, 1)
             logits = self._next_logits(prefix.cache, input_ids=ids)  # (1, V)
             prefix.ids.append(next_id)
+            return logits
+
+        yield from token_loop(logits, options, cancel, usage, self.eos_ids, feed)
 
     def _prefill(self, prefix: CachedPrefix, input_ids: Sequence[int]) -> torch.Tensor:
         """Feed the prompt tokens after the ``C = len(prefix.ids)`` cached ones, from embeddings, at
@@ -303,10 +303,7 @@ class TransformersLocalLM(LanguageModel):
         return embeds  # (1, S, H)
 
     def _next_logits(self, cache: Any, **inputs: torch.Tensor) -> torch.Tensor:
-        """One forward pass that extends ``cache``; the logits of the last position, ``(1, V)``."""
-        extra = {"logits_to_keep": 1} if self._accepts_logits_to_keep else {}
-        out = self.model(**inputs, past_key_values=cache, use_cache=True, **extra)
-        return out.logits[:, -1, :].float()  # (1, V)
+        return last_logits(self.model, cache, self._accepts_logits_to_keep, **inputs)
 
 
 # -- the registry's entry points ------------------------------------------------------------------

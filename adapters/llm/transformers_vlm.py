@@ -16,10 +16,8 @@ The forward passes run on the process's one torch thread (``adapters.torch_threa
 
 from __future__ import annotations
 
-import inspect
 import threading
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 try:
@@ -32,7 +30,16 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "install the extra: pip install 'assistant[local-llm]'"
     ) from exc
 
-from adapters.llm.decoding import TURN_END_TOKENS, context_tokens, eos_ids, pick, rng, text_deltas
+from adapters.llm.decoding import (
+    TURN_END_TOKENS,
+    accepts_logits_to_keep,
+    context_tokens,
+    eos_ids,
+    last_logits,
+    model_source,
+    text_deltas,
+    token_loop,
+)
 from adapters.torch_thread import iterate_on_torch_thread, on_torch_thread
 from assistant.config import Settings
 from assistant.errors import ConfigurationError, ContextLengthError
@@ -79,7 +86,7 @@ class TransformersVLM(LanguageModel):
             images=True, embeddings=False, context_tokens=context_tokens(model, self.tokenizer)
         )
         self.eos_ids = frozenset(eos_ids(model, self.tokenizer) | self._turn_end_ids())
-        self._logits_to_keep = _accepts(model, "logits_to_keep")
+        self._logits_to_keep = accepts_logits_to_keep(model)
         # One model instance serves every session: generations run one at a time.
         self._generation_lock = threading.Lock()
         # The Rust tokenizer is not safe to use from two threads at once; calls are short.
@@ -93,8 +100,7 @@ class TransformersVLM(LanguageModel):
         no network) or a hub id. On the torch thread, like its passes."""
         if threads > 0:
             torch.set_num_threads(threads)
-        local = Path(path_or_hub_id).expanduser().is_dir()
-        source = str(Path(path_or_hub_id).expanduser()) if local else path_or_hub_id
+        source, local = model_source(path_or_hub_id)
         processor = AutoProcessor.from_pretrained(source, local_files_only=local)
         try:
             model = AutoModelForImageTextToText.from_pretrained(
@@ -210,30 +216,23 @@ class TransformersVLM(LanguageModel):
         """The token loop: prefill the prompt with its images, then one token per step against the
         KV cache. Yields each new token id (an EOS ends the loop and is not yielded). Blocking; call
         it under ``torch.inference_mode()``."""
-        generator = rng(options.seed)
         cache = DynamicCache(config=self.model.config)
         mask = inputs.get("attention_mask")  # (1, T)
         logits = self._next_logits(cache, **inputs)  # (1, V): the vision tower runs here only
-        for step in range(options.max_new_tokens):
-            next_id = pick(logits, options.temperature, options.top_p, generator)
-            if next_id in self.eos_ids:
-                return
-            usage.output_tokens += 1
-            yield next_id
-            if cancel.cancelled or step == options.max_new_tokens - 1:
-                return
+
+        def feed(next_id: int) -> torch.Tensor:
+            nonlocal mask
             ids = torch.tensor([[next_id]], dtype=torch.long)  # (1, 1)
             step_inputs: dict[str, torch.Tensor] = {"input_ids": ids}
             if mask is not None:
                 mask = torch.cat([mask, torch.ones_like(ids)], dim=1)  # (1, T + step + 1)
                 step_inputs["attention_mask"] = mask
-            logits = self._next_logits(cache, **step_inputs)  # (1, V)
+            return self._next_logits(cache, **step_inputs)  # (1, V)
+
+        yield from token_loop(logits, options, cancel, usage, self.eos_ids, feed)
 
     def _next_logits(self, cache: Any, **inputs: torch.Tensor) -> torch.Tensor:
-        """One forward pass that extends ``cache``; the logits of the last position, ``(1, V)``."""
-        extra = {"logits_to_keep": 1} if self._logits_to_keep else {}
-        out = self.model(**inputs, past_key_values=cache, use_cache=True, **extra)
-        return out.logits[:, -1, :].float()  # (1, V)
+        return last_logits(self.model, cache, self._logits_to_keep, **inputs)
 
     def _text_deltas(self, token_ids: Iterator[int]) -> Iterator[str]:
         return text_deltas(token_ids, self._decode)
@@ -243,10 +242,6 @@ class TransformersVLM(LanguageModel):
             return self.tokenizer.decode(
                 ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
             )
-
-
-def _accepts(model: Any, parameter: str) -> bool:
-    return parameter in inspect.signature(model.forward).parameters
 
 
 def _template_text(template: Any) -> str:

@@ -21,7 +21,6 @@ Serving it: ``ASSISTANT_VISION__PROJECTOR=<that directory>``.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import time
@@ -42,6 +41,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "install the extras: pip install 'assistant[vision,local-llm]'"
     ) from exc
 
+from adapters.llm.decoding import accepts_logits_to_keep
 from adapters.torch_thread import on_torch_thread
 from adapters.vision.projector import Projector, build_projector, save_projector
 from assistant.errors import ConfigurationError
@@ -224,16 +224,12 @@ def caption_loss(model: Any, projector: Projector, batch: Batch) -> tuple[torch.
     embeds = torch.cat([image.to(text.dtype), text], dim=1)  # (B, N + T, H)
     mask = torch.cat([torch.ones(B, N, dtype=torch.long), batch.mask], dim=1)  # (B, N + T)
     # Position N - 1 + j predicts text token j: only the last T + 1 positions' logits are needed.
-    extra = {"logits_to_keep": T + 1} if _accepts_logits_to_keep(model) else {}
+    extra = {"logits_to_keep": T + 1} if accepts_logits_to_keep(model) else {}
     logits = model(inputs_embeds=embeds, attention_mask=mask, use_cache=False, **extra).logits
     logits = logits[:, -(T + 1) : -1].float()  # (B, T, V): positions N - 1 .. N + T - 2
     count = int((batch.labels != IGNORE).sum())
     loss = F.cross_entropy(logits.flatten(0, 1), batch.labels.flatten(), ignore_index=IGNORE)
     return loss, count  # loss: () mean over the ``count`` labelled tokens
-
-
-def _accepts_logits_to_keep(model: Any) -> bool:
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
 @torch.no_grad()
