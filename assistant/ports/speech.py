@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import abc
-import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from assistant.errors import (
-    AssistantError,
-    ModelError,
-    ModelTimeoutError,
-)
+from assistant.ports.blocking import call_off_loop
 
 if TYPE_CHECKING:
     import numpy as np
@@ -50,16 +45,9 @@ class SpeechToText(abc.ABC):
         self, audio: "np.ndarray", *, language: str | None = None, prompt: str | None = None
     ) -> Transcript:
         """``audio``: float32 samples, mono, 16 kHz. Runs off the event loop."""
-        try:
-            return await asyncio.wait_for(
-                asyncio.to_thread(self._transcribe_impl, audio, language, prompt), self.timeout_s
-            )
-        except asyncio.TimeoutError as exc:
-            raise ModelTimeoutError(f"{self.name}: no transcript within {self.timeout_s:.0f} s") from exc
-        except AssistantError:
-            raise
-        except Exception as exc:
-            raise ModelError(f"{self.name} failed: {exc}") from exc
+        return await call_off_loop(
+            self.name, self.timeout_s, "transcript", self._transcribe_impl, audio, language, prompt
+        )
 
     @abc.abstractmethod
     def _transcribe_impl(
@@ -113,16 +101,9 @@ class TextToSpeech(abc.ABC):
     async def synthesize(self, text: str, *, voice: str | None = None) -> "np.ndarray":
         """float32 samples (N,), mono, at ``capabilities.sample_rate``. Runs off the event loop."""
         text = text[: self.capabilities.max_text_chars]
-        try:
-            return await asyncio.wait_for(
-                asyncio.to_thread(self._synthesize_impl, text, voice), self.timeout_s
-            )
-        except asyncio.TimeoutError as exc:
-            raise ModelTimeoutError(f"{self.name}: no speech within {self.timeout_s:.0f} s") from exc
-        except AssistantError:
-            raise
-        except Exception as exc:
-            raise ModelError(f"{self.name} failed: {exc}") from exc
+        return await call_off_loop(
+            self.name, self.timeout_s, "speech", self._synthesize_impl, text, voice
+        )
 
     @abc.abstractmethod
     def _synthesize_impl(self, text: str, voice: str | None) -> "np.ndarray":

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import abc
-import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from assistant.errors import (
-    AssistantError,
-    ModelError,
-    ModelTimeoutError,
-)
+from assistant.ports.blocking import call_off_loop
 
 if TYPE_CHECKING:
     import numpy as np
@@ -57,14 +52,7 @@ class VisionEncoder(abc.ABC):
 
     async def encode(self, image: "np.ndarray") -> ImageFeatures:
         """``image``: uint8 RGB, shape (H, W, 3). Runs off the event loop."""
-        try:
-            return await asyncio.wait_for(asyncio.to_thread(self._encode_impl, image), self.timeout_s)
-        except asyncio.TimeoutError as exc:
-            raise ModelTimeoutError(f"{self.name}: no features within {self.timeout_s:.0f} s") from exc
-        except AssistantError:
-            raise
-        except Exception as exc:
-            raise ModelError(f"{self.name} failed: {exc}") from exc
+        return await call_off_loop(self.name, self.timeout_s, "features", self._encode_impl, image)
 
     @abc.abstractmethod
     def _encode_impl(self, image: "np.ndarray") -> ImageFeatures:
