@@ -108,9 +108,7 @@ class FasterWhisperSTT(SpeechToText):
     def _transcribe_impl(
         self, audio: np.ndarray, language: str | None, prompt: str | None
     ) -> Transcript:
-        samples = np.ascontiguousarray(audio, dtype=np.float32)  # (N,)
-        if samples.ndim != 1:
-            raise ValueError(f"audio must be mono (N,), got shape {samples.shape}")
+        samples = audio  # (N,) float32, checked by the port
         language = language or self.language
         if language is not None:
             self._check_language(language)

@@ -75,9 +75,7 @@ class TransformersWhisperSTT(SpeechToText):
     def _transcribe_impl(
         self, audio: np.ndarray, language: str | None, prompt: str | None
     ) -> Transcript:
-        samples = np.ascontiguousarray(audio, dtype=np.float32)  # (N,)
-        if samples.ndim != 1:
-            raise ValueError(f"audio must be mono (N,), got shape {samples.shape}")
+        samples = audio  # (N,) float32, checked by the port
         language = self._language(language)
         duration_s = samples.shape[0] / SAMPLE_RATE
         window = WINDOW_S * SAMPLE_RATE

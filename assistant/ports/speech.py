@@ -46,14 +46,25 @@ class SpeechToText(abc.ABC):
     ) -> Transcript:
         """``audio``: float32 samples, mono, 16 kHz. Runs off the event loop."""
         return await call_off_loop(
-            self.name, self.timeout_s, "transcript", self._transcribe_impl, audio, language, prompt
+            self.name, self.timeout_s, "transcript", self._transcribe_mono, audio, language, prompt
         )
+
+    def _transcribe_mono(
+        self, audio: "np.ndarray", language: str | None, prompt: str | None
+    ) -> Transcript:
+        import numpy as np
+
+        samples = np.ascontiguousarray(audio, dtype=np.float32)  # (N,)
+        if samples.ndim != 1:
+            raise ValueError(f"audio must be mono (N,), got shape {samples.shape}")
+        return self._transcribe_impl(samples, language, prompt)
 
     @abc.abstractmethod
     def _transcribe_impl(
         self, audio: "np.ndarray", language: str | None, prompt: str | None
     ) -> Transcript:
-        """Blocking: transcribe float32 16 kHz mono samples."""
+        """Blocking: transcribe float32 16 kHz mono samples, shape (N,), C-contiguous (the port
+        has converted and checked them)."""
 
     async def aclose(self) -> None:  # noqa: B027
         """Release what the adapter holds."""

@@ -414,3 +414,22 @@ async def test_a_long_sentence_hands_its_audio_on_chunk_by_chunk_with_the_loop_r
     running.cancel()
     assert len(steps) > 10
     assert all(later > earlier for earlier, later in zip(steps, steps[1:]))
+
+
+async def test_the_port_hands_adapters_contiguous_float32_mono_and_refuses_stereo():
+    from assistant.errors import ModelError
+
+    seen: list[np.ndarray] = []
+
+    class Recording(FakeSTT):
+        def _transcribe_impl(self, audio, language, prompt) -> Transcript:
+            seen.append(audio)
+            return super()._transcribe_impl(audio, language, prompt)
+
+    stt = Recording(text="hi")
+    strided = np.zeros(3200, dtype=np.float64)[::2]  # float64, not contiguous
+    assert (await stt.transcribe(strided)).text == "hi"
+    assert seen[0].dtype == np.float32 and seen[0].flags["C_CONTIGUOUS"] and seen[0].shape == (1600,)
+    with pytest.raises(ModelError, match="audio must be mono"):
+        await stt.transcribe(np.zeros((2, 1600), dtype=np.float32))
+    assert len(seen) == 1  # the adapter never saw the stereo audio
