@@ -71,19 +71,18 @@ def response_created(response_id: str) -> str:
 
 def text_delta(response_id: str, item_id: str, delta: str) -> str:
     """``response.output_text.delta``."""
-    return _dumps({
-        "event_id": new_id("event"), "response_id": response_id, "item_id": item_id,
-        "output_index": 0, "content_index": 0, "type": "response.output_text.delta",
-        "delta": delta,
-    })  # fmt: skip
+    return _output_text("response.output_text.delta", response_id, item_id, "delta", delta)
 
 
 def text_done(response_id: str, item_id: str, text: str) -> str:
     """``response.output_text.done``."""
+    return _output_text("response.output_text.done", response_id, item_id, "text", text)
+
+
+def _output_text(kind: str, response_id: str, item_id: str, field: str, value: str) -> str:
     return _dumps({
         "event_id": new_id("event"), "response_id": response_id, "item_id": item_id,
-        "output_index": 0, "content_index": 0, "type": "response.output_text.done",
-        "text": text,
+        "output_index": 0, "content_index": 0, "type": kind, field: value,
     })  # fmt: skip
 
 
