@@ -4,7 +4,7 @@ and hooks that steer or count a model's forward passes."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 
@@ -76,3 +76,20 @@ class ForwardCounter:
         self.calls += 1
         if self.gate_from is not None and self.calls >= self.gate_from:
             self.release.wait(timeout=60)
+
+
+def assert_cancel_stops_after_one_token(generate: Callable[[Any, Any], Iterator[int]]) -> None:
+    """``generate(cancel, usage)``: an adapter's token loop. Cancel is checked in the loop itself,
+    not only where a delta is handed over: a token held back (half a UTF-8 character) yields no
+    delta, and the loop must still stop right after it."""
+    import torch
+
+    from assistant.ports import CancelToken, Usage
+
+    cancel, usage = CancelToken(), Usage()
+    with torch.inference_mode():
+        tokens = generate(cancel, usage)
+        next(tokens)
+        cancel.cancel()
+        assert list(tokens) == []
+    assert usage.output_tokens == 1

@@ -26,7 +26,12 @@ from assistant.ports import (  # noqa: E402
     Usage,
 )
 from assistant.registry import build_language_model  # noqa: E402
-from tests.tiny_models import ForwardCounter, allow_only, printable_ids  # noqa: E402
+from tests.tiny_models import (  # noqa: E402
+    ForwardCounter,
+    allow_only,
+    assert_cancel_stops_after_one_token,
+    printable_ids,
+)
 from tests.unit.tiny_llava import (  # noqa: E402
     IMAGE_TOKEN,
     IMAGE_TOKENS,
@@ -157,13 +162,10 @@ async def test_cancel_after_the_first_delta_stops_within_one_token(lm):
 
 def test_token_loop_checks_cancel_after_every_token(lm):
     inputs = lm._inputs(ONE_IMAGE.messages)
-    cancel, usage = CancelToken(), Usage()
-    with torch.inference_mode():
-        tokens = lm._generate_ids(inputs, GenerationOptions(max_new_tokens=50), cancel, usage)
-        next(tokens)
-        cancel.cancel()
-        assert list(tokens) == []
-    assert usage.output_tokens == 1
+    options = GenerationOptions(max_new_tokens=50)
+    assert_cancel_stops_after_one_token(
+        lambda cancel, usage: lm._generate_ids(inputs, options, cancel, usage)
+    )
 
 
 async def test_usage_counts_prompt_and_reply_tokens(lm):
