@@ -1,4 +1,5 @@
-"""The ``assistant`` command: ``serve``, ``chat``, ``prepare-models``, ``transcribe`` and ``bench``.
+"""The ``assistant`` command: ``serve``, ``chat``, ``prepare-models``, ``transcribe``,
+``train-projector`` and ``bench``.
 
 Every command takes ``--data-dir`` (default ``ASSISTANT_DATA_DIR`` or a per-user directory); all
 other settings come from ``ASSISTANT_*`` environment variables (see the README).
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -92,30 +94,22 @@ def cmd_chat(args: argparse.Namespace) -> int:
     )
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from bench.run import run_bench
-
-    report = run_bench(
-        args.quick,
-        Path(args.json) if args.json else None,
-        [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None,
-        sessions=[int(n) for n in args.sessions.split(",")] if args.sessions else None,
-        workers=args.workers,
-    )
-    return 1 if any(isinstance(v, dict) and "error" in v for v in report.values()) else 0
+def run_bench(argv: Sequence[str]) -> int:
+    """``assistant bench ...``: the benchmarks are a package of their own (``bench``), run as a
+    process with its own arguments (``python -m bench --help``)."""
+    return subprocess.call([sys.executable, "-m", "bench", *argv])
 
 
 def cmd_train_projector(args: argparse.Namespace) -> int:
-    # Training needs torch: the adapter is imported here, never by the core at import time.
-    from adapters.vision.train import TrainConfig, run
+    from assistant.registry import train_projector  # needs torch: loaded only here
 
-    config = TrainConfig(
+    result = train_projector(
+        _settings(args), images=args.images, captions=args.captions, out=args.out,
         projector=args.projector, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
         max_steps=args.max_steps, seed=args.seed,
     )  # fmt: skip
-    result = run(_settings(args), args.images, args.captions, args.out, config)
     out = Path(args.out).expanduser().resolve()
-    print(f"projector: {config.projector}, {result.steps} steps on {result.pairs} captions of "
+    print(f"projector: {args.projector}, {result.steps} steps on {result.pairs} captions of "
           f"{result.images} images; loss {result.initial_loss:.3f} -> {result.final_loss:.3f}")
     print(f"saved in {out}; serve it with: ASSISTANT_VISION__PROJECTOR={out} assistant serve")
     return 0
@@ -127,7 +121,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     import json
 
     from assistant.registry import build_speech_to_text
-    from assistant.speech import transcribe_file, upload_limits
+    from assistant.voice.audio import AudioLimits
+    from assistant.voice.uploads import transcribe_file
 
     settings = _settings(args)
     if args.model:
@@ -141,7 +136,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    limits = upload_limits(settings.voice)
+    limits = AudioLimits.uploads(settings.voice)
     stt = build_speech_to_text(settings)
     transcript = asyncio.run(transcribe_file(stt, data, limits=limits, language=args.language))
     if args.json:
@@ -179,18 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     prepare.set_defaults(func=cmd_prepare_models)
 
-    bench = commands.add_parser("bench", help="Run the benchmarks, print a table, write JSON.")
-    bench.add_argument("--quick", action="store_true", help="CI-sized runs (fewer turns, 1 rep)")
-    bench.add_argument("--json", metavar="PATH", help="write the report here")
-    bench.add_argument(
-        "--only",
-        help="comma-separated entries: gateway,redis,ttft_by_turn,image,asr,voice_to_first_token",
-    )
-    bench.add_argument("--sessions", help="gateway concurrency levels (default 1,100,1000)")
-    bench.add_argument(
-        "--workers", type=int, help="gateway: worker processes per server (default: one per core)"
-    )
-    bench.set_defaults(func=cmd_bench)
+    commands.add_parser(
+        "bench", add_help=False,
+        help="Run the benchmarks, print a table, write JSON (see 'assistant bench --help').",
+    )  # fmt: skip; its arguments are bench's own: main() hands them over untouched
 
     transcribe = add(
         "transcribe",
@@ -227,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        return run_bench(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from assistant.errors import AssistantError

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,9 +59,6 @@ class ASRSettings(_Section):
     vad_adapter: str = "silero"
 
 
-# -- voice (issue 3): the streaming audio pipeline and spoken replies ------------------------------
-
-
 class VoiceSettings(_Section):
     """The per-connection voice pipeline; the turn detection values are the defaults a session
     starts with (``session.update`` ``turn_detection`` changes them, ``null`` turns it off)."""
@@ -86,6 +84,12 @@ class VoiceSettings(_Section):
     partial_interval_s: float = Field(1.0, gt=0)
     #: Whisper decodes a worker runs at once; partials are skipped while all are busy.
     transcribe_concurrency: int = Field(1, ge=1, le=64)
+
+
+def voice_default(name: str) -> Any:
+    """The default of a ``VoiceSettings`` field: the one source of the voice pipeline's and turn
+    detection's defaults."""
+    return VoiceSettings.model_fields[name].default
 
 
 class TTSSettings(_Section):

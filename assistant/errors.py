@@ -1,42 +1,71 @@
 """The one error tree of the assistant. Every error carries a stable ``code`` that the wire protocol
-sends in an ``error`` event (``{"error": {"type", "code", "message", "event_id"}}``).
+sends in an ``error`` event (``{"error": {"type", "code", "message", "event_id"}}``) and REST in its
+error body. Each class's ``type`` is in brackets; its codes follow, the class's default first.
+A test finds every code raised in ``assistant/`` and ``adapters/`` here, under the class that
+raises it, and checks the README's list against this tree.
 
-    AssistantError                      type            code (default)
-    ├── InvalidRequestError             invalid_request_error
-    │   ├── InvalidJSONError                            invalid_json
-    │   ├── UnknownEventError                           unknown_event
-    │   ├── InvalidEventError                           invalid_event, unsupported_content
-    │   │                                               (audio: invalid_audio, invalid_audio_bytes,
-    │   │                                               invalid_base64, audio_too_large,
-    │   │                                               audio_too_long, unsupported_language,
-    │   │                                               unsupported_frame, unsupported_audio_format,
-    │   │                                               unsupported_voice,
-    │   │                                               unsupported_response_format,
-    │   │                                               input_audio_buffer_commit_empty;
-    │   │                                               images: invalid_image_url,
-    │   │                                               image_url_not_allowed, image_too_large,
-    │   │                                               image_too_many_pixels,
-    │   │                                               unsupported_image_format, invalid_image)
-    │   ├── NoInputError                                no_input
-    │   └── ContextLengthError                          context_length_exceeded
-    ├── ConflictError                   conflict_error
-    │   ├── SessionBusyError                            session_busy
-    │   ├── ResponseInProgressError                     response_in_progress
-    │   └── SlowClientError                             slow_client
-    ├── NotFoundError                   not_found_error
-    │   └── SessionNotFoundError                        session_not_found
-    ├── ConfigurationError              configuration_error
-    │   ├── UnknownAdapterError                         unknown_adapter
-    │   └── MissingDependencyError                      missing_dependency
-    └── ServerError                     server_error
-        ├── ModelError                                  model_error
-        │   └── ModelTimeoutError                       model_timeout
-        └── StoreError                                  store_unavailable
+    AssistantError                  [server_error]          internal_error
+    ├── InvalidRequestError         [invalid_request_error] invalid_request, event_too_large,
+    │   │                                                   unsupported_content,
+    │   │                                                   response_cancel_not_active,
+    │   │   # audio
+    │   │                                                   invalid_audio, invalid_audio_bytes,
+    │   │                                                   invalid_base64, audio_too_large,
+    │   │                                                   audio_too_long, unsupported_language,
+    │   │                                                   unsupported_audio_format,
+    │   │                                                   unsupported_voice,
+    │   │                                                   unsupported_response_format,
+    │   │                                                   input_audio_buffer_commit_empty,
+    │   │   # images
+    │   │                                                   invalid_image_url, image_url_not_allowed,
+    │   │                                                   image_too_large, image_too_many_pixels,
+    │   │                                                   unsupported_image_format, invalid_image,
+    │   │                                                   image_expired
+    │   ├── InvalidJSONError                                invalid_json
+    │   ├── UnknownEventError                               unknown_event
+    │   ├── InvalidEventError                               invalid_event, unsupported_frame
+    │   ├── NoInputError                                    no_input
+    │   └── ContextLengthError                              context_length_exceeded
+    ├── ConflictError               [conflict_error]        conflict
+    │   ├── SessionBusyError                                session_busy
+    │   ├── ResponseInProgressError                         response_in_progress
+    │   └── SlowClientError                                 slow_client
+    ├── NotFoundError               [not_found_error]       not_found
+    │   └── SessionNotFoundError                            session_not_found
+    ├── ConfigurationError          [configuration_error]   configuration_error
+    │   ├── UnknownAdapterError                             unknown_adapter
+    │   └── MissingDependencyError                          missing_dependency
+    └── ServerError                 [server_error]          internal_error
+        ├── ModelError                                      model_error
+        │   └── ModelTimeoutError                           model_timeout
+        └── StoreError                                      store_unavailable
 
-Codes are part of the protocol: never rename one, add a new class instead.
+Codes are part of the protocol: never rename one, add a new class or code instead.
 """
 
 from __future__ import annotations
+
+import re
+import sys
+
+_TREE_LINE = re.compile(r"^[\s│├└─]*(?P<cls>[A-Z]\w*)?\s*(?:\[(?P<type>\w+)\])?\s*(?P<codes>.*)$")
+
+
+def documented_codes() -> dict[str, list[str]]:
+    """The tree drawn in this module's docstring: class name -> its codes, in order."""
+    tree: dict[str, list[str]] = {}
+    current = None
+    for line in (__doc__ or "").splitlines():
+        if not line.startswith("    "):  # the tree is the docstring's indented block
+            continue
+        match = _TREE_LINE.match(line.split("#", 1)[0].rstrip())
+        if match is None:
+            continue
+        current = match["cls"] or current
+        codes = [c for c in re.split(r"[,\s]+", match["codes"]) if c]
+        if current is not None:
+            tree.setdefault(current, []).extend(codes)
+    return tree
 
 
 class AssistantError(Exception):
@@ -166,3 +195,17 @@ class StoreError(ServerError):
     """The session store could not be reached or failed."""
 
     code = "store_unavailable"
+
+
+def codes_markdown() -> str:
+    """The README's table of error codes, made from the tree (``python -m assistant.errors``)."""
+    rows = ["| code | class | type |", "|---|---|---|"]
+    module = sys.modules[__name__]
+    for name, codes in documented_codes().items():
+        kind = getattr(module, name).type
+        rows.extend(f"| `{code}` | `{name}` | `{kind}` |" for code in codes)
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(codes_markdown())

@@ -1,5 +1,5 @@
 """Domain models: content parts, messages and session metadata, as stored and as passed around
-inside the server. Wire shapes live in ``protocol.py``; these are the storage shapes.
+inside the server. Wire shapes live in ``assistant.protocol``; these are the storage shapes.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Role = Literal["system", "user", "assistant"]
 MessageStatus = Literal["completed", "interrupted", "incomplete"]
+#: How a response ended (a cancelled or failed one is stored ``interrupted``).
+ResponseStatus = Literal["completed", "cancelled", "incomplete", "failed"]
 
 
 class _Ids:
@@ -86,8 +88,16 @@ class PendingImage(_Frozen):
     source: str
 
 
+class PendingAudio(_Frozen):
+    """An uploaded audio file as the client sent it (base64), before the server transcribes it
+    into an ``AudioPart``; it is never stored itself."""
+
+    type: Literal["pending_audio"] = "pending_audio"
+    audio: str
+
+
 ContentPart = Annotated[
-    TextPart | ImagePart | AudioPart | PendingImage, Field(discriminator="type")
+    TextPart | ImagePart | AudioPart | PendingImage | PendingAudio, Field(discriminator="type")
 ]
 
 
@@ -126,11 +136,12 @@ class Message(_Frozen):
         return cls(role=role, content=(TextPart(text=text),), **kwargs)
 
 
-class SessionInfo(_Frozen):
+class SessionInfo(BaseModel):
     """A session's metadata; its messages are stored beside it."""
+
+    # Fields a newer or older version stored (``owner`` and ``summary`` once were) are ignored.
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     id: str
     created_at: int = Field(default_factory=now_ms)
     instructions: str | None = None
-    owner: str | None = None
-    summary: str | None = None

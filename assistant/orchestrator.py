@@ -14,7 +14,6 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 from assistant.config import LLMSettings, MemorySettings, PromptSettings
 from assistant.errors import AssistantError, InvalidRequestError, NoInputError, SessionNotFoundError
@@ -23,6 +22,7 @@ from assistant.messages import (
     Message,
     MessageStatus,
     PendingImage,
+    ResponseStatus,
     SessionInfo,
     TextPart,
     new_id,
@@ -41,13 +41,12 @@ from assistant.ports import (
 )
 from assistant.prompt import BuiltPrompt, PromptBudget, PromptCache
 from assistant.turn_lease import TurnLease
-from assistant.vision import ImagePipeline
+from assistant.vision.pipeline import ImagePipeline
 
 log = logging.getLogger(__name__)
 
 _PLAIN_PROMPTS_MAX = 16_384
 
-ResponseStatus = Literal["completed", "cancelled", "incomplete", "failed"]
 _STORED_STATUS: dict[ResponseStatus, MessageStatus] = {
     "completed": "completed",
     "incomplete": "incomplete",

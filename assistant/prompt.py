@@ -98,14 +98,13 @@ def build_prompt(
     used = required + sum(costs[kept_from:])
     dropped = kept_from
     messages = [PromptMessage("system", system_text), *kept, *rendered[start:]]
-    return BuiltPrompt(Prompt(tuple(_merge_roles(messages)), cache_key), used, dropped)
+    return BuiltPrompt(Prompt(tuple(_merge_roles([], messages)), cache_key), used, dropped)
 
 
-def _merge_roles(messages: list[PromptMessage]) -> list[PromptMessage]:
-    """Join consecutive messages of one role (two user items in a turn) into one message; a system
-    item sent by the client in the middle of a conversation stays where it is."""
-    merged: list[PromptMessage] = []
-    for message in messages:
+def _merge_roles(merged: list[PromptMessage], new: Sequence[PromptMessage]) -> list[PromptMessage]:
+    """``merged`` with ``new`` appended, consecutive messages of one role (two user items in a
+    turn) joined into one; a system item the client sent mid-conversation stays where it is."""
+    for message in new:
         if merged and merged[-1].role == message.role and message.role != "system":
             previous = merged[-1]
             merged[-1] = PromptMessage(
@@ -182,13 +181,6 @@ class PromptCache:
         tokens = previous.built.tokens + sum(message_cost(m, budget, count_tokens) for m in new)
         if tokens > budget.tokens:
             return None  # something must be left out now: the full build decides what
-        messages = list(previous.built.prompt.messages)
-        for message in new:
-            last = messages[-1]
-            if last.role == message.role and message.role != "system":  # as _merge_roles does
-                text = f"{last.text}\n{message.text}"
-                messages[-1] = PromptMessage(message.role, text, last.images + message.images)
-            else:
-                messages.append(message)
+        messages = _merge_roles(list(previous.built.prompt.messages), new)
         prompt = Prompt(tuple(messages), previous.built.prompt.cache_key)
         return BuiltPrompt(prompt, tokens, 0)

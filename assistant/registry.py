@@ -21,7 +21,7 @@ from assistant.ports import (
 LLM_ADAPTERS: dict[str, str] = {
     "transformers_local": "adapters.llm.transformers_local",
     "transformers_vlm": "adapters.llm.transformers_vlm",
-    "scripted": "adapters.llm.scripted",
+    "scripted": "assistant.testing.language_models",
 }
 MEMORY_ADAPTERS: dict[str, str] = {
     "redis": "adapters.memory.redis",
@@ -78,14 +78,16 @@ def build_vision_encoder(settings: Settings) -> VisionEncoder:
 def build_image_pipeline(settings: Settings, llm: LanguageModel, store: SessionStore) -> Any:
     """The vision encoder, and a projector when the language model takes embeddings, behind the
     core's ``ImagePipeline`` (blocking: loads weights)."""
-    from assistant.images import ImageLimits
-    from assistant.vision import ImagePipeline
+    from assistant.vision.images import ImageLimits
+    from assistant.vision.pipeline import ImagePipeline
 
     encoder = build_vision_encoder(settings)
     projector = None
     if llm.capabilities.embeddings:
         module = importlib.import_module("adapters.vision.projector")
-        projector = module.build(settings, language_model=llm, encoder=encoder)
+        projector = module.build(
+            settings, encoder=encoder.capabilities, table=llm.input_embeddings
+        )
     limits = ImageLimits(
         max_bytes=settings.vision.max_image_bytes, max_pixels=settings.vision.max_image_pixels
     )
@@ -103,6 +105,16 @@ def start_embedded_redis(settings: Settings) -> Any:
     server = module.EmbeddedRedis(settings.redis_dir)
     server.start()
     return server
+
+
+def train_projector(
+    settings: Settings, *, images: str, captions: str, out: str, **config: Any
+) -> Any:
+    """``assistant train-projector``: train a projector on image-caption pairs with the configured
+    models (``adapters.vision.train``, which needs torch); ``config`` holds ``TrainConfig`` fields.
+    Returns the training result (``steps``, ``pairs``, ``images``, ``initial_loss``, ...)."""
+    module = importlib.import_module("adapters.vision.train")
+    return module.run(settings, images, captions, out, module.TrainConfig(**config))
 
 
 def prepare_models(settings: Settings, *, progress: bool = True) -> list[str]:

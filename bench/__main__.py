@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--json PATH] ...``: the same as ``assistant bench``."""
+"""``python -m bench [--quick] [--json PATH] ...``: what ``assistant bench`` runs."""
 
 from bench.run import main
 

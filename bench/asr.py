@@ -76,7 +76,7 @@ def measure_asr(quick: bool = False) -> dict[str, Any]:
 
 def _speak(sentence: str) -> np.ndarray:
     """espeak-ng's speech of ``sentence``, resampled to 16 kHz, with silence around it (N,)."""
-    from assistant.audio import decode_audio_file
+    from assistant.voice.audio import decode_audio_file
     from assistant.ports import SAMPLE_RATE
 
     wav = subprocess.run(["espeak-ng", "--stdin", "--stdout"], input=sentence.encode(),
@@ -91,9 +91,9 @@ def _speak(sentence: str) -> np.ndarray:
 
 async def _stream(stt: Any, vad: Any, clip: np.ndarray) -> _Run:
     """Feed ``clip`` at real time to a voice pipeline; time its events on the wall clock."""
-    from assistant.audio import float_to_pcm16
+    from assistant.voice.audio import float_to_pcm16
     from assistant.ports import SAMPLE_RATE
-    from assistant.voice import SpeechEnded, TranscriptCompleted, VoiceConfig, VoicePipeline
+    from assistant.voice.pipeline import SpeechEnded, TranscriptCompleted, VoiceConfig, VoicePipeline
 
     seen: dict[str, Any] = {}
 
@@ -104,7 +104,7 @@ async def _stream(stt: Any, vad: Any, clip: np.ndarray) -> _Run:
             seen["final"], seen["event"] = time.perf_counter(), event
 
     counting = _CountingSTT(stt)
-    pipeline = VoicePipeline(counting, vad.new_stream(), VoiceConfig(language="en"), sink)
+    pipeline = VoicePipeline(counting, vad.stream(), VoiceConfig(language="en"), sink)
     step = int(CHUNK_S * SAMPLE_RATE)
     voice_end = clip.shape[0] - int(TAIL_S * SAMPLE_RATE)  # sample where the voice ends
     started = time.perf_counter()
@@ -126,10 +126,10 @@ async def _stream(stt: Any, vad: Any, clip: np.ndarray) -> _Run:
 def _baseline(stt: Any, vad: Any, clip: np.ndarray) -> tuple[float, str]:
     """The utterance the turn detector cuts from ``clip``, transcribed by faster-whisper directly
     once it has ended: (milliseconds, text)."""
-    from assistant.turn_detection import SpeechStopped, TurnDetector
+    from assistant.voice.turn_detection import SpeechStopped, TurnDetector
 
-    stream, detector = vad.new_stream(), TurnDetector()
-    events = detector.feed(stream.probabilities(clip), clip)
+    stream, detector = vad.stream(), TurnDetector()
+    events = detector.feed(asyncio.run(stream.probabilities(clip)), clip)
     stops = [e for e in events if isinstance(e, SpeechStopped)]
     audio = stops[0].audio  # (N,) float32
     started = time.perf_counter()

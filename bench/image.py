@@ -69,7 +69,7 @@ async def _measure(
 ) -> dict[str, Any]:
     from adapters.memory.redis import RedisSessionStore
     from assistant.messages import PendingImage
-    from assistant.vision import ImagePipeline
+    from assistant.vision.pipeline import ImagePipeline
 
     store = RedisSessionStore.from_url(url)
     try:

@@ -1,4 +1,4 @@
-"""``assistant bench``: run the benchmark entries, write one JSON report, print a table.
+"""``assistant bench`` / ``python -m bench``: run the benchmark entries, write one JSON report, print a table.
 
 Entries: ``gateway`` (``bench.gateway``), ``redis`` (``bench.redis_trips``), ``ttft_by_turn``
 (``bench.ttft``) ``image`` (``bench.image``), ``asr`` (``bench.asr``) and ``voice_to_first_token``
@@ -12,6 +12,7 @@ machine is shared and noisy.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -41,21 +42,15 @@ def _redis(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _ttft(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
-    from bench.ttft import measure_ttft_by_turn  # someone else's module: imported only here
+    from bench.ttft import measure_ttft_by_turn  # needs torch: imported only when run
 
     return dict(measure_ttft_by_turn(quick=quick))
-
-
-# -- image entry (bench.image): encode + project, cold vs cached in Redis -------------------------
 
 
 def _image(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
     from bench.image import measure_image  # needs torch: imported only when run
 
     return dict(measure_image(quick=quick))
-
-
-# -- end of image entry ---------------------------------------------------------------------------
 
 
 def _asr(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
@@ -206,7 +201,33 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from assistant.cli import main as cli_main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="assistant bench", description="Run the benchmarks, print a table, write JSON."
+    )
+    parser.add_argument("--quick", action="store_true", help="CI-sized runs (fewer turns, 1 rep)")
+    parser.add_argument("--json", metavar="PATH", help="write the report here")
+    parser.add_argument("--only", help=f"comma-separated entries: {','.join(ENTRIES)}")
+    parser.add_argument("--sessions", help="gateway concurrency levels (default 1,100,1000)")
+    parser.add_argument(
+        "--workers", type=int, help="gateway: worker processes per server (default: one per core)"
+    )
+    return parser
 
-    return cli_main(["bench", *(sys.argv[1:] if argv is None else argv)])
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench`` (and ``assistant bench``, which runs this module as a process)."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
+    try:
+        report = run_bench(
+            args.quick,
+            Path(args.json) if args.json else None,
+            only,
+            sessions=[int(n) for n in args.sessions.split(",")] if args.sessions else None,
+            workers=args.workers,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 1 if any(isinstance(v, dict) and "error" in v for v in report.values()) else 0

@@ -141,7 +141,7 @@ async def _voice_turn(url: str, clip: np.ndarray) -> tuple[_Voice, int]:
     Also returns the session's ``silence_duration_ms``."""
     from websockets.asyncio.client import connect
 
-    from assistant.audio import float_to_pcm16
+    from assistant.voice.audio import float_to_pcm16
     from assistant.ports import SAMPLE_RATE
 
     step = int(CHUNK_S * SAMPLE_RATE)

@@ -12,8 +12,8 @@ because a live stream arrives a chunk at a time:
   carry over from one call to the next;
 - a trailing partial window waits for the next call.
 
-One ``SileroVAD`` holds one stream's state; ``new_stream()`` gives another stream over the same
-(thread-safe) onnxruntime session, so the model is loaded once per process.
+One ``SileroVAD`` holds the (thread-safe) onnxruntime session, loaded once per process;
+``stream()`` gives each audio stream a ``SileroStream`` with its own state.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 from assistant.config import Settings
 from assistant.errors import ConfigurationError, MissingDependencyError
-from assistant.ports import VoiceActivity
+from assistant.ports import VoiceActivity, VoiceActivityStream
 
 WINDOW = 512  # samples per window at 16 kHz (32 ms)
 CONTEXT = 64  # samples of the previous window put in front of each window
@@ -69,7 +69,6 @@ class SileroVAD(VoiceActivity):
         self.session = session
         self.name = name
         self.window_samples = WINDOW
-        self.reset()
 
     @classmethod
     def from_path(cls, path: str | Path | None = None, *, threads: int = 1, **kw: Any) -> SileroVAD:
@@ -89,9 +88,17 @@ class SileroVAD(VoiceActivity):
             raise ConfigurationError(f"cannot load the Silero VAD model {model}: {exc}") from exc
         return cls(session, **kw)
 
-    def new_stream(self) -> SileroVAD:
-        """Another stream, with its own state, over the same loaded model."""
-        return type(self)(self.session, name=self.name)
+    def _stream_impl(self) -> SileroStream:
+        return SileroStream(self)
+
+
+class SileroStream(VoiceActivityStream):
+    """One stream's LSTM state, context and pending samples over a ``SileroVAD``'s session."""
+
+    def __init__(self, model: SileroVAD) -> None:
+        super().__init__(model)
+        self.session = model.session
+        self.reset()
 
     def reset(self) -> None:
         self._h = np.zeros(STATE_SHAPE, np.float32)  # (1, 1, 128)
@@ -99,7 +106,7 @@ class SileroVAD(VoiceActivity):
         self._context = np.zeros(CONTEXT, np.float32)  # (64,) tail of the previous window
         self._pending = np.zeros(0, np.float32)  # (P,) P < 512 samples not yet in a window
 
-    def probabilities(self, audio: np.ndarray) -> np.ndarray:
+    def _probabilities_impl(self, audio: np.ndarray) -> np.ndarray:
         """(N,) float32 at 16 kHz -> (K,) float32 speech probabilities, one per whole window of
         the pending samples plus ``audio``; the rest waits for the next call."""
         samples = np.asarray(audio, dtype=np.float32)
@@ -121,8 +128,8 @@ class SileroVAD(VoiceActivity):
 
 
 def build(settings: Settings) -> SileroVAD:
-    """The bundled Silero VAD. ``new_stream()`` it per audio stream."""
+    """The bundled Silero VAD; ``stream()`` it per audio stream."""
     return SileroVAD.from_path()
 
 
-__all__ = ["SileroVAD", "bundled_model_path", "build"]
+__all__ = ["SileroStream", "SileroVAD", "bundled_model_path", "build"]

@@ -157,7 +157,7 @@ class PrefixCacheLRU:
     """Per-conversation KV caches, least recently used evicted beyond ``max_sessions`` entries or
     ``max_tokens`` cached positions in total. Either bound at 0 disables reuse."""
 
-    def __init__(self, max_sessions: int = 8, max_tokens: int = 32768) -> None:
+    def __init__(self, max_sessions: int, max_tokens: int) -> None:
         self.max_sessions = max(int(max_sessions), 0)
         self.max_tokens = max(int(max_tokens), 0)
         self._entries: OrderedDict[str, CachedPrefix] = OrderedDict()

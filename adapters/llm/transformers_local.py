@@ -46,11 +46,12 @@ from adapters.llm.kv_cache import (
     use_gqa_attention,
 )
 from adapters.torch_thread import iterate_on_torch_thread, on_torch_thread
-from assistant.config import Settings
+from assistant.config import LLMSettings, Settings
 from assistant.errors import ConfigurationError, ContextLengthError
 from assistant.ports import (
     IMAGE_MARKER,
     CancelToken,
+    EmbeddingTable,
     GenerationOptions,
     LanguageModel,
     LanguageModelCapabilities,
@@ -59,6 +60,10 @@ from assistant.ports import (
     Usage,
     iterate_in_thread,
 )
+
+
+#: The defaults are the settings' (one source): ``LLMSettings``.
+_LLM_DEFAULTS = LLMSettings.model_fields
 
 
 class TransformersLocalLM(LanguageModel):
@@ -71,9 +76,9 @@ class TransformersLocalLM(LanguageModel):
         *,
         name: str = "transformers_local",
         threads: int = 0,
-        token_timeout_s: float = 120.0,
-        kv_cache_sessions: int = 8,
-        kv_cache_max_tokens: int = 32768,
+        token_timeout_s: float = _LLM_DEFAULTS["token_timeout_s"].default,
+        kv_cache_sessions: int = _LLM_DEFAULTS["kv_cache_sessions"].default,
+        kv_cache_max_tokens: int = _LLM_DEFAULTS["kv_cache_max_tokens"].default,
     ) -> None:
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigurationError(f"{name}: the tokenizer has no chat template")
@@ -89,8 +94,7 @@ class TransformersLocalLM(LanguageModel):
         )
         self.eos_ids = frozenset(eos_ids(model, tokenizer))
         self._accepts_logits_to_keep = accepts_logits_to_keep(model)
-        # One model instance is shared by every session: generations run one at a time. (A later
-        # performance issue may batch concurrent requests instead.)
+        # One model instance is shared by every session: generations run one at a time.
         self._generation_lock = threading.Lock()
         # The Rust tokenizer is not safe to use from two threads at once; calls are short.
         self._tokenizer_lock = threading.Lock()
@@ -137,6 +141,17 @@ class TransformersLocalLM(LanguageModel):
         return new_cache(self.model.config)  # layers that grow in place (kv_cache.GrowingLayer)
 
     # -- token accounting -------------------------------------------------------------------------
+
+    def input_embeddings(self) -> EmbeddingTable:
+        """The model's token embedding rows (a scaled embedding, as Gemma's, keeps its scale)."""
+        module = self.model.get_input_embeddings()
+
+        def tokenize(text: str) -> list[int]:
+            with self._tokenizer_lock:
+                return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+        scale = float(getattr(module, "embed_scale", 1.0))
+        return EmbeddingTable(weight=module.weight.detach(), tokenize=tokenize, scale=scale)
 
     def count_tokens(self, text: str) -> int:
         with self._tokenizer_lock:
@@ -323,7 +338,7 @@ def build(settings: Settings) -> TransformersLocalLM:
         threads=settings.llm.threads,
         token_timeout_s=settings.llm.token_timeout_s,
         kv_cache_sessions=getattr(settings.llm, "kv_cache_sessions", 8),
-        kv_cache_max_tokens=getattr(settings.llm, "kv_cache_max_tokens", 32768),
+        kv_cache_max_tokens=settings.llm.kv_cache_max_tokens,
     )
 
 

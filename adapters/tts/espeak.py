@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from assistant.audio import AudioLimits, decode_audio_file
+from assistant.voice.audio import AudioLimits, decode_audio_file
 from assistant.config import Settings
 from assistant.errors import (
     ConfigurationError,

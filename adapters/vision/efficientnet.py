@@ -181,7 +181,8 @@ class EfficientNetLite0Encoder(VisionEncoder):
         self.name = name
         self.timeout_s = timeout_s
         self.capabilities = VisionEncoderCapabilities(
-            feature_dim=FEATURE_DIM, patches=(CROP // 32) ** 2, class_scores=True, image_size=CROP
+            feature_dim=FEATURE_DIM, patches=(CROP // 32) ** 2, image_size=CROP,
+            class_names=self.class_names,
         )
 
     @classmethod

@@ -87,11 +87,9 @@ class HFVisionEncoder(VisionEncoder):
         grid = config.image_size // config.patch_size
         self.name = name or f"hf_vision:{config.model_type}"
         self.timeout_s = timeout_s
-        self.class_names = None
         self.capabilities = VisionEncoderCapabilities(
             feature_dim=config.hidden_size,
             patches=grid * grid + int(has_cls) - self.skip,
-            class_scores=False,
             image_size=config.image_size,
         )
 

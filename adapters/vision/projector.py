@@ -26,7 +26,7 @@ import abc
 import hashlib
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -43,7 +43,12 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 from adapters.torch_thread import on_torch_thread
 from assistant.errors import ConfigurationError, UnknownAdapterError
-from assistant.ports import ImageFeatures, ImageProjector
+from assistant.ports import (
+    EmbeddingTable,
+    ImageFeatures,
+    ImageProjector,
+    VisionEncoderCapabilities,
+)
 
 CONFIG_FILE = "projector.json"
 WEIGHTS_FILE = "projector.safetensors"
@@ -143,8 +148,8 @@ class MLPProjector(Projector):
 class ClassEmbeddingProjector(Projector):
     """Training-free: the top-k classes, each as the LM's mean token embedding of its name. N = k.
 
-    Build it from a language model (``build_projector("class_embeddings", language_model=...,
-    tokenizer=..., class_names=...)``); the constructor itself makes an empty table to load into."""
+    Build it from a language model's embedding table (``build_projector("class_embeddings",
+    table=..., class_names=...)``); the constructor itself makes an empty table to load into."""
 
     kind = "class_embeddings"
     table: torch.Tensor  # (C, H)
@@ -179,8 +184,7 @@ class ClassEmbeddingProjector(Projector):
     def build(  # type: ignore[override]
         cls,
         *,
-        language_model: Any,
-        tokenizer: Any,
+        table: EmbeddingTable,
         class_names: Sequence[str],
         top_k: int = 5,
         scale_by_probability: bool = False,
@@ -188,15 +192,15 @@ class ClassEmbeddingProjector(Projector):
     ) -> ClassEmbeddingProjector:
         """``text_template`` is the text tokenised per class: " {}" gives a BPE vocabulary's
         word-after-a-space tokens, the form a class name takes inside a sentence."""
-        table = class_name_embeddings(language_model, tokenizer, class_names, text_template)
+        rows = class_name_embeddings(table, class_names, text_template)
         projector = cls(
             class_names,
-            table.shape[1],
+            rows.shape[1],
             top_k=top_k,
             scale_by_probability=scale_by_probability,
             text_template=text_template,
         )
-        projector.table.copy_(table)
+        projector.table.copy_(rows)
         return projector
 
     def forward(self, patches: torch.Tensor, class_probs: torch.Tensor | None = None) -> torch.Tensor:
@@ -223,19 +227,17 @@ class ClassEmbeddingProjector(Projector):
 
 @torch.no_grad()
 def class_name_embeddings(
-    language_model: Any, tokenizer: Any, class_names: Sequence[str], text_template: str = " {}"
+    table: EmbeddingTable, class_names: Sequence[str], text_template: str = " {}"
 ) -> torch.Tensor:
-    """(C, H) float32 on the CPU: per class, the mean of the LM's input embeddings (the embedding
-    module's forward, so scaled embeddings stay scaled) over the tokens of its name."""
-    embedding = language_model.get_input_embeddings()
-    device = embedding.weight.device
-    texts = [text_template.format(name) for name in class_names]
+    """(C, H) float32 on the CPU: per class, the mean of the language model's input embeddings
+    over the tokens of its name."""
     rows = []
-    for text, ids in zip(texts, tokenizer(texts, add_special_tokens=False)["input_ids"]):
+    for name in class_names:
+        text = text_template.format(name)
+        ids = table.tokenize(text)
         if not ids:
             raise ConfigurationError(f"class_embeddings: {text!r} tokenises to nothing")
-        vectors = embedding(torch.tensor(ids, device=device))  # (T, H)
-        rows.append(vectors.float().mean(dim=0))  # (H,)
+        rows.append(table.embed(ids).float().mean(dim=0))  # (T, H) -> (H,)
     return torch.stack(rows).cpu()  # (C, H)
 
 
@@ -265,7 +267,7 @@ def projector_class(name: str) -> type[Projector]:
 @on_torch_thread  # a large copy (the class table) runs a parallel region
 def build_projector(name: str, **config: Any) -> Projector:
     """A new projector by name: ``linear`` / ``mlp2x_gelu`` take ``in_dim`` and ``hidden_size``;
-    ``class_embeddings`` takes ``language_model``, ``tokenizer``, ``class_names`` (and ``top_k``,
+    ``class_embeddings`` takes ``table`` (an ``EmbeddingTable``), ``class_names`` (and ``top_k``,
     ``scale_by_probability``, ``text_template``)."""
     cls = projector_class(name)
     try:
@@ -320,10 +322,15 @@ class ProjectorAdapter(ImageProjector):
         return self.projector.project(features).float().numpy()  # (N, H)
 
 
-def build(settings: Any, *, language_model: Any, encoder: Any) -> ProjectorAdapter:
-    """The configured projector for a language model that takes embeddings (``model`` and
-    ``tokenizer`` attributes, as the local transformers adapter has): a directory saved by
-    ``save_projector``, or ``class_embeddings`` built from the model's own token embeddings."""
+def build(
+    settings: Any,
+    *,
+    encoder: VisionEncoderCapabilities,
+    table: Callable[[], EmbeddingTable],
+) -> ProjectorAdapter:
+    """The configured projector for a language model that takes embeddings: a directory saved by
+    ``save_projector``, or ``class_embeddings`` built from the encoder's class names and the
+    language model's embedding ``table`` (asked for only then)."""
     name = settings.vision.projector
     if Path(name).expanduser().is_dir():
         return ProjectorAdapter(load_projector(Path(name).expanduser()))
@@ -332,16 +339,15 @@ def build(settings: Any, *, language_model: Any, encoder: Any) -> ProjectorAdapt
             f"projector {name!r}: give 'class_embeddings' or a directory saved by save_projector "
             "(linear and mlp2x_gelu need trained weights)"
         )
-    if not getattr(encoder, "class_names", None):
+    if not encoder.class_names:
         raise ConfigurationError(
-            f"the class_embeddings projector needs an encoder with class scores; {encoder.name} "
-            "has none: train a projector (assistant train-projector) and set "
+            "the class_embeddings projector needs an encoder with class scores; this one has "
+            "none: train a projector (assistant train-projector) and set "
             "ASSISTANT_VISION__PROJECTOR to its directory"
         )
     projector = build_projector(
         "class_embeddings",
-        language_model=language_model.model,
-        tokenizer=language_model.tokenizer,
+        table=table(),
         class_names=encoder.class_names,
         top_k=settings.vision.top_k,
     )

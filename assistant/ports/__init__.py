@@ -11,6 +11,7 @@ from assistant.messages import MessageStatus
 from assistant.ports.language_model import (
     IMAGE_MARKER,
     CancelToken,
+    EmbeddingTable,
     FinishReason,
     Generation,
     GenerationOptions,
@@ -37,6 +38,7 @@ from assistant.ports.speech import (
     TextToSpeechCapabilities,
     Transcript,
     VoiceActivity,
+    VoiceActivityStream,
 )
 from assistant.ports.vision import (
     ImageFeatures,
@@ -48,6 +50,7 @@ from assistant.ports.vision import (
 __all__ = [
     "AppendResult",
     "CancelToken",
+    "EmbeddingTable",
     "FinishReason",
     "Generation",
     "GenerationOptions",
@@ -74,5 +77,6 @@ __all__ = [
     "VisionEncoder",
     "VisionEncoderCapabilities",
     "VoiceActivity",
+    "VoiceActivityStream",
     "iterate_in_thread",
 ]

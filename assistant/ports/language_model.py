@@ -5,12 +5,13 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from assistant.errors import (
     AssistantError,
+    ConfigurationError,
     ModelError,
     ModelTimeoutError,
 )
@@ -68,8 +69,22 @@ class LanguageModelCapabilities:
 
     embeddings: bool = False  # accepts inputs_embeds (projected image embeddings spliced in)
     images: bool = False  # accepts images themselves (OpenAI-style image_url parts)
-    streaming: bool = True
     context_tokens: int = 2048
+
+
+@dataclass(frozen=True)
+class EmbeddingTable:
+    """A language model's input embeddings, as a projector needs them (the ``embeddings``
+    capability): the table itself and the model's tokenizer, not the model."""
+
+    weight: Any  # (V, H) tensor: row i is token i's input embedding
+    tokenize: Callable[[str], list[int]]  # text -> token ids, no special tokens
+    scale: float = 1.0  # what the model multiplies embeddings by before its first layer
+
+    def embed(self, ids: Sequence[int]) -> Any:
+        """(T, H): the embeddings the model's first layer sees for ``ids``."""
+        vectors = self.weight[list(ids)]  # (T, H)
+        return vectors * self.scale if self.scale != 1.0 else vectors
 
 
 @dataclass
@@ -132,6 +147,10 @@ class LanguageModel(abc.ABC):
     capabilities: LanguageModelCapabilities = LanguageModelCapabilities()
     #: Seconds allowed between two deltas (the first one included) before the generation fails.
     token_timeout_s: float = 120.0
+
+    def input_embeddings(self) -> EmbeddingTable:
+        """The model's input embedding table (models with the ``embeddings`` capability)."""
+        raise ConfigurationError(f"{self.name} does not take input embeddings")
 
     def stream(self, prompt: Prompt, options: GenerationOptions | None = None) -> Generation:
         """Start generating. Errors from the adapter surface as ``ModelError`` while iterating."""

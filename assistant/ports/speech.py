@@ -6,6 +6,7 @@ import abc
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from assistant.errors import InvalidRequestError
 from assistant.ports.blocking import call_off_loop
 
 if TYPE_CHECKING:
@@ -44,7 +45,15 @@ class SpeechToText(abc.ABC):
     async def transcribe(
         self, audio: "np.ndarray", *, language: str | None = None, prompt: str | None = None
     ) -> Transcript:
-        """``audio``: float32 samples, mono, 16 kHz. Runs off the event loop."""
+        """``audio``: float32 samples, mono, 16 kHz. Runs off the event loop. Audio longer than
+        ``capabilities.max_audio_s`` is refused (``audio_too_long``) before the model sees it."""
+        limit_s = self.capabilities.max_audio_s
+        if audio.shape[0] > limit_s * SAMPLE_RATE:
+            raise InvalidRequestError(
+                f"{self.name} takes at most {limit_s:g} s of audio per call, got "
+                f"{audio.shape[0] / SAMPLE_RATE:.1f} s",
+                code="audio_too_long",
+            )
         return await call_off_loop(
             self.name, self.timeout_s, "transcript", self._transcribe_mono, audio, language, prompt
         )
@@ -71,20 +80,52 @@ class SpeechToText(abc.ABC):
 
 
 class VoiceActivity(abc.ABC):
-    """Speech probability per fixed window of audio (e.g. Silero VAD: 512 samples at 16 kHz).
-    Stateful over a stream: ``reset()`` between streams."""
+    """A voice activity model (e.g. Silero VAD: a speech probability per 512 samples at 16 kHz),
+    loaded once per process. Each audio stream gets its own state from ``stream()``: the model and
+    the state of one use of it are two types, as LiveKit's ``VAD.stream()`` -> ``VADStream``."""
 
     name: str = "voice_activity"
     window_samples: int = 512
+    timeout_s: float = 10.0
+
+    def stream(self) -> VoiceActivityStream:
+        """A new stream with its own state over this (shared, thread-safe) model."""
+        return self._stream_impl()
 
     @abc.abstractmethod
-    def probabilities(self, audio: "np.ndarray") -> "np.ndarray":
-        """Blocking: one probability in [0, 1] per whole window of ``audio`` (float32, 16 kHz);
-        a trailing partial window is kept for the next call."""
+    def _stream_impl(self) -> VoiceActivityStream:
+        """A fresh stream state over the loaded model."""
+
+    async def aclose(self) -> None:  # noqa: B027
+        """Release what the adapter holds."""
+
+
+class VoiceActivityStream(abc.ABC):
+    """One audio stream's voice activity state over a ``VoiceActivity`` model."""
+
+    def __init__(self, model: VoiceActivity) -> None:
+        self.model = model
+
+    @property
+    def window_samples(self) -> int:
+        return self.model.window_samples
+
+    async def probabilities(self, audio: "np.ndarray") -> "np.ndarray":
+        """One probability in [0, 1] per whole window of ``audio`` (float32 (N,), 16 kHz) and of
+        what earlier calls left over; a trailing partial window waits for the next call. Runs off
+        the event loop, within the model's ``timeout_s``, failures mapped to ``model_error``."""
+        model = self.model
+        return await call_off_loop(
+            model.name, model.timeout_s, "speech probabilities", self._probabilities_impl, audio
+        )
+
+    @abc.abstractmethod
+    def _probabilities_impl(self, audio: "np.ndarray") -> "np.ndarray":
+        """Blocking: (N,) float32 -> (K,) float32 probabilities, one per completed window."""
 
     @abc.abstractmethod
     def reset(self) -> None:
-        """Forget the stream's state."""
+        """Forget the stream's state (a new stream of audio starts)."""
 
 
 # --------------------------------------------------------------------------------------------------

@@ -28,8 +28,13 @@ class ImageFeatures:
 class VisionEncoderCapabilities:
     feature_dim: int
     patches: int
-    class_scores: bool = False
     image_size: int = 224
+    #: (C,) the names of the classes it scores, in order; None: no class scores.
+    class_names: tuple[str, ...] | None = None
+
+    @property
+    def class_scores(self) -> bool:
+        return bool(self.class_names)
 
 
 class ImageProjector(abc.ABC):

@@ -16,7 +16,7 @@ from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from assistant.config import Settings
-from assistant.errors import AssistantError
+from assistant.errors import AssistantError, ConfigurationError
 from assistant.orchestrator import Orchestrator
 from assistant.ports import LanguageModel, SessionStore, SpeechToText, TextToSpeech, VoiceActivity
 from assistant.protocol import ErrorEvent
@@ -24,12 +24,11 @@ from assistant.registry import (
     build_image_pipeline,
     build_language_model,
     build_session_store,
-    start_embedded_redis,
 )
 from assistant.server.metrics import Metrics
 from assistant.server.realtime import RealtimeConnection
 from assistant.server.rest import error_response, router
-from assistant.speech import SpeechModels
+from assistant.voice.models import SpeechModels
 
 log = logging.getLogger(__name__)
 
@@ -135,13 +134,13 @@ async def _build(
     stack: contextlib.AsyncExitStack,
 ) -> Components:
     if store is None:
-        url = settings.redis_url
-        if not url:
-            embedded = await asyncio.to_thread(start_embedded_redis, settings)
-            stack.callback(embedded.stop)
-            url = embedded.url
-            log.info("started a private redis-server at %s (data in %s)", url, settings.redis_dir)
-        store = build_session_store(settings, redis_url=url)
+        if not settings.redis_url:
+            # One place starts the private redis-server: ``assistant serve``, before any worker.
+            raise ConfigurationError(
+                "no Redis configured: set ASSISTANT_REDIS_URL=redis://host:port/db, or run "
+                "`assistant serve`, which starts a private redis-server when none is set"
+            )
+        store = build_session_store(settings, redis_url=settings.redis_url)
         stack.push_async_callback(store.aclose)
     if llm is None:
         llm = await asyncio.to_thread(build_language_model, settings)

@@ -59,7 +59,7 @@ async def metrics(request: Request) -> Response:
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-# -- voice: OpenAI-compatible transcription of an uploaded audio file ------------------------------
+# -- OpenAI-compatible transcription of an uploaded audio file ------------------------------------
 
 
 @router.post("/v1/audio/transcriptions", response_model=None)
@@ -68,7 +68,7 @@ async def audio_transcriptions(request: Request) -> Response:
     ``language``, ``prompt``, ``response_format`` (``json`` -> ``{"text"}``, ``text``,
     ``verbose_json`` -> ``{"text", "language", "duration"}``); ``model`` is accepted and ignored
     (the server's configured model answers)."""
-    from assistant.speech import transcribe_file
+    from assistant.voice.uploads import transcribe_file
 
     speech = request.app.state.components.speech
     if speech is None:

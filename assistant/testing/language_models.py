@@ -1,6 +1,7 @@
-"""A language model that needs no weights: it answers with a fixed reply, or echoes the last user
-message, one word per token, optionally slowed down. For benchmarks of the gateway ("an instant
-model"), demos without a model, and tests of everything around the model."""
+"""Language models that need no weights. ``ScriptedLM`` (the ``scripted`` adapter) answers with a
+fixed reply, or echoes the last user message, one word per token, optionally slowed down: for
+benchmarks of the gateway ("an instant model"), demos without a model, and tests of everything
+around the model. ``FailingLM`` fails mid-reply."""
 
 from __future__ import annotations
 
@@ -55,6 +56,26 @@ class ScriptedLM(LanguageModel):
                 await asyncio.sleep(self.token_delay_s)
             usage.output_tokens += 1
             yield word if index == 0 else f" {word}"
+
+
+class FailingLM(LanguageModel):
+    """Yields ``good`` deltas, then raises."""
+
+    name = "failing"
+
+    def __init__(self, good: int = 2) -> None:
+        self.good = good
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    async def _stream_impl(
+        self, prompt: Prompt, options: GenerationOptions, cancel: CancelToken, usage: Usage
+    ) -> AsyncIterator[str]:
+        for index in range(self.good):
+            usage.output_tokens += 1
+            yield f"w{index} "
+        raise RuntimeError("the model fell over")
 
 
 def build(settings: Settings) -> ScriptedLM:

@@ -28,22 +28,24 @@ from typing import Literal
 
 import numpy as np
 
+from assistant.config import voice_default
+
 StopReason = Literal["silence", "max_duration", "commit"]
 
 
 @dataclass(frozen=True)
 class TurnDetectionConfig:
-    threshold: float = 0.5
+    threshold: float = voice_default("threshold")
     #: Below this a window is silence; None: ``max(threshold - 0.15, 0.01)`` (Silero's default).
     neg_threshold: float | None = None
     #: Audio kept before the first speech window and handed over with the utterance.
-    prefix_padding_ms: int = 300
+    prefix_padding_ms: int = voice_default("prefix_padding_ms")
     #: Silence that ends a turn.
-    silence_duration_ms: int = 500
+    silence_duration_ms: int = voice_default("silence_duration_ms")
     #: Speech shorter than this (a cough, a click) does not start a turn.
-    min_speech_ms: int = 150
+    min_speech_ms: int = voice_default("min_speech_ms")
     #: A turn is cut here even while speech goes on (matches ``AudioLimits.max_seconds``).
-    max_speech_ms: int | None = 120_000
+    max_speech_ms: int | None = int(voice_default("max_turn_s") * 1000)
     sample_rate: int = 16_000
     window_samples: int = 512
 

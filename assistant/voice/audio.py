@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from assistant.config import VoiceSettings, voice_default
 from assistant.errors import InvalidRequestError, MissingDependencyError
 from assistant.ports import SAMPLE_RATE
 
@@ -29,8 +30,13 @@ _VOICE_EXTRA_HINT = "install the extra: pip install 'assistant[voice]'"
 class AudioLimits:
     """What one turn's audio may be: ``max_seconds`` of audio, ``max_bytes`` of encoded input."""
 
-    max_seconds: float = 120.0
-    max_bytes: int = 25 * 1024 * 1024
+    max_seconds: float = voice_default("max_turn_s")
+    max_bytes: int = voice_default("max_upload_bytes")
+
+    @classmethod
+    def uploads(cls, voice: VoiceSettings) -> AudioLimits:
+        """What an uploaded audio file may be."""
+        return cls(max_seconds=voice.max_upload_s, max_bytes=voice.max_upload_bytes)
 
     @property
     def max_samples(self) -> int:
@@ -55,11 +61,17 @@ class AudioLimits:
 # -- PCM16 -----------------------------------------------------------------------------------------
 
 
-def pcm16_to_float(data: bytes) -> np.ndarray:
-    """PCM16 little-endian mono bytes -> float32 samples in [-1, 1), shape (len(data) // 2,)."""
+def pcm16_to_float(data: bytes, max_bytes: int | None = None) -> np.ndarray:
+    """PCM16 little-endian mono bytes -> float32 samples in [-1, 1), shape (len(data) // 2,).
+    The one check of raw PCM: at most ``max_bytes`` (``audio_too_large``), whole 16-bit samples
+    (``invalid_audio_bytes``)."""
+    if max_bytes is not None and len(data) > max_bytes:
+        raise InvalidRequestError(
+            f"an audio chunk of {len(data)} bytes exceeds {max_bytes}", code="audio_too_large"
+        )
     if len(data) % 2:
         raise InvalidRequestError(
-            f"PCM16 audio needs an even number of bytes, got {len(data)}",
+            f"PCM16 audio needs an even number of bytes (2 per sample), got {len(data)}",
             code="invalid_audio_bytes",
         )
     pcm = np.frombuffer(data, dtype="<i2")  # (N,) int16

@@ -5,8 +5,8 @@ carry an ``event_id``, and an ``error`` event echoes the id of the event that ca
 ``parse_client_event`` turns a text frame into a typed event or raises an ``InvalidRequestError``
 with a stable code: ``invalid_json``, ``unknown_event`` or ``invalid_event``.
 
-This module holds the client's events, parsing and the mapping to storage shapes; the server's
-events live in ``protocol_server`` and are re-exported here.
+This module holds the client's events and their parsing; the server's events are in
+``protocol.server``, the mapping between wire items and domain messages in ``protocol.items``.
 """
 
 from __future__ import annotations
@@ -21,41 +21,7 @@ from assistant.errors import (
     InvalidJSONError,
     UnknownEventError,
 )
-from assistant.messages import (
-    AudioPart,
-    ContentPart,
-    ImagePart,
-    Message,
-    PendingImage,
-    TextPart,
-)
-from assistant.protocol_server import (  # re-exported: import the protocol from here
-    ConversationItemCreated,
-    ErrorEvent,
-    InputAudioBufferCleared,
-    InputAudioBufferCommitted,
-    InputAudioBufferSpeechStarted,
-    InputAudioBufferSpeechStopped,
-    InputAudioTranscriptionCompleted,
-    InputAudioTranscriptionDelta,
-    InputAudioTranscriptionFailed,
-    ResponseCreated,
-    ResponseDone,
-    ResponseOutputAudioDelta,
-    ResponseOutputAudioDone,
-    ResponseOutputTextDelta,
-    ResponseOutputTextDone,
-    ServerEvent,
-    SessionCreated,
-    SessionUpdated,
-    WireContent,
-    WireError,
-    WireItem,
-    WireResponse,
-    WireSession,
-    WireTurnDetection,
-    WireUsage,
-)
+from assistant.protocol.server import WireTurnDetection
 
 # --------------------------------------------------------------------------------------------------
 # Content parts on the wire
@@ -103,8 +69,6 @@ class _ClientEvent(_Wire):
     event_id: str | None = Field(None, max_length=128)
 
 
-
-
 class SessionConfig(_Wire):
     instructions: str | None = Field(None, max_length=100_000)
     max_output_tokens: int | None = Field(None, ge=1, le=8192)
@@ -145,7 +109,7 @@ class ResponseCancel(_ClientEvent):
     response_id: str | None = None
 
 
-# -- voice: the input audio buffer (binary frames of raw PCM16 append to it too) -------------------
+# The input audio buffer (binary frames of raw PCM16 append to it too).
 
 
 class InputAudioBufferAppend(_ClientEvent):
@@ -161,11 +125,14 @@ class InputAudioBufferClear(_ClientEvent):
     type: Literal["input_audio_buffer.clear"]
 
 
-# -- end voice --------------------------------------------------------------------------------------
-
-
 ClientEvent = Annotated[
-    SessionUpdate | ConversationItemCreate | ResponseCreate | ResponseCancel | InputAudioBufferAppend | InputAudioBufferCommit | InputAudioBufferClear,
+    SessionUpdate
+    | ConversationItemCreate
+    | ResponseCreate
+    | ResponseCancel
+    | InputAudioBufferAppend
+    | InputAudioBufferCommit
+    | InputAudioBufferClear,
     Field(discriminator="type"),
 ]
 _client_adapter: TypeAdapter[ClientEvent] = TypeAdapter(ClientEvent)
@@ -213,89 +180,3 @@ def _describe(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in problem["loc"][1:]) or "event"
         parts.append(f"{where}: {problem['msg']}")
     return "; ".join(parts)
-
-
-# --------------------------------------------------------------------------------------------------
-# Mapping between wire and storage shapes
-# --------------------------------------------------------------------------------------------------
-
-
-def wire_item(message: Message) -> WireItem:
-    content: list[WireContent] = []
-    for part in message.content:
-        if isinstance(part, TextPart):
-            kind = "output_text" if message.role == "assistant" else "input_text"
-            content.append(WireContent(type=kind, text=part.text))
-        elif isinstance(part, ImagePart):
-            content.append(WireContent(type="input_image", image_sha256=part.sha256))
-        elif isinstance(part, AudioPart):
-            content.append(WireContent(type="input_audio", transcript=part.transcript))
-    return WireItem(id=message.id, role=message.role, status=message.status, content=content)
-
-
-def message_from_input(item: InputItem) -> Message:
-    """A message from a client item. Images arrive as ``PendingImage`` parts: the orchestrator
-    validates, decodes and stores them (off the event loop) before the message is stored."""
-    parts: list[ContentPart] = []
-    for part in item.content:
-        if isinstance(part, InputText):
-            parts.append(TextPart(text=part.text))
-        elif isinstance(part, InputImage):
-            parts.append(PendingImage(source=part.image_url))
-        elif isinstance(part, InputAudio) and part.transcript is not None:
-            # voice: the server transcribed the uploaded audio into ``transcript`` before this
-            parts.append(AudioPart(transcript=part.transcript))
-        else:
-            raise InvalidEventError(
-                f"content part {part.type!r} is not supported by this server yet",
-                code="unsupported_content",
-            )
-    return Message(role=item.role, content=tuple(parts), turn_id=item.id)
-
-
-__all__ = [
-    "CLIENT_EVENT_TYPES",
-    "ClientEvent",
-    "ConversationItemCreate",
-    "ConversationItemCreated",
-    "ErrorEvent",
-    "InputAudio",
-    "InputAudioBufferAppend",
-    "InputAudioBufferClear",
-    "InputAudioBufferCleared",
-    "InputAudioBufferCommit",
-    "InputAudioBufferCommitted",
-    "InputAudioBufferSpeechStarted",
-    "InputAudioBufferSpeechStopped",
-    "InputAudioTranscriptionCompleted",
-    "InputAudioTranscriptionDelta",
-    "InputAudioTranscriptionFailed",
-    "InputContent",
-    "InputImage",
-    "InputItem",
-    "InputText",
-    "ResponseCancel",
-    "ResponseConfig",
-    "ResponseCreate",
-    "ResponseCreated",
-    "ResponseDone",
-    "ResponseOutputAudioDelta",
-    "ResponseOutputAudioDone",
-    "ResponseOutputTextDelta",
-    "ResponseOutputTextDone",
-    "ServerEvent",
-    "SessionConfig",
-    "SessionCreated",
-    "SessionUpdate",
-    "SessionUpdated",
-    "WireContent",
-    "WireError",
-    "WireItem",
-    "WireResponse",
-    "WireSession",
-    "WireTurnDetection",
-    "WireUsage",
-    "message_from_input",
-    "parse_client_event",
-    "wire_item",
-]

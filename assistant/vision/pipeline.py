@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from assistant.errors import InvalidRequestError
-from assistant.images import DecodedImage, ImageLimits, decode_image
+from assistant.vision.images import DecodedImage, ImageLimits, decode_image
 from assistant.messages import ImagePart, PendingImage
 from assistant.ports import ImageFeatures, ImageProjector, SessionStore, VisionEncoder
 

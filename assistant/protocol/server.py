@@ -1,6 +1,6 @@
-"""The server's events of the wire protocol (``protocol.py`` has the client's, parsing, and the
-mapping to storage shapes; it re-exports these). Pydantic models define the format;
-``protocol_json`` writes the hot path's events straight to JSON, equal to these.
+"""The server's events of the wire protocol (``protocol.client`` has the client's). Pydantic models
+define the format; ``protocol.fast_json`` writes the hot path's events straight to JSON, equal to
+these.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field
 
 from assistant.errors import AssistantError
-from assistant.messages import new_id
+from assistant.messages import ResponseStatus, new_id
 
-# -- voice: server-side turn detection, in both directions ----------------------------------------
+# Server-side turn detection, in both directions.
 
 
 class WireTurnDetection(BaseModel):
@@ -29,9 +29,6 @@ class WireTurnDetection(BaseModel):
     create_response: bool = True
     #: Speech that starts while a response streams cancels it (barge-in).
     interrupt_response: bool = True
-
-
-# -- end voice --------------------------------------------------------------------------------------
 
 
 # --------------------------------------------------------------------------------------------------
@@ -96,13 +93,14 @@ class WireUsage(BaseModel):
     total_tokens: int = 0
 
 
-ResponseStatus = Literal["in_progress", "completed", "cancelled", "incomplete", "failed"]
+#: On the wire a response is ``in_progress`` until it ends with one of the domain statuses.
+WireResponseStatus = Literal["in_progress"] | ResponseStatus
 
 
 class WireResponse(BaseModel):
     id: str
     object: Literal["realtime.response"] = "realtime.response"
-    status: ResponseStatus = "in_progress"
+    status: WireResponseStatus = "in_progress"
     status_details: dict[str, Any] | None = None
     output: list[WireItem] = []
     usage: WireUsage | None = None
@@ -152,7 +150,7 @@ class ErrorEvent(_ServerEvent):
         return cls(error=WireError(type=exc.type, code=exc.code, message=exc.message, event_id=echo))
 
 
-# -- voice: server events -------------------------------------------------------------------------
+# -- the input audio buffer, transcription and spoken replies ------------------------------------
 
 
 class InputAudioBufferSpeechStarted(_ServerEvent):
@@ -213,9 +211,6 @@ class ResponseOutputAudioDelta(_OutputTextEvent):  # the same addressing fields 
 
 class ResponseOutputAudioDone(_OutputTextEvent):
     type: Literal["response.output_audio.done"] = "response.output_audio.done"
-
-
-# -- end voice --------------------------------------------------------------------------------------
 
 
 ServerEvent = Union[

@@ -8,7 +8,7 @@ events (``VoiceEvent``) to an async sink, which the WebSocket maps to wire event
                                                                              │
              commit (VAD or client) ──> final transcript ──────────> TranscriptCompleted
 
-Streaming transcription (``assistant.streaming_transcript``) re-transcribes the growing utterance
+Streaming transcription (``assistant.voice.streaming_transcript``) re-transcribes the growing utterance
 in the background, at most every ``partial_interval_s``. As soon as the voice has been silent for
 ``SETTLE_MS`` (long before the ``silence_duration_ms`` that ends the turn) it transcribes the
 utterance up to there; if no more speech comes, that decode *is* the final transcript, ready when
@@ -28,12 +28,12 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from assistant.audio import pcm16_to_float
-from assistant.config import VoiceSettings
+from assistant.voice.audio import pcm16_to_float
+from assistant.config import VoiceSettings, voice_default
 from assistant.errors import AssistantError, InvalidRequestError
-from assistant.ports import SAMPLE_RATE, SpeechToText, VoiceActivity
-from assistant.streaming_transcript import SampleBuffer, StreamingTranscriber, Utterance
-from assistant.turn_detection import SpeechStarted, SpeechStopped, TurnDetectionConfig, TurnDetector
+from assistant.ports import SAMPLE_RATE, SpeechToText, VoiceActivityStream
+from assistant.voice.streaming_transcript import SampleBuffer, StreamingTranscriber, Utterance
+from assistant.voice.turn_detection import SpeechStarted, SpeechStopped, TurnDetectionConfig, TurnDetector
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +49,15 @@ _MS = SAMPLE_RATE // 1000  # samples per millisecond
 
 @dataclass(frozen=True)
 class VoiceConfig:
+    """A connection's voice settings; the defaults are ``VoiceSettings``'s (the one source)."""
+
     #: None: no server VAD; the client commits the buffer (``input_audio_buffer.commit``).
     turn_detection: TurnDetectionConfig | None = field(default_factory=TurnDetectionConfig)
     create_response: bool = True
     interrupt_response: bool = True
-    max_turn_s: float = 120.0
-    max_chunk_bytes: int = 1024 * 1024
-    partial_interval_s: float = 1.0
+    max_turn_s: float = voice_default("max_turn_s")
+    max_chunk_bytes: int = voice_default("max_chunk_bytes")
+    partial_interval_s: float = voice_default("partial_interval_s")
     language: str | None = None
 
     @classmethod
@@ -148,7 +150,7 @@ class VoicePipeline:
     def __init__(
         self,
         stt: SpeechToText,
-        vad: VoiceActivity,
+        vad: VoiceActivityStream,
         config: VoiceConfig,
         sink: Sink,
         *,
@@ -172,8 +174,10 @@ class VoicePipeline:
     async def append_pcm16(self, data: bytes) -> None:
         """Raw PCM16 little-endian 16 kHz mono. ``InvalidRequestError`` (``audio_too_large``,
         ``invalid_audio_bytes``, ``audio_too_long``) leaves the buffer as it was."""
-        check_pcm16_chunk(data, self.config.max_chunk_bytes)
-        audio = pcm16_to_float(data)  # (N,) float32
+        await self.append(pcm16_to_float(data, self.config.max_chunk_bytes))
+
+    async def append(self, audio: np.ndarray) -> None:
+        """float32 samples (N,), 16 kHz mono (already checked and converted)."""
         if audio.shape[0] == 0:
             return
         if self._detector is None:
@@ -241,7 +245,7 @@ class VoicePipeline:
 
     async def _append_detected(self, audio: np.ndarray) -> None:
         assert self._detector is not None
-        probs = await asyncio.to_thread(self.vad.probabilities, audio)  # (K,)
+        probs = await self.vad.probabilities(audio)  # (K,)
         width = self.vad.window_samples
         waiting = self.buffer.end - self._origin - self._windows * width  # the detector's tail
         self.buffer.append(audio)
@@ -338,20 +342,6 @@ class VoicePipeline:
         return position // _MS
 
 
-def check_pcm16_chunk(data: bytes, max_bytes: int) -> None:
-    """A chunk of raw PCM16: at most ``max_bytes`` (``audio_too_large``), whole 16-bit samples
-    (``invalid_audio_bytes``)."""
-    if len(data) > max_bytes:
-        raise InvalidRequestError(
-            f"an audio chunk of {len(data)} bytes exceeds {max_bytes}", code="audio_too_large"
-        )
-    if len(data) % 2:
-        raise InvalidRequestError(
-            f"PCM16 audio needs an even number of bytes (2 per sample), got {len(data)}",
-            code="invalid_audio_bytes",
-        )
-
-
 def _commit_empty(why: str) -> InvalidRequestError:
     return InvalidRequestError(
         f"nothing to commit: {why}", code="input_audio_buffer_commit_empty"
@@ -370,5 +360,4 @@ __all__ = [
     "VoiceConfig",
     "VoiceEvent",
     "VoicePipeline",
-    "check_pcm16_chunk",
 ]

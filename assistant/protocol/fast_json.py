@@ -3,7 +3,7 @@
 A text turn sends about ten events; building each as a pydantic model (validated, nested) and then
 serialising it costs more than everything else the event loop does for the turn but writing the
 frames. These functions write the same JSON from plain values with orjson. The models in
-``protocol.py`` stay the definition of the wire format: tests check that every function here gives
+``protocol.server`` stay the definition of the wire format: tests check that every function here gives
 exactly what its model gives for the same values.
 """
 
@@ -13,35 +13,12 @@ from typing import Any
 
 import orjson
 
-from assistant.messages import AudioPart, ImagePart, Message, TextPart, new_id
+from assistant.messages import Message, new_id
+from assistant.protocol.items import wire_item_dict
 
 
 def _dumps(event: dict[str, Any]) -> str:
     return orjson.dumps(event).decode()
-
-
-def wire_item_dict(message: Message) -> dict[str, Any]:
-    """``protocol.wire_item(message)`` as a plain dict."""
-    content: list[dict[str, Any]] = []
-    for part in message.content:
-        if isinstance(part, TextPart):
-            kind = "output_text" if message.role == "assistant" else "input_text"
-            content.append(_content(kind, text=part.text))
-        elif isinstance(part, ImagePart):
-            content.append(_content("input_image", image_sha256=part.sha256))
-        elif isinstance(part, AudioPart):
-            content.append(_content("input_audio", transcript=part.transcript))
-    return {
-        "id": message.id, "object": "realtime.item", "type": "message", "role": message.role,
-        "status": message.status, "content": content,
-    }  # fmt: skip
-
-
-def _content(
-    kind: str, text: str | None = None, transcript: str | None = None,
-    image_sha256: str | None = None,
-) -> dict[str, Any]:  # fmt: skip
-    return {"type": kind, "text": text, "transcript": transcript, "image_sha256": image_sha256}
 
 
 def _response(

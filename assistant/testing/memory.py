@@ -1,23 +1,11 @@
-"""In-process fakes for unit tests. Each subclasses the real port, so the port's own public methods
-(error mapping, cancellation, finish reasons) run as they do in production."""
+"""A session store in a dict, behind the real ``SessionStore`` port (leases, idempotent turn ids,
+blobs and the embedding cache included)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 from assistant.errors import SessionNotFoundError
 from assistant.messages import Message, SessionInfo
-from assistant.ports import (
-    AppendResult,
-    CancelToken,
-    GenerationOptions,
-    LanguageModel,
-    Prompt,
-    SessionSnapshot,
-    SessionStore,
-    TurnStart,
-    Usage,
-)
+from assistant.ports import AppendResult, SessionSnapshot, SessionStore, TurnStart
 
 
 class MemoryStore(SessionStore):
@@ -100,23 +88,3 @@ class MemoryStore(SessionStore):
 
     async def _ping_impl(self) -> bool:
         return True
-
-
-class FailingLM(LanguageModel):
-    """Yields ``good`` deltas, then raises."""
-
-    name = "failing"
-
-    def __init__(self, good: int = 2) -> None:
-        self.good = good
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
-    async def _stream_impl(
-        self, prompt: Prompt, options: GenerationOptions, cancel: CancelToken, usage: Usage
-    ) -> AsyncIterator[str]:
-        for index in range(self.good):
-            usage.output_tokens += 1
-            yield f"w{index} "
-        raise RuntimeError("the model fell over")
