@@ -18,7 +18,7 @@ from PIL import Image
 from adapters.llm.transformers_vlm import TransformersVLM
 from adapters.memory.redis import RedisSessionStore
 from assistant.config import LLMSettings, Settings
-from tests.unit.tiny_llava import IMAGE_TOKENS, save_tiny_llava
+from tests.support.tiny_llava import IMAGE_TOKENS, save_tiny_llava
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.tiny_models import chatml_tokenizer
+from tests.support.tiny_models import chatml_tokenizer
 
 IMAGE_SIZE = 32
 PATCH_SIZE = 8

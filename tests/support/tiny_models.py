@@ -1,11 +1,15 @@
-"""Helpers for tests on tiny random language models: a byte-level BPE tokenizer trained offline,
-and hooks that steer or count a model's forward passes."""
+"""Tiny random language models for tests: byte-level BPE tokenizers trained offline
+(``chatml_tokenizer``; ``make_tokenizer``, the ChatML one most tests share), a 2-layer random Llama
+over it (``tiny_llama``), a short conversation on its sentences, and hooks that steer or count a
+model's forward passes."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
+
+from assistant.ports import PromptMessage
 
 
 def chatml_tokenizer(
@@ -41,6 +45,55 @@ def chatml_tokenizer(
     )
     tokenizer.chat_template = chat_template
     return tokenizer
+
+
+#: A ChatML chat template (SmolLM2's shape) and the sentences ``make_tokenizer`` is trained on.
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content']"
+    " + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+SENTENCES = [
+    "The capital of France is Paris.",
+    "Hello there, how are you today?",
+    "A small model answers short questions.",
+    "Tokens stream one at a time from the model.",
+    "You are a helpful assistant. Answer briefly and clearly.",
+]
+EOS = "<|im_end|>"
+
+
+def make_tokenizer() -> Any:
+    """The ChatML tokenizer trained on ``SENTENCES`` (a transformers fast tokenizer)."""
+    return chatml_tokenizer(SENTENCES, chat_template=CHATML, eos=EOS)
+
+
+def tiny_llama(tokenizer: Any, **config: Any) -> Any:
+    """A 2-layer, 32-wide random Llama over ``tokenizer``'s vocabulary, seeded."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    base = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
+    return LlamaForCausalLM(LlamaConfig(**base, **config)).eval()
+
+
+#: A conversation on the tokenizer's sentences, for tests of turns that reuse the KV cache.
+SYSTEM = PromptMessage("system", "You are a helpful assistant. Answer briefly and clearly.")
+QUESTIONS = [
+    "Hello there, how are you today?",
+    "The capital of France is Paris.",
+    "A small model answers short questions.",
+    "Tokens stream one at a time from the model.",
+]
 
 
 def allow_only(model: Any, token_ids: Iterable[int]) -> Any:

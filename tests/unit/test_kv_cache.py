@@ -28,7 +28,7 @@ from adapters.llm.kv_cache import (
 )
 from adapters.llm.transformers_local import TransformersLocalLM
 from assistant.ports import GenerationOptions, Prompt, PromptMessage
-from tests.unit.test_transformers_local import (
+from tests.support.tiny_models import (
     QUESTIONS,
     SYSTEM,
     make_tokenizer,

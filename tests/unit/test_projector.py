@@ -1,5 +1,5 @@
-"""Projectors on random features, a tiny random Llama and a small BPE tokenizer trained here (the
-helper of test_transformers_local): shapes, the registry, save/load, and that ``class_embeddings``
+"""Projectors on random features, a tiny random Llama and a small BPE tokenizer trained offline
+(``tests.support.tiny_models``): shapes, the registry, save/load, and that ``class_embeddings``
 returns the LM's own embeddings of the top classes' names."""
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from adapters.vision.projector import (  # noqa: E402
     save_projector,
 )
 from assistant.errors import ConfigurationError, UnknownAdapterError  # noqa: E402
-from assistant.ports import ImageFeatures  # noqa: E402
-from tests.unit.test_transformers_local import make_tokenizer  # noqa: E402
+from assistant.ports import EmbeddingTable, ImageFeatures  # noqa: E402
+from tests.support.tiny_models import make_tokenizer  # noqa: E402
 
 D, H, P = 24, 32, 49
 CLASS_NAMES = ("tabby", "tiger cat", "espresso", "coffee mug", "goldfish", "tench", "cup", "lynx")
@@ -60,10 +60,16 @@ def features() -> ImageFeatures:
     )
 
 
+def embedding_table(language_model, tokenizer) -> EmbeddingTable:
+    """What ``TransformersLocalLM.input_embeddings()`` gives, for a bare model and tokenizer."""
+    weight = language_model.get_input_embeddings().weight.detach()  # (V, H)
+    return EmbeddingTable(weight, lambda text: tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def make(name: str, language_model, tokenizer, **kw) -> Projector:
     if name == "class_embeddings":
-        kw = {"language_model": language_model, "tokenizer": tokenizer,
-              "class_names": CLASS_NAMES, **kw}  # fmt: skip
+        kw = {"table": embedding_table(language_model, tokenizer), "class_names": CLASS_NAMES,
+              **kw}  # fmt: skip
     else:
         kw = {"in_dim": D, "hidden_size": H, **kw}
     return build_projector(name, **kw)

@@ -6,12 +6,12 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from adapters.llm.scripted import ScriptedLM
+from assistant.testing.language_models import ScriptedLM
 from assistant.config import PromptSettings, Settings
 from assistant.prompt import OMITTED_NOTE
 from assistant.server.app import create_app
-from tests.fakes import MemoryStore
-from tests.ws_helpers import until
+from assistant.testing.memory import MemoryStore
+from tests.support.ws import until
 
 
 def user_item(text, item_id=None, event_id=None):

@@ -219,7 +219,7 @@ async def test_the_native_vlm_runs_its_forwards_there(tmp_path):
     np = pytest.importorskip("numpy")
     from adapters.llm.transformers_vlm import TransformersVLM
     from assistant.ports import IMAGE_MARKER, Prompt, PromptImage, PromptMessage
-    from tests.unit.tiny_llava import save_tiny_llava
+    from tests.support.tiny_llava import save_tiny_llava
 
     lm = TransformersVLM.from_path(str(save_tiny_llava(tmp_path / "tiny-llava")))
     threads, handle = record_forward_threads(lm.model)

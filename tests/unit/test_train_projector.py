@@ -1,5 +1,5 @@
 """Projector training (LLaVA stage 1) on a tiny random Llama, the small BPE tokenizer of
-test_transformers_local and an in-process fake encoder (mean colours of a 2 x 2 grid, spread over
+``tests.support.tiny_models`` and an in-process fake encoder (mean colours of a 2 x 2 grid, spread over
 a fixed random matrix), on 8 generated images: the loss masks what it should, falls, and the saved
 projector reloads with identical outputs; the CLI command runs the same path."""
 
@@ -22,7 +22,7 @@ from adapters.vision import train  # noqa: E402
 from adapters.vision.projector import load_projector  # noqa: E402
 from assistant.errors import ConfigurationError  # noqa: E402
 from assistant.ports import ImageFeatures, VisionEncoder, VisionEncoderCapabilities  # noqa: E402
-from tests.unit.test_transformers_local import make_tokenizer  # noqa: E402
+from tests.support.tiny_models import make_tokenizer  # noqa: E402
 
 D, H = 16, 32
 COLOURS = {

@@ -1,6 +1,7 @@
-"""The local transformers adapter on a tiny random Llama and a byte-level BPE tokenizer trained here
-on a few sentences: no hub, no prepared model. Random weights make the text gibberish; what is
-checked is the token loop (KV cache, EOS, limits, cancellation) and the streaming of text deltas."""
+"""The local transformers adapter on a tiny random Llama and a byte-level BPE tokenizer trained
+offline on a few sentences (``tests.support.tiny_models``): no hub, no prepared model. Random
+weights make the text gibberish; what is checked is the token loop (KV cache, EOS, limits,
+cancellation) and the streaming of text deltas."""
 
 from __future__ import annotations
 
@@ -11,15 +12,18 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
-
 from adapters.llm.transformers_local import TransformersLocalLM  # noqa: E402
-from tests.tiny_models import (  # noqa: E402
-    assert_cancel_stops_after_one_token,
+from tests.support.tiny_models import (  # noqa: E402
+    CHATML,
+    EOS,
+    QUESTIONS,
+    SYSTEM,
     ForwardCounter,
     allow_only,
-    chatml_tokenizer,
+    assert_cancel_stops_after_one_token,
+    make_tokenizer,
     printable_ids,
+    tiny_llama,
 )
 from assistant.errors import ConfigurationError, ContextLengthError  # noqa: E402
 from assistant.ports import (  # noqa: E402
@@ -30,46 +34,14 @@ from assistant.ports import (  # noqa: E402
     Usage,
 )
 
-CHATML = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content']"
-    " + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}"
-    "{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-SENTENCES = [
-    "The capital of France is Paris.",
-    "Hello there, how are you today?",
-    "A small model answers short questions.",
-    "Tokens stream one at a time from the model.",
-    "You are a helpful assistant. Answer briefly and clearly.",
-]
 PROMPT = Prompt(
     (PromptMessage("system", "You are a helpful assistant."), PromptMessage("user", "Hello there"))
 )
-EOS = "<|im_end|>"
-
-
-def make_tokenizer() -> PreTrainedTokenizerFast:
-    return chatml_tokenizer(SENTENCES, chat_template=CHATML, eos=EOS)
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
     return make_tokenizer()
-
-
-def tiny_llama(tokenizer, **config):
-    """A 2-layer, 32-wide random Llama over ``tokenizer``'s vocabulary, seeded."""
-    torch.manual_seed(0)
-    base = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    )
-    return LlamaForCausalLM(LlamaConfig(**base, **config)).eval()
 
 
 @pytest.fixture
@@ -261,14 +233,6 @@ async def test_a_tiny_top_p_keeps_only_the_most_likely_token(lm):
 
 # -- KV cache reuse across turns ------------------------------------------------------------------
 
-SYSTEM = PromptMessage("system", "You are a helpful assistant. Answer briefly and clearly.")
-QUESTIONS = [
-    "Hello there, how are you today?",
-    "The capital of France is Paris.",
-    "A small model answers short questions.",
-    "Tokens stream one at a time from the model.",
-]
-
 
 @pytest.fixture
 def sharp_model(tokenizer):
@@ -429,20 +393,19 @@ async def test_a_failed_generation_leaves_no_entry(sharp_model, tokenizer):
 
 
 def test_build_reads_the_kv_cache_settings(monkeypatch):
-    from types import SimpleNamespace
-
     from adapters.llm import transformers_local
+    from assistant.config import LLMSettings, Settings
 
     seen = {}
     monkeypatch.setattr(transformers_local, "_model_path", lambda settings: "/models/x")
     monkeypatch.setattr(
         TransformersLocalLM, "from_path", classmethod(lambda cls, path, **kw: seen.update(kw))
     )
-    llm = SimpleNamespace(threads=0, token_timeout_s=5.0)
-    transformers_local.build(SimpleNamespace(llm=llm))
-    assert (seen["kv_cache_sessions"], seen["kv_cache_max_tokens"]) == (8, 32768)
-    llm.kv_cache_sessions, llm.kv_cache_max_tokens = 2, 100
-    transformers_local.build(SimpleNamespace(llm=llm))
+    transformers_local.build(Settings(llm=LLMSettings()))
+    defaults = LLMSettings()  # the one source of the defaults: 8 sessions, 16,384 tokens
+    assert (seen["kv_cache_sessions"], seen["kv_cache_max_tokens"]) == (8, 16_384)
+    assert (defaults.kv_cache_sessions, defaults.kv_cache_max_tokens) == (8, 16_384)
+    transformers_local.build(Settings(llm=LLMSettings(kv_cache_sessions=2, kv_cache_max_tokens=100)))
     assert (seen["kv_cache_sessions"], seen["kv_cache_max_tokens"]) == (2, 100)
 
 

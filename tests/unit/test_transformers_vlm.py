@@ -26,13 +26,13 @@ from assistant.ports import (  # noqa: E402
     Usage,
 )
 from assistant.registry import build_language_model  # noqa: E402
-from tests.tiny_models import (  # noqa: E402
+from tests.support.tiny_models import (  # noqa: E402
     ForwardCounter,
     allow_only,
     assert_cancel_stops_after_one_token,
     printable_ids,
 )
-from tests.unit.tiny_llava import (  # noqa: E402
+from tests.support.tiny_llava import (  # noqa: E402
     IMAGE_TOKEN,
     IMAGE_TOKENS,
     make_processor,
