@@ -7,21 +7,25 @@ espeak-ng and sox are part of the set-up: their absence fails these tests rather
 
 from __future__ import annotations
 
-import io
-import shutil
-import string
-import subprocess
 import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from assistant.audio import decode_audio_file, pcm16_to_float
+from assistant.voice.audio import decode_audio_file
 from assistant.config import Settings
 from assistant.errors import InvalidRequestError
 from assistant.ports import SAMPLE_RATE
-from assistant.turn_detection import SpeechStarted, SpeechStopped, TurnDetector
+from assistant.voice.turn_detection import SpeechStarted, SpeechStopped, TurnDetector
+from tests.support.audio import (
+    encode_webm_opus,
+    read_wav,
+    require_speech_tools,
+    speak,
+    with_silence,
+    words,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -40,36 +44,13 @@ SENTENCES = {
 }
 
 
-def words(text: str) -> list[str]:
-    """Lowercased words, punctuation stripped."""
-    return text.lower().translate(str.maketrans("", "", string.punctuation)).split()
-
-
-def read_wav(path: Path) -> np.ndarray:
-    """A PCM16 16 kHz mono WAV -> float32 (N,)."""
-    with wave.open(str(path), "rb") as source:
-        assert (source.getframerate(), source.getnchannels(), source.getsampwidth()) == (
-            SAMPLE_RATE, 1, 2,
-        )
-        return pcm16_to_float(source.readframes(source.getnframes()))
-
-
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory) -> dict[str, Path]:
     """Each sentence spoken by espeak-ng (its own 22.05 kHz WAV, ``{key}.raw.wav``) and converted
     by sox to 16 kHz mono PCM16 (``{key}.wav``)."""
-    for tool in ("espeak-ng", "sox"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is not installed; the set-up installs it (apt-get install {tool})")
+    require_speech_tools()
     folder = tmp_path_factory.mktemp("speech")
-    for key, (sentence, _) in SENTENCES.items():
-        raw, out = folder / f"{key}.raw.wav", folder / f"{key}.wav"
-        subprocess.run(["espeak-ng", "-w", str(raw), sentence], check=True, capture_output=True)
-        subprocess.run(
-            ["sox", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(out)],
-            check=True, capture_output=True,
-        )
-    return {key: folder / f"{key}.wav" for key in SENTENCES}
+    return {key: speak(sentence, folder, key) for key, (sentence, _) in SENTENCES.items()}
 
 
 @pytest.fixture(scope="module")
@@ -84,22 +65,6 @@ def vad():
     from adapters.asr.silero_vad import SileroVAD
 
     return SileroVAD.from_path()
-
-
-def encode_webm_opus(audio: np.ndarray) -> bytes:
-    """float32 16 kHz mono (N,) -> a WebM file with one Opus stream, as a browser records it."""
-    import av
-
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format="webm") as out:
-        stream = out.add_stream("libopus", rate=48_000)
-        stream.layout = "mono"
-        pcm = np.rint(np.clip(audio, -1, 1) * 32767).astype(np.int16)[None, :]  # (1, N)
-        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
-        frame.sample_rate = SAMPLE_RATE
-        for packet in [*stream.encode(frame), *stream.encode(None)]:
-            out.mux(packet)
-    return buffer.getvalue()
 
 
 # -- speech to text ---------------------------------------------------------------------------------
@@ -154,14 +119,10 @@ async def test_empty_audio_gives_an_empty_transcript(stt):
 # -- voice activity and turns -----------------------------------------------------------------------
 
 
-def with_silence(audio: np.ndarray, seconds: float = 1.0) -> np.ndarray:
-    return np.concatenate([audio, np.zeros(int(seconds * SAMPLE_RATE), np.float32)])  # (N + S,)
-
-
-def test_vad_is_high_in_speech_and_low_in_silence(vad, speech):
+async def test_vad_is_high_in_speech_and_low_in_silence(vad, speech):
     audio = read_wav(speech["lights"])
-    stream = vad.new_stream()
-    probs = stream.probabilities(with_silence(audio))  # (K,)
+    stream = vad.stream()
+    probs = await stream.probabilities(with_silence(audio))  # (K,)
     spoken = audio.shape[0] // 512  # windows inside the spoken part
     assert probs.shape == (with_silence(audio).shape[0] // 512,)
     assert float(np.mean(probs[:spoken] > 0.5)) >= 0.8, np.round(probs[:spoken], 2)
@@ -169,34 +130,34 @@ def test_vad_is_high_in_speech_and_low_in_silence(vad, speech):
     assert float(probs[-16:].max()) < 0.1, np.round(probs[spoken:], 2)  # the last 512 ms
 
 
-def test_vad_matches_faster_whispers_own_silero_call(vad, speech):
+async def test_vad_matches_faster_whispers_own_silero_call(vad, speech):
     """The reference: faster-whisper's whole-file call (contexts and state built its own way)."""
     from faster_whisper.vad import get_vad_model
 
     audio = with_silence(read_wav(speech["weather"]))
     audio = audio[: audio.shape[0] // 512 * 512]  # (K * 512,)
     reference = np.asarray(get_vad_model()(audio)).reshape(-1)  # (K,)
-    np.testing.assert_allclose(vad.new_stream().probabilities(audio), reference, atol=1e-5)
+    np.testing.assert_allclose(await vad.stream().probabilities(audio), reference, atol=1e-5)
 
 
-def test_vad_streaming_in_chunks_matches_one_call(vad, speech):
+async def test_vad_streaming_in_chunks_matches_one_call(vad, speech):
     audio = with_silence(read_wav(speech["account"]))
-    whole = vad.new_stream().probabilities(audio)
-    stream = vad.new_stream()
-    chunks = [stream.probabilities(audio[i : i + 320]) for i in range(0, audio.shape[0], 320)]
+    whole = await vad.stream().probabilities(audio)
+    stream = vad.stream()
+    chunks = [await stream.probabilities(audio[i : i + 320]) for i in range(0, audio.shape[0], 320)]
     streamed = np.concatenate(chunks)  # 20 ms chunks: most calls end inside a window
     np.testing.assert_allclose(streamed, whole, atol=1e-5)
     stream.reset()
-    np.testing.assert_allclose(stream.probabilities(audio), whole, atol=1e-5)
+    np.testing.assert_allclose(await stream.probabilities(audio), whole, atol=1e-5)
 
 
 async def test_turn_detector_fed_by_silero_finds_the_utterance(vad, stt, speech):
     audio = with_silence(read_wav(speech["account"]))  # (N,) speech, then 1 s of silence
     spoken_ms = (audio.shape[0] - SAMPLE_RATE) * 1000 // SAMPLE_RATE
-    stream, detector, events = vad.new_stream(), TurnDetector(), []
+    stream, detector, events = vad.stream(), TurnDetector(), []
     for i in range(0, audio.shape[0], 1600):  # 100 ms chunks, as a client sends them
         chunk = audio[i : i + 1600]
-        events += detector.feed(stream.probabilities(chunk), chunk)
+        events += detector.feed(await stream.probabilities(chunk), chunk)
     assert [type(e) for e in events] == [SpeechStarted, SpeechStopped], events
     started, stopped = events
     assert started.audio_start_ms <= 300  # espeak-ng starts speaking at once

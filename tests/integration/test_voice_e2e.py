@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -18,14 +16,21 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from adapters.llm.scripted import ScriptedLM
-from assistant.audio import float_to_pcm16, pcm16_to_float
+from assistant.testing.language_models import ScriptedLM
+from assistant.voice.audio import float_to_pcm16, pcm16_to_float
 from assistant.config import Settings
 from assistant.ports import SAMPLE_RATE
 from assistant.server.app import create_app
-from tests.fakes import MemoryStore
-from tests.integration.test_asr_real import encode_webm_opus, read_wav, words
-from tests.ws_helpers import assert_in_order, until
+from assistant.testing.memory import MemoryStore
+from tests.support.audio import (
+    encode_webm_opus,
+    read_wav,
+    require_speech_tools,
+    speak,
+    with_silence,
+    words,
+)
+from tests.support.ws import assert_in_order, until
 
 pytestmark = pytest.mark.integration
 
@@ -38,18 +43,10 @@ SPEED = 2.0  # audio is streamed twice as fast as it is spoken
 @pytest.fixture(scope="module")
 def spoken(tmp_path_factory) -> dict[str, Path]:
     """``{"question": wav, "interruption": wav}``: espeak-ng speech at 16 kHz mono PCM16."""
-    for tool in ("espeak-ng", "sox"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is not installed; the set-up installs it (apt-get install {tool})")
+    require_speech_tools()
     folder = tmp_path_factory.mktemp("voice")
-    out = {}
-    for key, (sentence, _) in {"question": QUESTION, "interruption": INTERRUPTION}.items():
-        raw, wav = folder / f"{key}.raw.wav", folder / f"{key}.wav"
-        subprocess.run(["espeak-ng", "-w", str(raw), sentence], check=True, capture_output=True)
-        subprocess.run(["sox", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(wav)],
-                       check=True, capture_output=True)  # fmt: skip
-        out[key] = wav
-    return out
+    sentences = {"question": QUESTION[0], "interruption": INTERRUPTION[0]}
+    return {key: speak(sentence, folder, key) for key, sentence in sentences.items()}
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +79,7 @@ def stream(ws, audio: np.ndarray, chunk_s: float = 0.1) -> None:
     step = int(chunk_s * SAMPLE_RATE)
     for begin in range(0, audio.shape[0], step):
         ws.send_bytes(float_to_pcm16(audio[begin : begin + step]))
-        time.sleep(chunk_s / SPEED)
-
-
-def with_silence(audio: np.ndarray, seconds: float = 1.0) -> np.ndarray:
-    return np.concatenate([audio, np.zeros(int(seconds * SAMPLE_RATE), np.float32)])
+        time.sleep(chunk_s / SPEED)  # the pacing is the behaviour: audio as a client streams it
 
 
 def has_words(text: str, expected: list[str]) -> bool:
@@ -125,19 +118,16 @@ def test_spoken_question_in_binary_frames_is_answered_without_a_commit(
 def test_partial_transcripts_arrive_while_the_user_speaks(models, client_for, tmp_path):
     """At real time, a 4 s sentence gets partial decodes; the words they agree on come as deltas
     before the turn ends."""
-    raw, wav = tmp_path / "long.raw.wav", tmp_path / "long.wav"
     sentence = "I would like to book a table for two people tomorrow evening at the Italian place."
-    subprocess.run(["espeak-ng", "-s", "150", "-w", str(raw), sentence], check=True)
-    subprocess.run(["sox", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(wav)],
-                   check=True)  # fmt: skip
+    wav = speak(sentence, tmp_path, "long", "-s", "150")
     client = client_for(stt=models["stt"], vad=models["vad"])
     with client.websocket_connect("/v1/realtime") as ws:
         ws.receive_json()
         audio = with_silence(read_wav(wav))
         step = SAMPLE_RATE // 10
-        for begin in range(0, audio.shape[0], step):  # real time
+        for begin in range(0, audio.shape[0], step):
             ws.send_bytes(float_to_pcm16(audio[begin : begin + step]))
-            time.sleep(0.1)
+            time.sleep(0.1)  # real time: the partial decodes happen while the user speaks
         events = until(ws, "conversation.item.input_audio_transcription.completed")
     kinds = [e["type"] for e in events]
     deltas = [e for e in events if e["type"] == "conversation.item.input_audio_transcription.delta"]

@@ -5,24 +5,17 @@ fakes subclass the real ports, so the ports' own timeout and error mapping run a
 from __future__ import annotations
 
 import asyncio
-import time
 
 import numpy as np
 import pytest
 
-from assistant.audio import float_to_pcm16
+from assistant.voice.audio import float_to_pcm16
 from assistant.errors import InvalidRequestError
-from assistant.ports import (
-    SAMPLE_RATE,
-    SpeechToText,
-    TextToSpeech,
-    Transcript,
-    VoiceActivity,
-)
-from assistant.spoken_reply import SentenceSplitter, SpokenReply
-from assistant.streaming_transcript import SampleBuffer, Utterance, agreed_delta
-from assistant.turn_detection import TurnDetectionConfig
-from assistant.voice import (
+from assistant.ports import SAMPLE_RATE, Transcript
+from assistant.voice.spoken_reply import SentenceSplitter, SpokenReply
+from assistant.voice.streaming_transcript import SampleBuffer, Utterance, agreed_delta
+from assistant.voice.turn_detection import TurnDetectionConfig
+from assistant.voice.pipeline import (
     BufferCleared,
     BufferCommitted,
     SpeechBegan,
@@ -33,89 +26,17 @@ from assistant.voice import (
     VoicePipeline,
 )
 
-SENTENCE = "what is the weather like in london today".split()
-WORD_S = 0.11  # the fake STT hears one word per 110 ms of loud audio (a 1 s tone: all 8)
+from assistant.testing.speech import SENTENCE, FakeSTT, FakeTTS, FakeVAD
+from tests.support.audio import chunks, silence, tone
+from tests.support.waiting import wait_for_async
 
 
-# -- fakes ------------------------------------------------------------------------------------------
-
-
-class FakeVAD(VoiceActivity):
-    """Speech probability 0.95 for a window whose RMS is above 0.02, else 0.02."""
-
-    name = "fake_vad"
-    window_samples = 512
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def new_stream(self) -> "FakeVAD":
-        return FakeVAD()
-
-    def reset(self) -> None:
-        self._pending = np.zeros(0, np.float32)
-
-    def probabilities(self, audio: np.ndarray) -> np.ndarray:
-        samples = np.concatenate([self._pending, np.asarray(audio, np.float32)])
-        count = samples.shape[0] // self.window_samples
-        self._pending = samples[count * self.window_samples :]
-        windows = samples[: count * self.window_samples].reshape(count, self.window_samples)
-        rms = np.sqrt((windows**2).mean(axis=1)) if count else np.zeros(0)
-        return np.where(rms > 0.02, 0.95, 0.02).astype(np.float32)
-
-
-class FakeSTT(SpeechToText):
-    """One word of ``SENTENCE`` per ``WORD_S`` of loud audio; ``delay_s`` of blocking work."""
-
-    name = "fake_stt"
-
-    def __init__(self, delay_s: float = 0.0, text: str | None = None) -> None:
-        self.delay_s = delay_s
-        self.text = text
-        self.calls: list[float] = []  # seconds of audio per call
-
-    def _transcribe_impl(self, audio, language, prompt) -> Transcript:
-        self.calls.append(audio.shape[0] / SAMPLE_RATE)
-        if self.delay_s:
-            time.sleep(self.delay_s)
-        if self.text is not None:
-            return Transcript(self.text, "en", audio.shape[0] / SAMPLE_RATE)
-        loud = int(np.sum(np.abs(audio) > 0.05)) / SAMPLE_RATE  # seconds above the floor
-        words = SENTENCE[: int(loud / WORD_S)]  # 89 % of a 0.3 sine's samples are "loud"
-        return Transcript(" ".join(words), "en", audio.shape[0] / SAMPLE_RATE)
-
-
-class FakeTTS(TextToSpeech):
-    """``per_char_s`` of a 220 Hz tone per character of text."""
-
-    name = "fake_tts"
-
-    def __init__(self, per_char_s: float = 0.01) -> None:
-        self.per_char_s = per_char_s
-        self.spoken: list[str] = []
-
-    def _synthesize_impl(self, text, voice) -> np.ndarray:
-        self.spoken.append(text)
-        n = int(len(text) * self.per_char_s * SAMPLE_RATE)
-        return (0.2 * np.sin(np.arange(n) * 2 * np.pi * 220 / SAMPLE_RATE)).astype(np.float32)
-
-
-def tone(seconds: float, amplitude: float = 0.3) -> np.ndarray:
-    n = int(seconds * SAMPLE_RATE)
-    return (amplitude * np.sin(np.arange(n) * 2 * np.pi * 440 / SAMPLE_RATE)).astype(np.float32)
-
-
-def silence(seconds: float) -> np.ndarray:
-    return np.zeros(int(seconds * SAMPLE_RATE), np.float32)
-
-
-def chunks(audio: np.ndarray, seconds: float = 0.1):
-    step = int(seconds * SAMPLE_RATE)
-    for begin in range(0, audio.shape[0], step):
-        yield float_to_pcm16(audio[begin : begin + step])
+# -- helpers ----------------------------------------------------------------------------------------
 
 
 class Collector:
+    """The pipeline's sink: the events it was handed, in order."""
+
     def __init__(self) -> None:
         self.events: list[object] = []
 
@@ -131,8 +52,29 @@ class Collector:
 
 def pipeline(stt=None, config=None, **kw):
     sink = Collector()
-    voice = VoicePipeline(stt or FakeSTT(), FakeVAD(), config or VoiceConfig(**kw), sink)
+    voice = VoicePipeline(stt or FakeSTT(), FakeVAD().stream(), config or VoiceConfig(**kw), sink)
     return voice, sink
+
+
+class Decodes:
+    """The background decodes (partials and final candidates) ``voice`` starts from now on, each
+    recorded as it starts: a hook on its transcriber's ``schedule``."""
+
+    def __init__(self, voice: VoicePipeline) -> None:
+        self.started: list[asyncio.Task] = []
+        schedule = voice.transcriber.schedule
+
+        def recording(utterance: Utterance) -> None:
+            schedule(utterance)
+            if utterance.task is not None and utterance.task not in self.started:
+                self.started.append(utterance.task)
+
+        voice.transcriber.schedule = recording
+
+    async def finished(self) -> None:
+        """Wait until every decode started so far, and any those start in turn, has finished."""
+        while pending := [task for task in self.started if not task.done()]:
+            await asyncio.gather(*pending)
 
 
 # -- server VAD -------------------------------------------------------------------------------------
@@ -173,9 +115,10 @@ async def test_turn_times_do_not_depend_on_the_chunk_size(chunk_s):
 async def test_the_decode_made_while_silence_settles_is_the_final_transcript():
     stt = FakeSTT()
     voice, sink = pipeline(stt)
+    decodes = Decodes(voice)
     for chunk in chunks(np.concatenate([tone(1.0), silence(0.2)])):
         await voice.append_pcm16(chunk)
-    await asyncio.sleep(0.05)  # the speculative decode runs while the turn is not over yet
+    await decodes.finished()  # the speculative decode, made while the turn is not over yet
     assert len(stt.calls) == 1 and not sink.of(SpeechEnded)
     for chunk in chunks(silence(0.5)):
         await voice.append_pcm16(chunk)
@@ -188,9 +131,11 @@ async def test_the_decode_made_while_silence_settles_is_the_final_transcript():
 async def test_speech_resuming_after_the_early_decode_is_decoded_again():
     stt = FakeSTT()
     voice, sink = pipeline(stt)
+    decodes = Decodes(voice)
     for chunk in chunks(np.concatenate([tone(0.5), silence(0.2)])):
         await voice.append_pcm16(chunk)
-    await asyncio.sleep(0.05)
+    await decodes.finished()  # the early decode is done before the speech resumes
+    assert decodes.started
     for chunk in chunks(np.concatenate([tone(0.5), silence(0.6)])):
         await voice.append_pcm16(chunk)
     await voice.drain()
@@ -201,9 +146,10 @@ async def test_speech_resuming_after_the_early_decode_is_decoded_again():
 
 async def test_partial_deltas_are_words_two_decodes_agree_on():
     voice, sink = pipeline(FakeSTT(delay_s=0.01), partial_interval_s=0.001)
+    decodes = Decodes(voice)
     for chunk in chunks(np.concatenate([tone(1.0), silence(0.8)])):
         await voice.append_pcm16(chunk)
-        await asyncio.sleep(0.03)  # lets each partial decode finish: several per utterance
+        await decodes.finished()  # each partial decode finishes: several per utterance
     await voice.drain()
     deltas = "".join(d.delta for d in sink.of(TranscriptDelta))
     final = sink.of(TranscriptCompleted)[0].transcript
@@ -311,7 +257,7 @@ async def test_a_failing_model_reports_the_turn_as_failed():
         def _transcribe_impl(self, audio, language, prompt):
             raise RuntimeError("out of memory")
 
-    from assistant.voice import TranscriptFailed
+    from assistant.voice.pipeline import TranscriptFailed
 
     voice, sink = pipeline(Broken(), turn_detection=None)
     await voice.append_pcm16(float_to_pcm16(tone(0.5)))
@@ -364,7 +310,7 @@ async def test_a_spoken_reply_speaks_sentence_by_sentence():
     spoken = SpokenReply(tts, pieces.append, chunk_s=0.05)
     for delta in "The capital of France is Paris. It is big".split(" "):
         spoken.feed(delta + " ")
-    await asyncio.sleep(0.05)
+    await wait_for_async(lambda: pieces, what="the first sentence's audio")
     assert tts.spoken == ["The capital of France is Paris."]  # spoken before the reply ended
     await spoken.finish()
     assert tts.spoken == ["The capital of France is Paris.", "It is big"]
