@@ -14,6 +14,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from adapters.memory.embedded_redis import free_port
 from adapters.memory.redis_pipe import RedisPipe
+from tests.support.waiting import wait_for_async
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +68,8 @@ async def test_a_killed_connection_is_replaced_and_the_request_sent_again(pipe, 
     admin = aioredis.from_url(redis_url, decode_responses=True)
     try:
         await admin.execute_command("CLIENT", "KILL", "SKIPME", "yes", "TYPE", "normal")
-        await asyncio.sleep(0.1)
+        await wait_for_async(lambda: pipe._protocol is not before,
+                             what="the pipe to drop the killed connection")  # fmt: skip
         assert await pipe.call("ECHO", "after") == "after"
         assert pipe._protocol is not None and pipe._protocol is not before
     finally:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -13,23 +11,10 @@ from adapters.memory.embedded_redis import EmbeddedRedis, EmbeddedRedisError, fr
 from adapters.memory.redis import RedisSessionStore
 from assistant.errors import SessionNotFoundError, StoreError
 from assistant.messages import AudioPart, ImagePart, Message, SessionInfo, TextPart
+from tests.support.redis import CountingConnection, wait_until_expired, writes
+from tests.support.waiting import wait_for_async
 
 pytestmark = pytest.mark.integration
-
-
-class CountingConnection(aioredis.Connection):
-    """Counts the requests written to the socket: one per command, pipeline or script call."""
-
-    sends = 0
-
-    async def send_packed_command(self, command, check_health=True):  # type: ignore[override]
-        CountingConnection.sends += 1
-        await super().send_packed_command(command, check_health)
-
-
-def writes(store: RedisSessionStore) -> int:
-    """Writes to Redis sockets: redis-py's pool (counted above) and the store's pipelined line."""
-    return CountingConnection.sends + store.pipe.writes
 
 
 @pytest.fixture
@@ -92,16 +77,23 @@ async def test_update_info(store):
 
 
 async def test_sliding_ttl_refreshed_on_read(redis_url, raw):
-    store = RedisSessionStore.from_url(redis_url, ttl_s=1.2)
+    ttl_ms = 1_200
+    store = RedisSessionStore.from_url(redis_url, ttl_s=ttl_ms / 1000)
     try:
         for session_id in ("read", "untouched"):
             await new_session(store, session_id)
             await store.append(session_id, Message.from_text("user", "hi", turn_id="t1"))
-        await asyncio.sleep(0.7)
+        read_keys = [store.keys("read")[part] for part in ("meta", "msgs", "turns")]
+
+        async def run_down_to_half() -> bool:  # PTTL does not refresh a key; a load would
+            return all([0 < await raw.pttl(key) <= ttl_ms // 2 for key in read_keys])
+
+        await wait_for_async(run_down_to_half, what="the session's TTL to run down to half")
         assert await store.load("read", last=0) is not None  # a read, no write
-        for part in ("meta", "msgs", "turns"):
-            assert await raw.pttl(store.keys("read")[part]) > 1_000
-        await asyncio.sleep(0.7)  # past the first expiry: only the session that was read is alive
+        for key in read_keys:
+            assert await raw.pttl(key) > 1_000
+        # The first expiry: the untouched session is gone, the one that was read is still alive.
+        await wait_until_expired(raw, *store.keys("untouched").values())
         assert await store.load("untouched") is None
         snapshot = await store.load("read")
         assert snapshot is not None and [m.text for m in snapshot.messages] == ["hi"]

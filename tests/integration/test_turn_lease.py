@@ -7,14 +7,15 @@ import pytest
 import redis.asyncio as aioredis
 from fastapi.testclient import TestClient
 
-from adapters.llm.scripted import ScriptedLM
+from assistant.testing.language_models import ScriptedLM
 from adapters.memory.redis import RedisSessionStore
 from assistant.config import MemorySettings, Settings
 from assistant.errors import SessionBusyError, SessionNotFoundError
-from assistant.messages import Message, SessionInfo
+from assistant.messages import Message, SessionInfo, now_ms
 from assistant.server.app import create_app
 from assistant.turn_lease import TurnLease
-from tests.integration.test_redis_store import CountingConnection, writes
+from tests.support.redis import CountingConnection, wait_until_expired, writes
+from tests.support.waiting import wait_for_async
 
 pytestmark = pytest.mark.integration
 
@@ -25,6 +26,13 @@ async def store(redis_url):
     await store.create(SessionInfo(id="s1"))
     yield store
     await store.aclose()
+
+
+@pytest.fixture
+async def raw(redis_url):
+    client = aioredis.from_url(redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
 
 
 async def test_begin_takes_the_lease_appends_and_returns_the_history(store):
@@ -47,39 +55,40 @@ async def test_begin_takes_the_lease_appends_and_returns_the_history(store):
 
 async def test_a_waiting_writer_gets_the_lease_when_it_is_given_back(store):
     await store.begin_turn("s1", "tok-a", message=Message.from_text("user", "first"))
+    asked = store.round_trips
     waiter = asyncio.create_task(
         store.begin_turn("s1", "tok-b", message=Message.from_text("user", "second"), wait_s=5)
     )
-    await asyncio.sleep(0.1)
+    # It asks again only after it was refused: the lease holder keeps it waiting.
+    await wait_for_async(lambda: store.round_trips >= asked + 2, what="the waiter to ask twice")
     assert not waiter.done()
     await store.end_turn("s1", "tok-a", Message.from_text("assistant", "reply"))
     started = await waiter
     assert [m.text for m in started.snapshot.messages] == ["first", "reply", "second"]
 
 
-async def test_a_lapsed_lease_is_not_renewed_and_end_does_not_free_another_writers(store, redis_url):
+async def test_a_lapsed_lease_is_not_renewed_and_end_does_not_free_another_writers(store, raw):
     await store.begin_turn("s1", "tok-a")
-    await asyncio.sleep(0.7)  # lock_ttl_ms=600: the lease lapses without renewal
+    assert await raw.get(store.keys("s1")["lock"]) == "tok-a"
+    await wait_until_expired(raw, store.keys("s1")["lock"])  # lock_ttl_ms=600, no renewal
     assert not await store.renew_turn("s1", "tok-a")
     await store.begin_turn("s1", "tok-b")
     await store.end_turn("s1", "tok-a", Message.from_text("assistant", "late reply"))
-    raw = aioredis.from_url(redis_url, decode_responses=True)
-    try:
-        assert await raw.get(store.keys("s1")["lock"]) == "tok-b"
-    finally:
-        await raw.aclose()
+    assert await raw.get(store.keys("s1")["lock"]) == "tok-b"
     with pytest.raises(SessionNotFoundError):
         await store.begin_turn("nope", "tok-a")
 
 
-async def test_turn_lease_rereads_the_history_when_its_snapshot_is_stale(store):
+async def test_turn_lease_rereads_the_history_when_its_snapshot_is_stale(store, raw):
     lease = TurnLease(store, "s1", lease_s=0.6, wait_s=0, last=50)
     await lease.add(Message.from_text("user", "mine"))
     assert lease.fresh
     sent = store.round_trips
     await lease.history()
     assert store.round_trips == sent  # fresh: the history came with the write
-    await asyncio.sleep(0.7)
+    # The lease lapses (no renewal: no reply is streaming), in the lease and in Redis.
+    await wait_for_async(lambda: not lease.fresh, what="the lease to go stale")
+    await wait_until_expired(raw, store.keys("s1")["lock"])
     # Meanwhile another connection wrote a turn; a stale lease must see it.
     await store.begin_turn("s1", "tok-other", message=Message.from_text("user", "theirs"))
     await store.end_turn("s1", "tok-other")
@@ -115,7 +124,8 @@ async def test_a_kept_alive_lease_outlives_its_time_and_stops_being_renewed_when
     lease = TurnLease(store, "s1", lease_s=0.6, wait_s=0, last=50)  # store's lease: 600 ms
     await lease.add(Message.from_text("user", "a long reply is coming"))
     lease.keep_alive()
-    await asyncio.sleep(1.5)  # more than twice the lease time
+    # The time passing is what is tested: without renewals the lease would have lapsed twice over.
+    await asyncio.sleep(1.5)
     with pytest.raises(SessionBusyError):
         await store.begin_turn("s1", "tok-other")
     await lease.finish(Message.from_text("assistant", "done"))
@@ -164,7 +174,8 @@ async def test_a_session_created_again_under_the_same_id_is_read_from_the_start(
     lease = TurnLease(store, "s1", lease_s=5, wait_s=0, last=50)
     await lease.add(Message.from_text("user", "old life"))
     await lease.finish(Message.from_text("assistant", "old reply"))
-    await asyncio.sleep(0.01)  # a new created_at
+    old = (await store.load("s1", last=0)).info.created_at
+    await wait_for_async(lambda: now_ms() > old, what="the clock to pass the old created_at")
     await store.create(SessionInfo(id="s1"))
     for text in ("new", "life", "here"):
         await store.append("s1", Message.from_text("user", text))
