@@ -15,6 +15,7 @@ import pytest
 import websockets
 
 from assistant.config import Settings
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -61,20 +62,23 @@ class Server:
         with urllib.request.urlopen(self.url(path), timeout=10) as response:
             return json.loads(response.read())
 
+    def log_tail(self) -> str:
+        return open(self.log.name).read()[-3000:]
+
+    def healthy(self) -> bool:
+        assert self.proc.poll() is None, self.log_tail()
+        try:
+            return self.get("/healthz")["status"] == "ok"
+        except OSError:  # not listening yet
+            return False
+
     def wait_healthy(self, timeout=180):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, open(self.log.name).read()[-3000:]
-            try:
-                if self.get("/healthz")["status"] == "ok":
-                    return
-            except OSError:
-                time.sleep(0.3)
-        raise AssertionError("server did not become healthy:\n" + open(self.log.name).read()[-3000:])
+        wait_for(self.healthy, timeout_s=timeout, poll_s=0.3,
+                 what=lambda: "the server to become healthy:\n" + self.log_tail())  # fmt: skip
 
     def stop(self):
         self.proc.send_signal(signal.SIGINT)
-        assert self.proc.wait(timeout=60) == 0, open(self.log.name).read()[-3000:]
+        assert self.proc.wait(timeout=60) == 0, self.log_tail()
         self.log.close()
 
 

@@ -28,12 +28,14 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from adapters.llm.scripted import ScriptedLM
+from assistant.testing.language_models import ScriptedLM
 from adapters.memory.redis import RedisSessionStore
 from assistant.config import LLMSettings, PromptSettings, ServerSettings, Settings
 from assistant.server import app as app_module
 from assistant.server.app import create_app
-from assistant.server.realtime import CLOSE_SLOW_CLIENT, RealtimeConnection
+from assistant.server import realtime as realtime_module
+from assistant.server.outbox import CLOSE_SLOW_CLIENT, Outbox
+from tests.support.waiting import wait_for_async
 
 pytestmark = pytest.mark.integration
 
@@ -45,11 +47,11 @@ MAX_TURNS = 12  # ~2 MB on the wire each: more than the kernel's socket buffers 
 
 
 @pytest.fixture
-def connections(monkeypatch) -> list[RealtimeConnection]:
-    """The server's realtime connections, each recording the most events its outbox held."""
-    made: list[RealtimeConnection] = []
+def connections(monkeypatch) -> list[Outbox]:
+    """The server's realtime connections' outboxes, each recording the most events it held."""
+    made: list[Outbox] = []
 
-    class Recording(RealtimeConnection):
+    class Recording(Outbox):
         def __init__(self, *args, **kwargs) -> None:
             super().__init__(*args, **kwargs)
             self.max_outbox = 0
@@ -57,13 +59,13 @@ def connections(monkeypatch) -> list[RealtimeConnection]:
             made.append(self)
 
         def emit(self, event: object) -> None:
-            was_closed = self._closed
+            was_closed = self.closed
             super().emit(event)
-            self.max_outbox = max(self.max_outbox, len(self._outbox))
-            if self._closed and not was_closed and self.gave_up_at is None:
+            self.max_outbox = max(self.max_outbox, len(self))
+            if self.closed and not was_closed and self.gave_up_at is None:
                 self.gave_up_at = time.perf_counter()
 
-    monkeypatch.setattr(app_module, "RealtimeConnection", Recording)
+    monkeypatch.setattr(realtime_module, "Outbox", Recording)
     return made
 
 
@@ -95,11 +97,13 @@ async def serve(redis_url: str, reply: str) -> AsyncIterator[Served]:
     config = uvicorn.Config(app, log_level="warning", ws_ping_interval=None)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[listener]))
+
+    def started() -> bool:
+        assert not task.done(), "the server stopped at start-up"
+        return server.started
+
     try:
-        async with asyncio.timeout(WAIT_S):
-            while not server.started:
-                assert not task.done(), "the server stopped at start-up"
-                await asyncio.sleep(0.01)
+        await wait_for_async(started, timeout_s=WAIT_S, what="uvicorn to start")
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
             yield Served(port, server, http)
     finally:
@@ -235,14 +239,22 @@ async def test_a_client_that_does_not_read_is_dropped_with_4008_and_bounded_memo
             # stalls the sender, the outbox fills and the server gives up.
             started = time.perf_counter()
             turns = 0
-            async with asyncio.timeout(WAIT_S):
-                while (samples := await metrics(served)).get(SLOW_CLIENT, 0) < 1:
-                    if responses_finished(samples) == turns:
-                        assert turns < MAX_TURNS, f"still not dropped after {turns} long replies"
-                        for event in user_turn(f"turn {turns}"):
-                            await slow.send(event)
-                        turns += 1
-                    await asyncio.sleep(0.01)
+
+            async def dropped() -> bool:
+                """Whether the server gave up on the client; if not, the next turn once the
+                last one ended."""
+                nonlocal turns
+                samples = await metrics(served)
+                if samples.get(SLOW_CLIENT, 0) >= 1:
+                    return True
+                if responses_finished(samples) == turns:
+                    assert turns < MAX_TURNS, f"still not dropped after {turns} long replies"
+                    for event in user_turn(f"turn {turns}"):
+                        await slow.send(event)
+                    turns += 1
+                return False
+
+            await wait_for_async(dropped, timeout_s=WAIT_S, what="the slow client to be dropped")
             assert connection.gave_up_at is not None
             detection_s = connection.gave_up_at - started
             (protocol,) = [
@@ -292,9 +304,10 @@ async def test_a_client_that_does_not_read_is_dropped_with_4008_and_bounded_memo
             slow.close()
 
         # Once the close was delivered, the server let the connection go.
-        async with asyncio.timeout(WAIT_S):
-            while (await metrics(served))[CONNECTIONS] > 0:
-                await asyncio.sleep(0.01)
+        async def no_connections() -> bool:
+            return (await metrics(served))[CONNECTIONS] <= 0
+
+        await wait_for_async(no_connections, timeout_s=WAIT_S, what="no connection to be left")
 
         # Every turn is stored, the last reply as far as it went.
         stored = (await served.http.get(f"/v1/sessions/{session_id}/messages")).json()["data"]

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 
 from adapters.memory.embedded_redis import free_port
 from assistant.server.workers import balanced_workers_supported
+from tests.support.waiting import wait_for
 
 pytestmark = [
     pytest.mark.integration,
@@ -45,16 +45,13 @@ def _get(port: int) -> int:
         return int(response.read())
 
 
-def _wait_for(port: int, deadline_s: float = 30) -> None:
-    deadline = time.monotonic() + deadline_s
-    while True:
-        try:
-            _get(port)
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+def _answer(port: int) -> int | None:
+    """The pid of the worker that answered, None when the connection failed (a worker not
+    listening yet, or a dead worker's socket)."""
+    try:
+        return _get(port)
+    except OSError:
+        return None
 
 
 def test_connections_spread_over_the_workers_and_a_dead_worker_comes_back():
@@ -63,21 +60,27 @@ def test_connections_spread_over_the_workers_and_a_dead_worker_comes_back():
             f"'tests.integration.test_workers:pid_app', '127.0.0.1', {port}, 2, 'warning')")  # fmt: skip
     supervisor = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
     try:
-        _wait_for(port)
-        time.sleep(1.0)  # both workers up
+        up: set[int | None] = set()
+
+        def both_up() -> bool:
+            up.add(_answer(port))
+            return len(up - {None}) == 2
+
+        wait_for(both_up, timeout_s=30, poll_s=0.05, what=lambda: f"two workers to answer: {up}")
         hits = Counter(_get(port) for _ in range(80))
         assert len(hits) == 2, hits
         assert min(hits.values()) >= 15, hits  # spread, not piled on one (binomial: ~1e-8)
 
         victim = next(iter(hits))
         os.kill(victim, signal.SIGKILL)
-        deadline, seen = time.monotonic() + 30, set()
-        while time.monotonic() < deadline and len(seen - set(hits)) == 0:
-            try:
-                seen.add(_get(port))
-            except OSError:  # a connection that landed on the dead worker's socket
-                time.sleep(0.1)
-        assert seen - set(hits), "no new worker answered after one was killed"
+        seen: set[int | None] = set()
+
+        def a_new_worker_answers() -> bool:
+            seen.add(_answer(port))
+            return bool(seen - set(hits) - {None})
+
+        wait_for(a_new_worker_answers, timeout_s=30, poll_s=0.05,
+                 what="a new worker to answer after one was killed")  # fmt: skip
     finally:
         supervisor.send_signal(signal.SIGINT)
         supervisor.wait(timeout=40)

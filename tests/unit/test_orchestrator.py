@@ -2,12 +2,14 @@ import asyncio
 
 import pytest
 
-from adapters.llm.scripted import ScriptedLM
+from assistant.testing.language_models import ScriptedLM
 from assistant.config import LLMSettings, MemorySettings, PromptSettings
 from assistant.errors import ModelError, NoInputError, SessionBusyError, SessionNotFoundError
 from assistant.messages import Message
 from assistant.orchestrator import Orchestrator, ResponseOverrides
-from tests.fakes import FailingLM, MemoryStore
+from assistant.testing.language_models import FailingLM
+from assistant.testing.memory import MemoryStore
+from tests.support.waiting import wait_for_async
 
 
 def make(llm=None, **llm_settings):
@@ -162,7 +164,9 @@ async def test_a_model_that_stalls_fails_with_model_timeout_and_keeps_what_it_sa
     async def stall_after_first(prompt, options, cancel, usage):
         async for index, delta in _enumerate(original(prompt, options, cancel, usage)):
             if index == 1:
-                await asyncio.sleep(5)  # far past the 0.05 s allowed between tokens
+                # The stall is the behaviour under test: far past the 0.05 s allowed between
+                # tokens (bounded, so a missing timeout fails the test instead of hanging it).
+                await asyncio.sleep(5)
             yield delta
 
     llm._stream_impl = stall_after_first
@@ -213,9 +217,7 @@ async def test_a_task_cancelled_while_the_reply_is_being_stored_still_stores_it_
     with pytest.raises(asyncio.CancelledError):
         await task
     store.go.set()
-    for _ in range(100):  # the background write finishes on its own
-        if len(store.messages[session.id]) == 2:
-            break
-        await asyncio.sleep(0.01)
+    await wait_for_async(lambda: len(store.messages[session.id]) >= 2,
+                         what="the background write of the reply")  # it finishes on its own
     assert [m.text for m in store.messages[session.id]] == ["q", "all of it"]
     assert store.messages[session.id][1].id == run.item_id
