@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import AsyncIterator, Generator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from functools import cached_property
 from typing import Any
 
@@ -143,15 +143,11 @@ class TransformersLocalLM(LanguageModel):
     # -- token accounting -------------------------------------------------------------------------
 
     def input_embeddings(self) -> EmbeddingTable:
-        """The model's token embedding rows (a scaled embedding, as Gemma's, keeps its scale)."""
-        module = self.model.get_input_embeddings()
+        return embedding_table(self.model, self._token_ids)
 
-        def tokenize(text: str) -> list[int]:
-            with self._tokenizer_lock:
-                return list(self.tokenizer.encode(text, add_special_tokens=False))
-
-        scale = float(getattr(module, "embed_scale", 1.0))
-        return EmbeddingTable(weight=module.weight.detach(), tokenize=tokenize, scale=scale)
+    def _token_ids(self, text: str) -> list[int]:
+        with self._tokenizer_lock:
+            return list(self.tokenizer.encode(text, add_special_tokens=False))
 
     def count_tokens(self, text: str) -> int:
         with self._tokenizer_lock:
@@ -319,6 +315,13 @@ class TransformersLocalLM(LanguageModel):
 
     def _next_logits(self, cache: Any, **inputs: torch.Tensor) -> torch.Tensor:
         return last_logits(self.model, cache, self._accepts_logits_to_keep, **inputs)
+
+
+def embedding_table(model: Any, tokenize: Callable[[str], list[int]]) -> EmbeddingTable:
+    """The model's token embedding rows (a scaled embedding, as Gemma's, keeps its scale)."""
+    module = model.get_input_embeddings()
+    scale = float(getattr(module, "embed_scale", 1.0))
+    return EmbeddingTable(weight=module.weight.detach(), tokenize=tokenize, scale=scale)
 
 
 # -- the registry's entry points ------------------------------------------------------------------

@@ -59,6 +59,10 @@ class SessionStore(abc.ABC):
         return await self._call(self._load_impl(session_id, last))
 
     async def update_info(self, session_id: str, **fields: object) -> SessionInfo:
+        """Change some of a session's metadata fields; a field ``SessionInfo`` lacks is refused."""
+        unknown = set(fields) - set(SessionInfo.model_fields)
+        if unknown:
+            raise ValueError(f"SessionInfo has no field(s) {sorted(unknown)}")
         return await self._call(self._update_info_impl(session_id, fields))
 
     async def append(self, session_id: str, message: Message) -> AppendResult:

@@ -63,9 +63,7 @@ class SpeechModels:
 
     async def aclose(self) -> None:
         for model in self._built:
-            close = getattr(model, "aclose", None)
-            if close is not None:
-                await close()
+            await model.aclose()  # every speech port has one
 
     async def _get(self, name: str, build: Callable[[Settings], Any]) -> Any:
         if self._models[name] is None:

@@ -52,13 +52,14 @@ def test_quick_bench_on_tiny_settings_writes_the_report(tmp_path):
     assert report["redis"]["round_trips_per_turn"] == redis["round_trips_per_turn"]
 
 
-def test_cli_bench_runs_one_entry(tmp_path, capsys):
+def test_cli_bench_runs_one_entry(tmp_path, capfd):
+    """``assistant bench`` runs ``python -m bench`` as a process: its output is on the fds."""
     from assistant.cli import main
 
     path = tmp_path / "redis.json"
     assert main(["bench", "--quick", "--only", "redis", "--json", str(path)]) == 0
     assert json.loads(path.read_text())["redis"]["round_trips_per_turn"] >= 1
-    table = capsys.readouterr().out
+    table = capfd.readouterr().out
     assert "round_trips_per_turn" in table and "baseline" in table
 
 

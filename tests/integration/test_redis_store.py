@@ -32,7 +32,7 @@ async def raw(redis_url):
 
 
 async def new_session(store: RedisSessionStore, session_id: str = "s1") -> SessionInfo:
-    return await store.create(SessionInfo(id=session_id, owner="alice", instructions="Be brief."))
+    return await store.create(SessionInfo(id=session_id, instructions="Be brief."))
 
 
 async def test_create_load_round_trip_with_content_parts(store):
@@ -68,12 +68,26 @@ async def test_order_kept_and_last_n(store):
 
 async def test_update_info(store):
     await new_session(store)
-    updated = await store.update_info("s1", summary="They talked about Paris.", instructions=None)
-    assert updated.summary == "They talked about Paris." and updated.instructions is None
-    assert updated.owner == "alice"
+    updated = await store.update_info("s1", instructions="Answer in French.")
+    assert updated.instructions == "Answer in French." and updated.id == "s1"
     assert (await store.load("s1", last=0)).info == updated
+    cleared = await store.update_info("s1", instructions=None)
+    assert cleared.instructions is None
+    assert (await store.load("s1", last=0)).info == cleared
+    with pytest.raises(ValueError, match="no field"):
+        await store.update_info("s1", summary="not a field any more")
+    assert (await store.load("s1", last=0)).info == cleared  # nothing written
     with pytest.raises(SessionNotFoundError):
-        await store.update_info("nope", summary="x")
+        await store.update_info("nope", instructions="x")
+
+
+async def test_a_session_stored_with_fields_since_dropped_still_loads(store):
+    """Sessions written before ``owner`` and ``summary`` were dropped keep loading."""
+    await new_session(store)
+    meta = store.keys("s1")["meta"]
+    await store.client.hset(meta, mapping={"owner": '"alice"', "summary": "null"})
+    info = (await store.load("s1", last=0)).info
+    assert info.id == "s1" and info.instructions == "Be brief."
 
 
 async def test_sliding_ttl_refreshed_on_read(redis_url, raw):
@@ -109,7 +123,7 @@ async def test_writes_refresh_ttl(store, raw):
     await store.append("s1", Message.from_text("user", "hi", turn_id="t"))
     assert all([await raw.pttl(keys[p]) > 55_000 for p in ("meta", "msgs", "turns")])
     await raw.pexpire(keys["meta"], 5_000)
-    await store.update_info("s1", summary="s")
+    await store.update_info("s1", instructions="s")
     assert await raw.pttl(keys["meta"]) > 55_000
 
 
@@ -150,13 +164,13 @@ async def test_hot_path_is_one_round_trip(redis_url):
         await store.ping()  # connection handshake and script loading out of the way
         await new_session(store)
         await store.append("s1", Message.from_text("user", "warm", turn_id="w"))
-        await store.update_info("s1", summary="warm")
+        await store.update_info("s1", instructions="warm")
         checks = {
             "create": lambda: new_session(store, "s2"),
             "load": lambda: store.load("s1", last=10),
             "append": lambda: store.append("s1", Message.from_text("user", "x", turn_id="t")),
             "append_retry": lambda: store.append("s1", Message.from_text("user", "x", turn_id="t")),
-            "update_info": lambda: store.update_info("s1", summary="y"),
+            "update_info": lambda: store.update_info("s1", instructions="y"),
         }
         for name, call in checks.items():
             counted, sent = store.round_trips, writes(store)

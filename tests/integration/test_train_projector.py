@@ -72,7 +72,10 @@ def test_the_cli_trains_a_projector_that_serve_loads(prepared, tmp_path, capsys)
     # What `serve` does with ASSISTANT_VISION__PROJECTOR=<out>: the directory, not class_embeddings.
     settings = Settings(vision=VisionSettings(projector=str(out)))
     encoder = EfficientNetLite0Encoder.from_path()
-    adapter = projectors.build(settings, language_model=None, encoder=encoder)
+    def no_table():  # a saved projector needs no language model
+        raise AssertionError("the embedding table was asked for")
+
+    adapter = projectors.build(settings, encoder=encoder.capabilities, table=no_table)
     assert adapter.identity == summary["identity"]
     assert adapter.identity.startswith("mlp2x_gelu:")
     pixels = np.asarray(Image.open(images / "red_square.png").convert("RGB"))

@@ -1,4 +1,4 @@
-"""assistant.audio: PCM16 and base64 conversions, file decoding through PyAV, limits."""
+"""assistant.voice.audio: PCM16 and base64 conversions, file decoding through PyAV, limits."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import wave
 import numpy as np
 import pytest
 
-from assistant.audio import (
+from assistant.voice.audio import (
     AudioLimits,
     base64_pcm16_to_float,
     decode_audio_file,

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from assistant.errors import InvalidRequestError
-from assistant.images import DecodedImage, ImageLimits, decode_image, decode_image_bytes
+from assistant.vision.images import DecodedImage, ImageLimits, decode_image, decode_image_bytes
 
 
 def encode(pixels: np.ndarray, fmt: str, **save_kw) -> bytes:

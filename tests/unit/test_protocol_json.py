@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from assistant import protocol_json as hot
+from assistant.protocol import fast_json as hot
 from assistant.messages import AudioPart, ImagePart, Message, TextPart
 from assistant.protocol import (
     ConversationItemCreated,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from assistant.turn_detection import (
+from assistant.voice.turn_detection import (
     SpeechStarted,
     SpeechStopped,
     TurnDetectionConfig,
