@@ -10,15 +10,15 @@ history, fit the prompt to the budget, stream the reply and persist it, cut shor
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from assistant.config import LLMSettings, MemorySettings, PromptSettings
 from assistant.errors import AssistantError, InvalidRequestError, NoInputError, SessionNotFoundError
 from assistant.messages import (
-    ImagePart,
     Message,
     MessageStatus,
     PendingImage,
@@ -29,23 +29,20 @@ from assistant.messages import (
     secret_id,
 )
 from assistant.ports import (
-    IMAGE_MARKER,
     AppendResult,
     Generation,
     GenerationOptions,
     LanguageModel,
-    PromptImage,
     PromptMessage,
     SessionStore,
     Usage,
 )
 from assistant.prompt import BuiltPrompt, PromptBudget, PromptCache
+from assistant.rendering import MessageRenderer
 from assistant.turn_lease import TurnLease
 from assistant.vision.pipeline import ImagePipeline
 
 log = logging.getLogger(__name__)
-
-_PLAIN_PROMPTS_MAX = 16_384
 
 _STORED_STATUS: dict[ResponseStatus, MessageStatus] = {
     "completed": "completed",
@@ -105,20 +102,37 @@ class Orchestrator:
         that never sees one never loads the encoder."""
         self.llm = llm
         self.store = store
-        self.vision = vision
+        self.vision = vision  # the root's; a tenant view uses it over its own store
         self._vision_factory = vision_factory
         self._vision_lock = asyncio.Lock()
+        self._root = self
+        self._tenants: dict[str, Orchestrator] = {store.tenant: self}
+        self._tenant_vision: ImagePipeline | None = None
         self._llm_settings = llm_settings
         self._prompt_settings = prompt_settings
         self._memory_settings = memory_settings
         # Token counts of history messages, so a turn only tokenizes what is new (on the loop).
         self._count_tokens = functools.lru_cache(maxsize=8192)(llm.count_tokens)
-        # Text-only messages as the model reads them, by message id (with the message they were
-        # made from: a hit must be that very object), so a turn renders only what is new.
-        self._plain_prompts: dict[str, tuple[Message, PromptMessage]] = {}
+        self._renderer = MessageRenderer(llm)
         self._background: set[asyncio.Task[object]] = set()
         # Each session's last prompt: the next turn's is built from it when the history only grew.
         self._prompts = PromptCache()
+
+    # -- tenants -----------------------------------------------------------------------------------
+
+    def for_tenant(self, tenant: str) -> Orchestrator:
+        """This orchestrator over ``tenant``'s store: the same model, vision pipeline and caches;
+        another tenant's sessions are not found from it."""
+        root = self._root
+        view = root._tenants.get(tenant)
+        if view is None:
+            if len(root._tenants) >= 1024:  # views are cheap to make again
+                root._tenants = {root.store.tenant: root}
+            view = copy.copy(root)
+            view.store = root.store.for_tenant(tenant)
+            view._tenant_vision = None
+            root._tenants[tenant] = view
+        return view
 
     # -- sessions ----------------------------------------------------------------------------------
 
@@ -137,11 +151,17 @@ class Orchestrator:
     # -- images ------------------------------------------------------------------------------------
 
     async def _image_pipeline(self) -> ImagePipeline | None:
-        if self.vision is None and self._vision_factory is not None:
-            async with self._vision_lock:
-                if self.vision is None:
-                    self.vision = await asyncio.to_thread(self._vision_factory)
-        return self.vision
+        """The process's image pipeline (built on the first image), over this tenant's store."""
+        root = self._root
+        if root.vision is None and root._vision_factory is not None:
+            async with root._vision_lock:
+                if root.vision is None:
+                    root.vision = await asyncio.to_thread(root._vision_factory)
+        if root.vision is None or self is root:
+            return root.vision
+        if self._tenant_vision is None or self._tenant_vision.encoder is not root.vision.encoder:
+            self._tenant_vision = root.vision.with_store(self.store)
+        return self._tenant_vision
 
     async def _ingest(self, message: Message) -> Message:
         if not any(isinstance(part, PendingImage) for part in message.content):
@@ -156,53 +176,6 @@ class Orchestrator:
             for part in message.content
         ]
         return message.model_copy(update={"content": tuple(parts)})
-
-    async def _renderer(self, history: Sequence[Message]) -> Callable[[Message], PromptMessage]:
-        """How each message reads to the model; images are resolved now (embeddings from the
-        cache or the encoder, or descriptions for a model that takes text only)."""
-        with_images = {m.id: await self._render_images(m) for m in history if m.images}
-        plain = self._plain_prompts
-
-        def render(message: Message) -> PromptMessage:
-            if message.id in with_images:
-                return with_images[message.id]
-            rendered = plain.get(message.id)
-            if rendered is None or rendered[0] is not message:
-                rendered = (
-                    message,
-                    PromptMessage(message.role, message.text.replace(IMAGE_MARKER, "")),
-                )
-                if len(plain) >= _PLAIN_PROMPTS_MAX:
-                    plain.clear()  # cheap to rebuild: one message's rendering each
-                plain[message.id] = rendered
-            return rendered[1]
-
-        return render
-
-    async def _render_images(self, message: Message) -> PromptMessage:
-        text = message.text.replace(IMAGE_MARKER, "")
-        count = len(message.images)
-        vision = await self._image_pipeline()
-        if vision is None:
-            return PromptMessage(message.role, f"[{count} image(s) not shown]\n{text}")
-        if self.llm.capabilities.images or (
-            self.llm.capabilities.embeddings and vision.projector is not None
-        ):
-            images = tuple([await self._prompt_image(vision, part) for part in message.images])
-            lines = [
-                f"Image {i + 1}: {IMAGE_MARKER}" if count > 1 else IMAGE_MARKER
-                for i in range(count)
-            ]
-            return PromptMessage(message.role, "\n".join([*lines, text]), images)
-        described = [await vision.describe(part) for part in message.images]
-        lines = [f"[Image {i + 1}: {d}]" for i, d in enumerate(described)]
-        return PromptMessage(message.role, "\n".join([*lines, text]))
-
-    async def _prompt_image(self, vision: ImagePipeline, part: ImagePart) -> PromptImage:
-        """Pixels for a model that takes images itself; else projected embeddings."""
-        if self.llm.capabilities.images:
-            return PromptImage(key=part.sha256, pixels=await vision.pixels(part))
-        return PromptImage(key=part.sha256, embeddings=await vision.embeddings(part))
 
     def new_lease(self, session_id: str) -> TurnLease:
         """A connection's writer lease on its session (see ``turn_lease``)."""
@@ -280,7 +253,8 @@ class Orchestrator:
             or snapshot.info.instructions
             or self._prompt_settings.instructions
         )
-        render = await self._renderer(snapshot.messages)
+        vision = await self._image_pipeline() if any(m.images for m in snapshot.messages) else None
+        render = await self._renderer.for_history(snapshot.messages, vision)
         return self._build(session_id, instructions, snapshot.messages, overrides, render)
 
     def _build(

@@ -76,8 +76,8 @@ def measure_asr(quick: bool = False) -> dict[str, Any]:
 
 def _speak(sentence: str) -> np.ndarray:
     """espeak-ng's speech of ``sentence``, resampled to 16 kHz, with silence around it (N,)."""
-    from assistant.voice.audio import decode_audio_file
     from assistant.ports import SAMPLE_RATE
+    from assistant.voice.audio import decode_audio_file
 
     wav = subprocess.run(["espeak-ng", "--stdin", "--stdout"], input=sentence.encode(),
                          capture_output=True, check=True).stdout  # fmt: skip
@@ -91,9 +91,14 @@ def _speak(sentence: str) -> np.ndarray:
 
 async def _stream(stt: Any, vad: Any, clip: np.ndarray) -> _Run:
     """Feed ``clip`` at real time to a voice pipeline; time its events on the wall clock."""
-    from assistant.voice.audio import float_to_pcm16
     from assistant.ports import SAMPLE_RATE
-    from assistant.voice.pipeline import SpeechEnded, TranscriptCompleted, VoiceConfig, VoicePipeline
+    from assistant.voice.audio import float_to_pcm16
+    from assistant.voice.pipeline import (
+        SpeechEnded,
+        TranscriptCompleted,
+        VoiceConfig,
+        VoicePipeline,
+    )
 
     seen: dict[str, Any] = {}
 

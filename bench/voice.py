@@ -141,8 +141,8 @@ async def _voice_turn(url: str, clip: np.ndarray) -> tuple[_Voice, int]:
     Also returns the session's ``silence_duration_ms``."""
     from websockets.asyncio.client import connect
 
-    from assistant.voice.audio import float_to_pcm16
     from assistant.ports import SAMPLE_RATE
+    from assistant.voice.audio import float_to_pcm16
 
     step = int(CHUNK_S * SAMPLE_RATE)
     voice_end = clip.shape[0] - int(TAIL_S * SAMPLE_RATE)  # sample where the voice ends

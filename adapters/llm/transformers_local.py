@@ -61,7 +61,6 @@ from assistant.ports import (
     iterate_in_thread,
 )
 
-
 #: The defaults are the settings' (one source): ``LLMSettings``.
 _LLM_DEFAULTS = LLMSettings.model_fields
 

@@ -20,6 +20,7 @@ leave in one write); image blobs and the embedding cache go through redis-py's p
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import logging
@@ -38,7 +39,7 @@ from adapters.memory import redis_scripts as lua
 from adapters.memory.redis_pipe import RedisPipe
 from assistant.errors import AssistantError, SessionNotFoundError, StoreError
 from assistant.messages import Message, SessionInfo
-from assistant.ports import AppendResult, SessionSnapshot, SessionStore, TurnStart
+from assistant.ports import AppendResult, SessionSnapshot, SessionStore, TurnStart, check_tenant
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -120,7 +121,9 @@ class RedisSessionStore(SessionStore):
     ) -> None:
         self.client = client
         self.key_prefix = key_prefix
-        self.tenant = tenant
+        self.tenant = check_tenant(tenant)
+        self._root = self  # the store whose connections the tenant views share
+        self._views: dict[str, RedisSessionStore] = {self.tenant: self}
         self.ttl_ms = max(1, int(ttl_s * 1000))
         self.lock_ttl_ms = int(lock_ttl_ms)
         #: Requests sent to Redis (a pipeline or a script call counts once).
@@ -150,6 +153,20 @@ class RedisSessionStore(SessionStore):
             url, max_connections=max_connections, timeout=pool_timeout_s, **kwargs
         )
         return cls(aioredis.Redis.from_pool(pool), **store_options)
+
+    def for_tenant(self, tenant: str) -> RedisSessionStore:
+        """This store under ``{prefix}:{tenant}:``: the same connections, pipe and scripts."""
+        root = self._root
+        view = root._views.get(tenant)
+        if view is None:
+            if len(root._views) >= 1024:  # views are cheap to make again
+                root._views = {root.tenant: root}
+            view = copy.copy(root)
+            view.tenant = check_tenant(tenant)
+            view._keys = {}
+            view.round_trips = 0
+            root._views[tenant] = view
+        return view
 
     def keys(self, session_id: str) -> dict[str, str]:
         keys = self._keys.get(session_id)
@@ -285,12 +302,13 @@ class RedisSessionStore(SessionStore):
 
     @property
     def _bytes_client(self) -> aioredis.Redis:
-        if self._binary is None:
-            pool = self.client.connection_pool
+        root = self._root  # one binary pool for all the tenant views
+        if root._binary is None:
+            pool = root.client.connection_pool
             kwargs = {**pool.connection_kwargs, "decode_responses": False}
             binary_pool = aioredis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
-            self._binary = aioredis.Redis(connection_pool=binary_pool)
-        return self._binary
+            root._binary = aioredis.Redis(connection_pool=binary_pool)
+        return root._binary
 
     def _tenant_key(self, kind: str, name: str) -> str:
         return f"{self.key_prefix}:{self.tenant}:{kind}:{name}"
@@ -315,6 +333,8 @@ class RedisSessionStore(SessionStore):
         return await self._sent(self.pipe.call("PING")) == "PONG"
 
     async def aclose(self) -> None:
+        if self._root is not self:  # a tenant view: the root owns the connections
+            return
         if self._binary is not None:
             await self._binary.aclose()
             await self._binary.connection_pool.disconnect()

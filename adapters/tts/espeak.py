@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from assistant.voice.audio import AudioLimits, decode_audio_file
 from assistant.config import Settings
 from assistant.errors import (
     ConfigurationError,
@@ -25,6 +24,7 @@ from assistant.errors import (
     ModelError,
 )
 from assistant.ports import TextToSpeech, TextToSpeechCapabilities
+from assistant.voice.audio import AudioLimits, decode_audio_file
 
 EXECUTABLE = "espeak-ng"
 _VOICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}(\+[A-Za-z0-9]{1,16})?$")

@@ -29,6 +29,7 @@ from assistant.ports.memory import (
     SessionSnapshot,
     SessionStore,
     TurnStart,
+    check_tenant,
 )
 from assistant.ports.speech import (
     SAMPLE_RATE,
@@ -78,5 +79,6 @@ __all__ = [
     "VisionEncoderCapabilities",
     "VoiceActivity",
     "VoiceActivityStream",
+    "check_tenant",
     "iterate_in_thread",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import re
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -46,10 +47,32 @@ class TurnStart:
     length: int = 0
 
 
+#: What a tenant's name may be: it is part of every key of its sessions.
+TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def check_tenant(tenant: str) -> str:
+    if not TENANT_NAME.fullmatch(tenant):
+        raise ValueError(
+            f"a tenant name is 1-64 letters, digits, '_', '.' or '-' (first a letter or digit), "
+            f"got {tenant!r}"
+        )
+    return tenant
+
+
 class SessionStore(abc.ABC):
-    """Where sessions live. Every read and write refreshes the session's time to live."""
+    """Where sessions live. Every read and write refreshes the session's time to live.
+
+    A store belongs to one tenant (``tenant``); ``for_tenant`` gives the same store for another,
+    sharing its connections. Nothing one tenant's store reads or writes (sessions, blobs, cache)
+    is visible to another's: another tenant's session is simply not found."""
 
     name: str = "session_store"
+    tenant: str = "default"
+
+    @abc.abstractmethod
+    def for_tenant(self, tenant: str) -> SessionStore:
+        """This store, scoped to ``tenant`` (``ValueError`` for a name ``check_tenant`` refuses)."""
 
     async def create(self, info: SessionInfo) -> SessionInfo:
         return await self._call(self._create_impl(info))

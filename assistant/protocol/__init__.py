@@ -23,6 +23,11 @@ from assistant.protocol.client import (
     SessionUpdate,
     parse_client_event,
 )
+from assistant.protocol.items import (
+    message_from_input,
+    wire_item,
+    wire_item_dict,
+)
 from assistant.protocol.server import (
     ConversationItemCreated,
     ErrorEvent,
@@ -39,7 +44,6 @@ from assistant.protocol.server import (
     ResponseOutputAudioDone,
     ResponseOutputTextDelta,
     ResponseOutputTextDone,
-    WireResponseStatus,
     ServerEvent,
     SessionCreated,
     SessionUpdated,
@@ -47,14 +51,10 @@ from assistant.protocol.server import (
     WireError,
     WireItem,
     WireResponse,
+    WireResponseStatus,
     WireSession,
     WireTurnDetection,
     WireUsage,
-)
-from assistant.protocol.items import (
-    message_from_input,
-    wire_item,
-    wire_item_dict,
 )
 
 __all__ = [

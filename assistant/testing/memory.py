@@ -5,18 +5,27 @@ from __future__ import annotations
 
 from assistant.errors import SessionNotFoundError
 from assistant.messages import Message, SessionInfo
-from assistant.ports import AppendResult, SessionSnapshot, SessionStore, TurnStart
+from assistant.ports import AppendResult, SessionSnapshot, SessionStore, TurnStart, check_tenant
 
 
 class MemoryStore(SessionStore):
     name = "memory"
 
-    def __init__(self) -> None:
+    def __init__(self, tenant: str = "default") -> None:
+        self.tenant = tenant
+        self._tenants: dict[str, MemoryStore] = {tenant: self}  # shared by all the views
         self.infos: dict[str, SessionInfo] = {}
         self.messages: dict[str, list[Message]] = {}
         self.leases: dict[str, str] = {}  # session id -> token holding the writer lease
         self.blobs: dict[str, bytes] = {}
         self.cache: dict[str, bytes] = {}
+
+    def for_tenant(self, tenant: str) -> MemoryStore:
+        view = self._tenants.get(check_tenant(tenant))
+        if view is None:
+            view = self._tenants[tenant] = MemoryStore(tenant)
+            view._tenants = self._tenants
+        return view
 
     async def _create_impl(self, info: SessionInfo) -> SessionInfo:
         self.infos[info.id] = info

@@ -10,15 +10,16 @@ what the language model takes, with the expensive part cached in the store.
 from __future__ import annotations
 
 import asyncio
+import copy
 import io
 from dataclasses import dataclass
 
 import numpy as np
 
 from assistant.errors import InvalidRequestError
-from assistant.vision.images import DecodedImage, ImageLimits, decode_image
 from assistant.messages import ImagePart, PendingImage
 from assistant.ports import ImageFeatures, ImageProjector, SessionStore, VisionEncoder
+from assistant.vision.images import DecodedImage, ImageLimits, decode_image
 
 #: How long derived data (embeddings, descriptions) stays cached.
 CACHE_TTL_S = 7 * 24 * 3600
@@ -47,6 +48,12 @@ class ImagePipeline:
         self.limits = limits
         self.top_k = top_k
         self.stats = VisionStats()
+
+    def with_store(self, store: SessionStore) -> ImagePipeline:
+        """The same encoder, projector and counters over another (a tenant's) store."""
+        view = copy.copy(self)
+        view.store = store
+        return view
 
     async def ingest(self, pending: PendingImage) -> ImagePart:
         """Validate and decode the client's image (refusing bombs before decoding), store its

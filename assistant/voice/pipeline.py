@@ -28,12 +28,17 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from assistant.voice.audio import pcm16_to_float
 from assistant.config import VoiceSettings, voice_default
 from assistant.errors import AssistantError, InvalidRequestError
 from assistant.ports import SAMPLE_RATE, SpeechToText, VoiceActivityStream
+from assistant.voice.audio import pcm16_to_float
 from assistant.voice.streaming_transcript import SampleBuffer, StreamingTranscriber, Utterance
-from assistant.voice.turn_detection import SpeechStarted, SpeechStopped, TurnDetectionConfig, TurnDetector
+from assistant.voice.turn_detection import (
+    SpeechStarted,
+    SpeechStopped,
+    TurnDetectionConfig,
+    TurnDetector,
+)
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from assistant.voice.audio import decode_audio_file
 from assistant.config import Settings
 from assistant.errors import InvalidRequestError
 from assistant.ports import SAMPLE_RATE
+from assistant.voice.audio import decode_audio_file
 from assistant.voice.turn_detection import SpeechStarted, SpeechStopped, TurnDetector
 from tests.support.audio import (
     encode_webm_opus,

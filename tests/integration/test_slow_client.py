@@ -28,13 +28,12 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from assistant.testing.language_models import ScriptedLM
 from adapters.memory.redis import RedisSessionStore
 from assistant.config import LLMSettings, PromptSettings, ServerSettings, Settings
-from assistant.server import app as app_module
-from assistant.server.app import create_app
 from assistant.server import realtime as realtime_module
+from assistant.server.app import create_app
 from assistant.server.outbox import CLOSE_SLOW_CLIENT, Outbox
+from assistant.testing.language_models import ScriptedLM
 from tests.support.waiting import wait_for_async
 
 pytestmark = pytest.mark.integration

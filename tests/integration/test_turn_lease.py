@@ -7,12 +7,12 @@ import pytest
 import redis.asyncio as aioredis
 from fastapi.testclient import TestClient
 
-from assistant.testing.language_models import ScriptedLM
 from adapters.memory.redis import RedisSessionStore
 from assistant.config import MemorySettings, Settings
 from assistant.errors import SessionBusyError, SessionNotFoundError
 from assistant.messages import Message, SessionInfo, now_ms
 from assistant.server.app import create_app
+from assistant.testing.language_models import ScriptedLM
 from assistant.turn_lease import TurnLease
 from tests.support.redis import CountingConnection, wait_until_expired, writes
 from tests.support.waiting import wait_for_async

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from assistant.testing.language_models import ScriptedLM
-from assistant.voice.audio import float_to_pcm16, pcm16_to_float
 from assistant.config import Settings
 from assistant.ports import SAMPLE_RATE
 from assistant.server.app import create_app
+from assistant.testing.language_models import ScriptedLM
 from assistant.testing.memory import MemoryStore
+from assistant.voice.audio import float_to_pcm16, pcm16_to_float
 from tests.support.audio import (
     encode_webm_opus,
     read_wav,

@@ -10,6 +10,7 @@ import wave
 import numpy as np
 import pytest
 
+from assistant.errors import InvalidRequestError, MissingDependencyError
 from assistant.voice.audio import (
     AudioLimits,
     base64_pcm16_to_float,
@@ -19,7 +20,6 @@ from assistant.voice.audio import (
     float_to_pcm16,
     pcm16_to_float,
 )
-from assistant.errors import InvalidRequestError, MissingDependencyError
 
 
 def sine(freq: float, seconds: float, rate: int, amplitude: float = 0.5) -> np.ndarray:

@@ -2,12 +2,11 @@ import asyncio
 
 import pytest
 
-from assistant.testing.language_models import ScriptedLM
 from assistant.config import LLMSettings, MemorySettings, PromptSettings
 from assistant.errors import ModelError, NoInputError, SessionBusyError, SessionNotFoundError
 from assistant.messages import Message
 from assistant.orchestrator import Orchestrator, ResponseOverrides
-from assistant.testing.language_models import FailingLM
+from assistant.testing.language_models import FailingLM, ScriptedLM
 from assistant.testing.memory import MemoryStore
 from tests.support.waiting import wait_for_async
 

@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from assistant.protocol import fast_json as hot
 from assistant.messages import AudioPart, ImagePart, Message, TextPart
 from assistant.protocol import (
     ConversationItemCreated,
@@ -16,6 +15,7 @@ from assistant.protocol import (
     WireUsage,
     wire_item,
 )
+from assistant.protocol import fast_json as hot
 
 USER = Message(
     role="user",

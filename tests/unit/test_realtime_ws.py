@@ -6,10 +6,10 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from assistant.testing.language_models import ScriptedLM
 from assistant.config import PromptSettings, Settings
 from assistant.prompt import OMITTED_NOTE
 from assistant.server.app import create_app
+from assistant.testing.language_models import ScriptedLM
 from assistant.testing.memory import MemoryStore
 from tests.support.ws import until
 

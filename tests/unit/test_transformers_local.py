@@ -5,7 +5,6 @@ cancellation) and the streaming of text deltas."""
 
 from __future__ import annotations
 
-
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -13,6 +12,14 @@ pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
 from adapters.llm.transformers_local import TransformersLocalLM  # noqa: E402
+from assistant.errors import ConfigurationError, ContextLengthError  # noqa: E402
+from assistant.ports import (  # noqa: E402
+    CancelToken,
+    GenerationOptions,
+    Prompt,
+    PromptMessage,
+    Usage,
+)
 from tests.support.tiny_models import (  # noqa: E402
     CHATML,
     EOS,
@@ -24,14 +31,6 @@ from tests.support.tiny_models import (  # noqa: E402
     make_tokenizer,
     printable_ids,
     tiny_llama,
-)
-from assistant.errors import ConfigurationError, ContextLengthError  # noqa: E402
-from assistant.ports import (  # noqa: E402
-    CancelToken,
-    GenerationOptions,
-    Prompt,
-    PromptMessage,
-    Usage,
 )
 
 PROMPT = Prompt(

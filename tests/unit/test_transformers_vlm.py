@@ -5,7 +5,6 @@ cancellation), usage and the streaming of text deltas."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
@@ -26,17 +25,17 @@ from assistant.ports import (  # noqa: E402
     Usage,
 )
 from assistant.registry import build_language_model  # noqa: E402
-from tests.support.tiny_models import (  # noqa: E402
-    ForwardCounter,
-    allow_only,
-    assert_cancel_stops_after_one_token,
-    printable_ids,
-)
 from tests.support.tiny_llava import (  # noqa: E402
     IMAGE_TOKEN,
     IMAGE_TOKENS,
     make_processor,
     save_tiny_llava,
+)
+from tests.support.tiny_models import (  # noqa: E402
+    ForwardCounter,
+    allow_only,
+    assert_cancel_stops_after_one_token,
+    printable_ids,
 )
 
 

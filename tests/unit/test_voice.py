@@ -9,12 +9,10 @@ import asyncio
 import numpy as np
 import pytest
 
-from assistant.voice.audio import float_to_pcm16
 from assistant.errors import InvalidRequestError
 from assistant.ports import SAMPLE_RATE, Transcript
-from assistant.voice.spoken_reply import SentenceSplitter, SpokenReply
-from assistant.voice.streaming_transcript import SampleBuffer, Utterance, agreed_delta
-from assistant.voice.turn_detection import TurnDetectionConfig
+from assistant.testing.speech import SENTENCE, FakeSTT, FakeTTS, FakeVAD
+from assistant.voice.audio import float_to_pcm16
 from assistant.voice.pipeline import (
     BufferCleared,
     BufferCommitted,
@@ -25,11 +23,11 @@ from assistant.voice.pipeline import (
     VoiceConfig,
     VoicePipeline,
 )
-
-from assistant.testing.speech import SENTENCE, FakeSTT, FakeTTS, FakeVAD
+from assistant.voice.spoken_reply import SentenceSplitter, SpokenReply
+from assistant.voice.streaming_transcript import SampleBuffer, Utterance, agreed_delta
+from assistant.voice.turn_detection import TurnDetectionConfig
 from tests.support.audio import chunks, silence, tone
 from tests.support.waiting import wait_for_async
-
 
 # -- helpers ----------------------------------------------------------------------------------------
 

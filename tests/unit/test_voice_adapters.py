@@ -16,7 +16,6 @@ from assistant.config import ASRSettings, Settings
 from assistant.errors import ConfigurationError, InvalidRequestError
 from assistant.ports import SAMPLE_RATE
 
-
 # -- transformers -----------------------------------------------------------------------------------
 
 

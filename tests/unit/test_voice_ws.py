@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from assistant.testing.language_models import ScriptedLM
-from assistant.voice.audio import float_to_pcm16, pcm16_to_float
 from assistant.config import Settings, VoiceSettings
 from assistant.ports import SAMPLE_RATE
 from assistant.server.app import create_app
+from assistant.testing.language_models import ScriptedLM
 from assistant.testing.memory import MemoryStore
 from assistant.testing.speech import SENTENCE, FakeSTT, FakeTTS, FakeVAD
+from assistant.voice.audio import float_to_pcm16, pcm16_to_float
 from tests.support.audio import chunks, silence, tone
 from tests.support.ws import assert_in_order
 from tests.support.ws import until as _until
