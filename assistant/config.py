@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -128,6 +128,26 @@ class MemorySettings(_Section):
     lock_ttl_ms: int = Field(10_000, ge=100)
     #: How long a turn waits for another connection's turn on the same session to finish.
     lock_wait_s: float = Field(5.0, ge=0)
+    #: Sentinel and Cluster (``redis+sentinel://``, ``redis+cluster://``): a request that failed
+    #: on a lost connection (a failover) is sent again until this has passed, then
+    #: ``store_unavailable``. A single node's line sends it once more at once.
+    retry_s: float = Field(10.0, ge=0, le=300)
+    #: Sentinel: each write waits (``WAIT``) until this many replicas have it, so a write the
+    #: client was told about survives a failover. None: 1 on Sentinel; only Sentinel takes it.
+    wait_replicas: int | None = Field(None, ge=0, le=16)
+    #: The longest a write waits for them; it stands either way (it is on the primary), and
+    #: after a shortfall writes do not wait for a second.
+    wait_timeout_ms: int = Field(100, ge=1, le=60_000)
+    #: The private redis-server of ``assistant serve`` (no ``redis_url``): ``always`` writes and
+    #: fsyncs its append-only file before Redis replies, so a write that was acknowledged
+    #: survives a crash of Redis (or of the machine); ``everysec`` fsyncs once a second and, while
+    #: that fsync runs, may hold back even the write for up to 2 s, replying meanwhile: a crash
+    #: can lose acknowledged writes.
+    embedded_appendfsync: Literal["always", "everysec"] = "always"
+    #: A private redis-server that dies is started again: at once, then after waits doubling
+    #: from 0.1 s up to this; after 5 failed tries in a row, every further one (at this interval)
+    #: is logged as an error.
+    embedded_restart_max_backoff_s: float = Field(5.0, gt=0, le=300)
 
 
 class PromptSettings(_Section):
@@ -156,13 +176,60 @@ class ServerSettings(_Section):
     gc_threshold: int = Field(100_000, ge=100)
 
 
+class AuthSettings(_Section):
+    """Keys, tenants and browser tokens. A request carries ``Authorization: Bearer <key>`` (a
+    secret key ``sk_...``, a static key, or a client secret); a browser's WebSocket carries its
+    client secret in a subprotocol instead."""
+
+    #: Anonymous requests allowed (as tenant ``default``, every scope). None: only when the server
+    #: is bound to a loopback address; ``assistant serve`` refuses a non-loopback bind in open
+    #: mode unless ``--insecure``.
+    open: bool | None = None
+    #: The server's secret: it peppers the stored key hashes and signs client secrets. Every
+    #: worker and replica must share it. Empty: generated once into ``<data dir>/auth.secret``.
+    secret: str = ""
+    #: Origins (``https://shop.example``) a page may connect from in open mode, besides loopback
+    #: pages; a publishable key has its own list.
+    allowed_origins: tuple[str, ...] = ()
+    #: Client secrets: lifetime when the request names none, and the longest one allowed.
+    client_secret_ttl_s: int = Field(600, ge=10, le=7200)
+    client_secret_max_ttl_s: int = Field(7200, ge=10, le=86_400)
+    #: A verified key is trusted this long before it is read again (a revoked key stops working
+    #: within this time on every worker).
+    key_cache_s: float = Field(5.0, ge=0, le=300)
+    #: ``/docs``, ``/openapi.json`` and ``/metrics`` without an admin key (behind a firewall).
+    public_docs: bool = False
+    public_metrics: bool = False
+
+
+class LimitsSettings(_Section):
+    """Per key (counted in Redis, so they hold across workers) and per session. 0: no limit."""
+
+    #: REST requests, WebSocket connections and client events per key per minute.
+    requests_per_minute: int = Field(1200, ge=0)
+    #: Tokens the model generates for a key per minute.
+    tokens_per_minute: int = Field(60_000, ge=0)
+    #: Open WebSocket connections per key.
+    connections: int = Field(200, ge=0)
+    #: Responses generating at once per key.
+    generations: int = Field(16, ge=0)
+    #: Client secrets a publishable key may mint per minute.
+    client_secrets_per_minute: int = Field(120, ge=0)
+    #: Bytes of messages a session may store (images count by their stored size).
+    session_bytes: int = Field(32 * 1024 * 1024, ge=0)
+    #: Messages a session may store.
+    session_turns: int = Field(2_000, ge=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ASSISTANT_", env_nested_delimiter="__", frozen=True, extra="ignore"
     )
 
     data_dir: Path = Field(default_factory=default_data_dir)
-    #: ``redis://host:port/db``. Empty: ``serve`` starts a private redis-server under the data dir.
+    #: ``redis://host:port/db``, ``redis+sentinel://host:26379,host2:26379/service_name[/db]`` or
+    #: ``redis+cluster://host:7000,host2:7001`` (``adapters/memory/redis_topology.py``).
+    #: Empty: ``serve`` starts a private redis-server under the data dir.
     redis_url: str = ""
     llm: LLMSettings = LLMSettings()
     asr: ASRSettings = ASRSettings()
@@ -172,6 +239,12 @@ class Settings(BaseSettings):
     memory: MemorySettings = MemorySettings()
     prompt: PromptSettings = PromptSettings()
     server: ServerSettings = ServerSettings()
+    auth: AuthSettings = AuthSettings()
+    limits: LimitsSettings = LimitsSettings()
+    #: Static client keys for simple deployments: ``tenant:key,tenant2:key2`` (client scope).
+    api_keys: str = ""
+    #: The same, one ``tenant:key`` per line, from a file (``#`` starts a comment).
+    api_keys_file: str = ""
 
     @property
     def models_dir(self) -> Path:

@@ -26,6 +26,16 @@ raises it, and checks the README's list against this tree.
     │   ├── InvalidEventError                               invalid_event, unsupported_frame
     │   ├── NoInputError                                    no_input
     │   └── ContextLengthError                              context_length_exceeded
+    ├── AuthenticationError         [authentication_error]  invalid_credentials,
+    │   │                                                   missing_credentials, invalid_api_key,
+    │   │                                                   invalid_token, token_expired,
+    │   │                                                   invalid_user_signature
+    │   └── OriginNotAllowedError                           origin_not_allowed
+    ├── PermissionDeniedError       [permission_error]      insufficient_scope
+    ├── RateLimitError              [rate_limit_error]      rate_limited, token_rate_limited,
+    │                                                       too_many_connections,
+    │                                                       too_many_generations,
+    │                                                       session_too_large, session_turn_limit
     ├── ConflictError               [conflict_error]        conflict
     │   ├── SessionBusyError                                session_busy
     │   ├── ResponseInProgressError                         response_in_progress
@@ -123,6 +133,45 @@ class ContextLengthError(InvalidRequestError):
     code = "context_length_exceeded"
 
 
+class AuthenticationError(AssistantError):
+    """The request carries no credentials, or credentials the server does not accept."""
+
+    type = "authentication_error"
+    code = "invalid_credentials"
+
+
+class OriginNotAllowedError(AuthenticationError):
+    """A browser page from an origin the key (or the open server) does not allow."""
+
+    code = "origin_not_allowed"
+
+
+class PermissionDeniedError(AssistantError):
+    """The credentials are valid but lack the scope the route needs."""
+
+    type = "permission_error"
+    code = "insufficient_scope"
+
+
+class RateLimitError(AssistantError):
+    """A limit of the key or of the session was reached; ``retry_after_s`` says when to try again
+    (None: not by waiting, e.g. a session that is full)."""
+
+    type = "rate_limit_error"
+    code = "rate_limited"
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        code: str | None = None,
+        event_id: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message, code=code, event_id=event_id)
+        self.retry_after_s = retry_after_s
+
+
 class ConflictError(AssistantError):
     type = "conflict_error"
     code = "conflict"
@@ -207,5 +256,19 @@ def codes_markdown() -> str:
     return "\n".join(rows)
 
 
+def _rewrite_readme(path: str) -> None:
+    """``python -m assistant.errors README.md``: the table between the README's markers, anew."""
+    start, end = "<!-- error-codes: python -m assistant.errors -->", "<!-- /error-codes -->"
+    with open(path, encoding="utf-8") as source:
+        text = source.read()
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    with open(path, "w", encoding="utf-8") as out:
+        out.write(f"{head}{start}\n{codes_markdown()}\n{end}{tail}")
+
+
 if __name__ == "__main__":
-    print(codes_markdown())
+    if len(sys.argv) > 1:
+        _rewrite_readme(sys.argv[1])
+    else:
+        print(codes_markdown())

@@ -26,6 +26,13 @@ LLM_ADAPTERS: dict[str, str] = {
 MEMORY_ADAPTERS: dict[str, str] = {
     "redis": "adapters.memory.redis",
 }
+#: Keys and limits live where the sessions do: keyed by the memory adapter's name.
+KEY_ADAPTERS: dict[str, str] = {
+    "redis": "adapters.memory.redis_keys",
+}
+LIMIT_ADAPTERS: dict[str, str] = {
+    "redis": "adapters.limits.redis_limits",
+}
 ASR_ADAPTERS: dict[str, str] = {
     "faster_whisper": "adapters.asr.faster_whisper",
     "transformers_whisper": "adapters.asr.transformers_whisper",
@@ -98,12 +105,33 @@ def build_session_store(settings: Settings, *, redis_url: str) -> SessionStore:
     return _module("memory", MEMORY_ADAPTERS, settings.memory.adapter).build(settings, redis_url=redis_url)
 
 
+def build_key_store(settings: Settings, store: SessionStore) -> Any:
+    """API keys beside the sessions, in the session store's backend."""
+    return _module("keys", KEY_ADAPTERS, settings.memory.adapter).build(store, settings)
+
+
+def build_limiter(settings: Settings, store: SessionStore, *, redis_url: str) -> Any:
+    """Per-key limits shared by every worker, in the session store's backend."""
+    module = _module("limits", LIMIT_ADAPTERS, settings.memory.adapter)
+    return module.build(store, settings, redis_url=redis_url)
+
+
 def start_embedded_redis(settings: Settings) -> Any:
-    """Start a private ``redis-server`` on loopback with its data under the data dir (AOF on).
-    Returns the running server; its ``url`` is what the store connects to, ``stop()`` ends it."""
-    module = importlib.import_module("adapters.memory.embedded_redis")
-    server = module.EmbeddedRedis(settings.redis_dir)
-    server.start()
+    """Start a private ``redis-server`` on loopback with its data under the data dir (AOF on),
+    supervised: started again when it dies. Returns it running; its ``url`` is what the store
+    connects to, ``stop()`` ends it (also when the start is interrupted, e.g. by a signal)."""
+    embedded = importlib.import_module("adapters.memory.embedded_redis")
+    supervisor = importlib.import_module("adapters.memory.redis_supervisor")
+    memory = settings.memory
+    server = supervisor.RedisSupervisor(
+        embedded.EmbeddedRedis(settings.redis_dir, appendfsync=memory.embedded_appendfsync),
+        max_backoff_s=memory.embedded_restart_max_backoff_s,
+    )
+    try:
+        server.start()
+    except BaseException:
+        server.stop()
+        raise
     return server
 
 

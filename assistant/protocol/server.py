@@ -138,6 +138,8 @@ class WireError(BaseModel):
     code: str
     message: str
     event_id: str | None = None
+    #: ``rate_limit_error``: seconds until the limit lets the request through again.
+    retry_after_s: float | None = None
 
 
 class ErrorEvent(_ServerEvent):
@@ -147,7 +149,11 @@ class ErrorEvent(_ServerEvent):
     @classmethod
     def from_exception(cls, exc: AssistantError, event_id: str | None = None) -> ErrorEvent:
         echo = event_id or exc.event_id
-        return cls(error=WireError(type=exc.type, code=exc.code, message=exc.message, event_id=echo))
+        retry = getattr(exc, "retry_after_s", None)  # RateLimitError's
+        error = WireError(
+            type=exc.type, code=exc.code, message=exc.message, event_id=echo, retry_after_s=retry
+        )
+        return cls(error=error)
 
 
 # -- the input audio buffer, transcription and spoken replies ------------------------------------

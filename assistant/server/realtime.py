@@ -20,6 +20,7 @@ from fastapi import WebSocket
 from starlette.types import Receive, Send
 from starlette.websockets import WebSocketDisconnect
 
+from assistant.auth.principal import Principal
 from assistant.config import ServerSettings
 from assistant.errors import AssistantError, InvalidRequestError
 from assistant.messages import AudioPart, Message, SessionInfo
@@ -38,6 +39,7 @@ from assistant.protocol import (
     parse_client_event,
 )
 from assistant.protocol import fast_json as hot
+from assistant.server.limits import KeyLimits
 from assistant.server.metrics import Metrics
 from assistant.server.outbox import CLOSE_SLOW_CLIENT, Outbox
 from assistant.server.responses import Responses
@@ -59,7 +61,10 @@ class RealtimeConnection:
         speech: SpeechModels | None = None,
         receive: Receive | None = None,
         send: Send | None = None,
+        principal: Principal | None = None,
+        limits: KeyLimits | None = None,
     ) -> None:
+        """``principal`` and ``limits``: the caller and its key's limits (None: no limits)."""
         # ASGI messages in and out: the server's own callables when given (the hot path then
         # skips the wrapper's per-message state checks), else the wrapper's.
         self._receive = receive or ws.receive
@@ -74,7 +79,10 @@ class RealtimeConnection:
         # This connection's writer lease on the session: taken by a user item, given back when
         # the reply is stored (two store round trips per text turn).
         self.lease = orchestrator.new_lease(session.id)
-        self.responses = Responses(orchestrator, session.id, self.lease, self.outbox, metrics)
+        self.responses = Responses(
+            orchestrator, session.id, self.lease, self.outbox, metrics,
+            principal=principal, limits=limits,
+        )  # fmt: skip
         self.voice = VoiceSession(speech, self.outbox, self.responses, self._add_message, metrics)
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -135,7 +143,7 @@ class RealtimeConnection:
         if isinstance(event, ConversationItemCreate):
             await self._on_item_create(event)
         elif isinstance(event, ResponseCreate):
-            self.responses.start(event.response, event.event_id)
+            await self.responses.start(event.response, event.event_id)
         elif isinstance(event, ResponseCancel):
             self.responses.cancel(event.response_id, event.event_id)
         elif isinstance(event, SessionUpdate):

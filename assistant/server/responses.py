@@ -10,10 +10,12 @@ import logging
 import time
 from typing import Protocol
 
+from assistant.auth.principal import Principal
 from assistant.errors import AssistantError, InvalidRequestError, ResponseInProgressError
 from assistant.orchestrator import Orchestrator, ResponseOverrides, ResponseRun
 from assistant.protocol import ResponseConfig
 from assistant.protocol import fast_json as hot
+from assistant.server.limits import KeyLimits
 from assistant.server.metrics import Metrics
 from assistant.server.outbox import Outbox
 from assistant.turn_lease import TurnLease
@@ -45,8 +47,13 @@ class Responses:
         lease: TurnLease,
         outbox: Outbox,
         metrics: Metrics,
+        *,
+        principal: Principal | None = None,
+        limits: KeyLimits | None = None,
     ) -> None:
         self._orchestrator = orchestrator
+        self._principal = principal
+        self._limits = limits
         self._session_id = session_id
         self._lease = lease
         self._outbox = outbox
@@ -59,14 +66,23 @@ class Responses:
         self._task: asyncio.Task[None] | None = None
         self._interrupted: set[str] = set()  # ids of responses cut by the user's speech
 
-    def start(self, config: ResponseConfig, event_id: str | None = None) -> None:
-        """``response.create``: ``response_in_progress`` while one streams."""
+    async def start(self, config: ResponseConfig, event_id: str | None = None) -> None:
+        """``response.create``: ``response_in_progress`` while one streams; the key's limits
+        (a request, tokens left, a generating place) are checked before anything is sent."""
         if self.running is not None:
             raise ResponseInProgressError(
                 f"response {self.running.id} is still in progress; cancel it or wait for "
                 "response.done",
                 event_id=event_id,
             )
+        places = contextlib.AsyncExitStack()
+        if self._limits is not None and self._principal is not None:
+            await self._limits.request(self._principal)
+            await self._limits.before_generation(self._principal)
+            await places.enter_async_context(self._limits.generation(self._principal))
+            if self.running is not None:  # another start won the race while this one waited
+                await places.aclose()
+                raise ResponseInProgressError("a response is in progress", event_id=event_id)
         overrides = ResponseOverrides(
             instructions=config.instructions,
             max_output_tokens=config.max_output_tokens or self.max_output_tokens,
@@ -75,7 +91,7 @@ class Responses:
         run = self._orchestrator.start_response()
         self.running = run
         self._outbox.emit(hot.response_created(run.id))
-        self._task = asyncio.create_task(self._stream(run, overrides, event_id))
+        self._task = asyncio.create_task(self._stream(run, overrides, event_id, places))
 
     def cancel(self, response_id: str | None, event_id: str | None = None) -> None:
         """``response.cancel``: ``response_cancel_not_active`` when there is none to cancel."""
@@ -110,7 +126,11 @@ class Responses:
                 await self._task
 
     async def _stream(
-        self, run: ResponseRun, overrides: ResponseOverrides, event_id: str | None
+        self,
+        run: ResponseRun,
+        overrides: ResponseOverrides,
+        event_id: str | None,
+        places: contextlib.AsyncExitStack,
     ) -> None:
         started = time.perf_counter()
         pieces: list[str] = []
@@ -141,6 +161,9 @@ class Responses:
                 await speech.end(run)
             self._done(run, "".join(pieces))
             self.running = None
+            await places.aclose()  # the generating place is given back
+            if self._limits is not None and self._principal is not None:
+                await self._limits.count_tokens(self._principal, run.usage.output_tokens)
 
     def _fail(self, run: ResponseRun, exc: AssistantError, event_id: str | None) -> None:
         run.error = run.error or exc

@@ -1,10 +1,13 @@
-"""REST routes: stored history, health and metrics; audio transcription (voice)."""
+"""REST routes: stored history, health and readiness, metrics; audio transcription (voice).
+Every route that touches a session reads it through the caller's tenant: another tenant's
+session is not found (404, which does not confirm that it exists)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from assistant.auth.principal import Principal
 from assistant.errors import (
     AssistantError,
     InvalidRequestError,
@@ -12,11 +15,15 @@ from assistant.errors import (
     SessionNotFoundError,
 )
 from assistant.server.metrics import CONTENT_TYPE_LATEST
+from assistant.server.security import caller, check_session, requires
 
 router = APIRouter()
 
 _STATUS_BY_TYPE = {
     "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "rate_limit_error": 429,
     "not_found_error": 404,
     "conflict_error": 409,
     "configuration_error": 500,
@@ -26,14 +33,25 @@ _STATUS_BY_TYPE = {
 
 def error_response(exc: AssistantError) -> JSONResponse:
     body = {"error": {"type": exc.type, "code": exc.code, "message": exc.message}}
-    return JSONResponse(body, status_code=_STATUS_BY_TYPE.get(exc.type, 500))
+    status = _STATUS_BY_TYPE.get(exc.type, 500)
+    if exc.code == "origin_not_allowed":
+        status = 403
+    headers = {}
+    retry = getattr(exc, "retry_after_s", None)
+    if retry is not None:
+        headers["Retry-After"] = str(max(1, round(retry)))
+        body["error"]["retry_after_s"] = retry
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 @router.get("/v1/sessions/{session_id}/messages")
-async def session_messages(session_id: str, request: Request) -> JSONResponse:
+async def session_messages(
+    session_id: str, request: Request, principal: Principal = Depends(caller)
+) -> JSONResponse:
     """The stored history of a session: its metadata and every message with content parts and
     status (``completed``, ``incomplete`` or ``interrupted``)."""
-    store = request.app.state.components.store
+    check_session(principal, session_id)
+    store = request.app.state.components.store.for_tenant(principal.tenant)
     snapshot = await store.load(session_id)
     if snapshot is None:
         raise SessionNotFoundError(f"no session {session_id!r} (it may have expired)")
@@ -48,14 +66,30 @@ async def session_messages(session_id: str, request: Request) -> JSONResponse:
 
 @router.get("/healthz")
 async def healthz(request: Request) -> JSONResponse:
+    """Liveness: the process answers (200 while it runs; ``degraded`` when Redis is not)."""
     components = request.app.state.components
     store_ok = await components.store.ping()
     body = {"status": "ok" if store_ok else "degraded", "store": store_ok, "model": components.llm.name}
+    return JSONResponse(body)
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    """Readiness: Redis answers and the model is loaded (503 otherwise), each reported."""
+    components = request.app.state.components
+    store_ok = await components.store.ping()
+    body = {"ready": store_ok, "store": store_ok, "model": {"name": components.llm.name, "loaded": True}}
     return JSONResponse(body, status_code=200 if store_ok else 503)
 
 
-@router.get("/metrics")
+async def _metrics_guard(request: Request) -> None:
+    if not request.app.state.settings.auth.public_metrics:
+        await requires("admin")(request)
+
+
+@router.get("/metrics", dependencies=[Depends(_metrics_guard)])
 async def metrics(request: Request) -> Response:
+    """Prometheus text; an admin key unless ``ASSISTANT_AUTH__PUBLIC_METRICS``."""
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -63,7 +97,9 @@ async def metrics(request: Request) -> Response:
 
 
 @router.post("/v1/audio/transcriptions", response_model=None)
-async def audio_transcriptions(request: Request) -> Response:
+async def audio_transcriptions(
+    request: Request, principal: Principal = Depends(requires("client"))
+) -> Response:
     """A multipart form as OpenAI's: ``file`` (WAV, WebM/Opus, OGG, MP3, ...), optional
     ``language``, ``prompt``, ``response_format`` (``json`` -> ``{"text"}``, ``text``,
     ``verbose_json`` -> ``{"text", "language", "duration"}``); ``model`` is accepted and ignored

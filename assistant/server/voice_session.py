@@ -241,7 +241,7 @@ class VoiceSession:
             return
         self._outbox.emit(ConversationItemCreated(item=wire_item(result.message)))
         if event.by_vad and self.config.create_response and self._responses.running is None:
-            self._responses.start(ResponseConfig())
+            await self._responses.start(ResponseConfig())
 
 
 class _Speaker:

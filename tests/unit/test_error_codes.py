@@ -110,4 +110,4 @@ def test_the_readme_lists_the_codes_of_the_tree():
     start, end = "<!-- error-codes: python -m assistant.errors -->", "<!-- /error-codes -->"
     assert start in readme and end in readme, "the README's table of error codes is missing"
     table = readme.split(start, 1)[1].split(end, 1)[0].strip()
-    assert table == errors.codes_markdown(), "regenerate it: python -m assistant.errors"
+    assert table == errors.codes_markdown(), "regenerate it: python -m assistant.errors README.md"

@@ -1,0 +1,59 @@
+"""The limiter port: counters shared by every worker (rates per minute, and concurrent holders
+with a lease, so a dead worker's holders lapse by themselves)."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
+
+from assistant.errors import AssistantError, StoreError
+
+_T = TypeVar("_T")
+
+
+class Limiter(abc.ABC):
+    name: str = "limiter"
+
+    async def hit(self, name: str, key: str, per_minute: int, cost: int = 1) -> float | None:
+        """Count ``cost`` against ``per_minute`` (a sliding minute); None when within it, else
+        the seconds until the limit lets a request through again (nothing is counted then)."""
+        return await self._call(self._hit_impl(name, key, per_minute, cost))
+
+    async def acquire(self, name: str, key: str, holder: str, limit: int, lease_s: float) -> bool:
+        """``holder`` takes one of ``limit`` places for ``lease_s`` (renew before it lapses);
+        False when all are taken."""
+        return await self._call(self._acquire_impl(name, key, holder, limit, lease_s))
+
+    async def renew(self, name: str, key: str, holders: Sequence[str], lease_s: float) -> None:
+        await self._call(self._renew_impl(name, key, holders, lease_s))
+
+    async def release(self, name: str, key: str, holder: str) -> None:
+        await self._call(self._release_impl(name, key, holder))
+
+    async def aclose(self) -> None:  # noqa: B027
+        """Release connections."""
+
+    async def _call(self, awaitable: Awaitable[_T]) -> _T:
+        try:
+            return await awaitable
+        except AssistantError:
+            raise
+        except (ConnectionError, OSError, TimeoutError) as exc:
+            raise StoreError(f"{self.name}: the limits store is unreachable") from exc
+
+    @abc.abstractmethod
+    async def _hit_impl(self, name: str, key: str, per_minute: int, cost: int) -> float | None: ...
+
+    @abc.abstractmethod
+    async def _acquire_impl(
+        self, name: str, key: str, holder: str, limit: int, lease_s: float
+    ) -> bool: ...
+
+    @abc.abstractmethod
+    async def _renew_impl(
+        self, name: str, key: str, holders: Sequence[str], lease_s: float
+    ) -> None: ...
+
+    @abc.abstractmethod
+    async def _release_impl(self, name: str, key: str, holder: str) -> None: ...
