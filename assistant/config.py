@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -42,6 +42,9 @@ class LLMSettings(_Section):
     #: Total tokens those caches may hold together (SmolLM2: 45 KB per token in fp32, so the
     #: default is at most 0.75 GB).
     kv_cache_max_tokens: int = Field(16_384, ge=0)
+    #: The ``scripted`` adapter only: seconds it waits before each token (a slow model, for
+    #: demos and tests of long replies; the other adapters ignore it).
+    token_delay_s: float = Field(0.0, ge=0, le=60)
 
 
 class ASRSettings(_Section):
@@ -115,6 +118,8 @@ class VisionSettings(_Section):
     top_k: int = Field(5, ge=1, le=50)
     max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=1)
+    #: Images decoded at once per process: a 40-megapixel one takes ~0.2 GB while it decodes.
+    decode_concurrency: int = Field(2, ge=1, le=64)
 
 
 class MemorySettings(_Section):
@@ -128,6 +133,22 @@ class MemorySettings(_Section):
     lock_ttl_ms: int = Field(10_000, ge=100)
     #: How long a turn waits for another connection's turn on the same session to finish.
     lock_wait_s: float = Field(5.0, ge=0)
+    #: Each server process keeps a key ``{prefix}:owner:<instance>`` alive, written this often
+    #: and living ``owner_ttl_ms``: a writer lease whose process's key is gone (the process was
+    #: killed) is taken over at once, instead of after ``lock_ttl_ms``.
+    owner_heartbeat_ms: int = Field(1_000, ge=10, le=60_000)
+    owner_ttl_ms: int = Field(3_000, ge=50, le=600_000)
+    #: While a reply streams, its text so far is written to the session (with the lease's
+    #: renewal) at most this often; a reply cut short by its process dying is stored as
+    #: ``interrupted`` with that text by the next turn. A reply done sooner writes nothing.
+    partial_flush_ms: int = Field(250, ge=10, le=60_000)
+
+    @model_validator(mode="after")
+    def _heartbeat_within_its_ttl(self) -> MemorySettings:
+        if self.owner_ttl_ms <= self.owner_heartbeat_ms:
+            raise ValueError("memory.owner_ttl_ms must be longer than owner_heartbeat_ms (3x)")
+        return self
+
     #: Sentinel and Cluster (``redis+sentinel://``, ``redis+cluster://``): a request that failed
     #: on a lost connection (a failover) is sent again until this has passed, then
     #: ``store_unavailable``. A single node's line sends it once more at once.
@@ -162,6 +183,8 @@ class PromptSettings(_Section):
 
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
+    #: ``text`` or ``json`` (one JSON object per line, with request and session correlation ids).
+    log_format: Literal["text", "json"] = "text"
     port: int = Field(8000, ge=0, le=65535)
     #: Largest accepted WebSocket text frame, in bytes.
     max_event_bytes: int = Field(8 * 1024 * 1024, ge=1024)

@@ -98,7 +98,10 @@ def build_image_pipeline(settings: Settings, llm: LanguageModel, store: SessionS
     limits = ImageLimits(
         max_bytes=settings.vision.max_image_bytes, max_pixels=settings.vision.max_image_pixels
     )
-    return ImagePipeline(encoder, projector, store, limits=limits, top_k=settings.vision.top_k)
+    return ImagePipeline(
+        encoder, projector, store, limits=limits, top_k=settings.vision.top_k,
+        decode_concurrency=settings.vision.decode_concurrency,
+    )  # fmt: skip
 
 
 def build_session_store(settings: Settings, *, redis_url: str) -> SessionStore:

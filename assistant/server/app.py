@@ -17,12 +17,13 @@ from assistant.errors import AssistantError, InvalidRequestError
 from assistant.ports import LanguageModel, SessionStore, SpeechToText, TextToSpeech, VoiceActivity
 from assistant.ports.keys import KeyStore
 from assistant.ports.limits import Limiter
-from assistant.server import docs
+from assistant.server import docs, logs
 from assistant.server.auth_routes import router as auth_router
 from assistant.server.components import Components, Injected, build_components
 from assistant.server.cors import KeyOriginsCORS
 from assistant.server.metrics import Metrics
 from assistant.server.realtime_route import CLOSE_POLICY, CLOSE_SESSION_NOT_FOUND, RealtimeEndpoint
+from assistant.server.request_ids import RequestIds
 from assistant.server.rest import error_response, router
 
 __all__ = ["CLOSE_POLICY", "CLOSE_SESSION_NOT_FOUND", "Components", "app_from_env", "create_app"]
@@ -64,6 +65,8 @@ def create_app(
     app.include_router(auth_router)
     docs.add_routes(app, public=settings.auth.public_docs)
     app.add_middleware(KeyOriginsCORS)
+    app.add_middleware(RequestIds)
+    logs.install_filter()
 
     @app.exception_handler(AssistantError)
     async def _assistant_error(_: Request, exc: AssistantError):  # type: ignore[no-untyped-def]

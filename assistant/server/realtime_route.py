@@ -11,6 +11,7 @@ with the server's own ``send`` and ``receive``.
 from __future__ import annotations
 
 import contextlib
+import logging
 
 from fastapi import WebSocket
 from starlette.types import Receive, Scope, Send
@@ -19,6 +20,7 @@ from assistant.auth.principal import Principal
 from assistant.errors import AssistantError
 from assistant.messages import SessionInfo
 from assistant.protocol import ErrorEvent
+from assistant.server import logs
 from assistant.server.realtime import RealtimeConnection
 from assistant.server.security import (
     REALTIME_PROTOCOL,
@@ -28,6 +30,8 @@ from assistant.server.security import (
     require,
     secret_from_subprotocols,
 )
+
+log = logging.getLogger(__name__)
 
 CLOSE_POLICY = 1008
 CLOSE_SESSION_NOT_FOUND = 4404
@@ -55,6 +59,8 @@ class RealtimeEndpoint:
         session = await _open_session(ws, principal, components, metrics)
         if session is None:
             return
+        logs.session_ref.set(logs.reference(session.id, components.auth.pepper))
+        log.info("realtime: session opened (tenant %s)", principal.tenant)
         try:
             async with components.limits.connection(principal):
                 connection = RealtimeConnection(

@@ -73,7 +73,7 @@ class ImageLimits:
 
 @dataclass(frozen=True, eq=False)
 class DecodedImage:
-    pixels: np.ndarray  # (H, W, 3) uint8 RGB
+    pixels: np.ndarray | None  # (H, W, 3) uint8 RGB; None when only validated
     sha256: str  # hex digest of the encoded bytes: the content address and the features' cache key
     mime_type: str  # of the actual content (may differ from what a data URL declared)
     width: int
@@ -84,11 +84,20 @@ class DecodedImage:
 DEFAULT_LIMITS = ImageLimits()
 
 
-def decode_image(source: str | bytes, limits: ImageLimits = DEFAULT_LIMITS) -> DecodedImage:
-    """A data URL (``str``) or the encoded bytes of an image -> its RGB pixels."""
+def decode_image(
+    source: str | bytes,
+    limits: ImageLimits = DEFAULT_LIMITS,
+    *,
+    pixels: bool = True,
+    min_side: int | None = None,
+) -> DecodedImage:
+    """A data URL (``str``) or the encoded bytes of an image -> its RGB pixels. ``pixels=False``
+    decodes the image to validate it but keeps no pixels (no RGB copy is made); ``min_side``
+    shrinks the pixels by a whole factor while their shorter side stays at least that long (an
+    8192-pixel photo for a 224-pixel encoder costs 1/16 of the memory)."""
     if isinstance(source, str):
-        return decode_image_url(source, limits)
-    return decode_image_bytes(bytes(source), limits)
+        _, source = parse_data_url(source, limits)
+    return decode_image_bytes(bytes(source), limits, pixels=pixels, min_side=min_side)
 
 
 def decode_image_url(url: str, limits: ImageLimits = DEFAULT_LIMITS) -> DecodedImage:
@@ -134,8 +143,15 @@ def parse_data_url(url: str, limits: ImageLimits = DEFAULT_LIMITS) -> tuple[str,
         raise InvalidRequestError(message, code=INVALID_IMAGE_URL) from exc
 
 
-def decode_image_bytes(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> DecodedImage:
-    """Encoded image bytes -> RGB pixels; the header's size is checked before any decoding."""
+def decode_image_bytes(
+    data: bytes,
+    limits: ImageLimits = DEFAULT_LIMITS,
+    *,
+    pixels: bool = True,
+    min_side: int | None = None,
+) -> DecodedImage:
+    """Encoded image bytes -> RGB pixels; the header's size is checked before any decoding.
+    ``pixels`` and ``min_side`` as for ``decode_image``."""
     if len(data) > limits.max_bytes:
         raise _too_large(len(data), limits)
     if not data:
@@ -144,7 +160,8 @@ def decode_image_bytes(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Dec
         with Image.open(io.BytesIO(data), formats=tuple(FORMATS)) as image:
             _check_size(image.size, limits)  # the header only: nothing decoded yet
             mime_type = _MIME_TYPES[image.format or ""]
-            pixels = _rgb_pixels(image)
+            width, height = image.size
+            rgb = _rgb_pixels(image, min_side) if pixels else _validated(image)
     except UnidentifiedImageError:
         raise _not_an_accepted_image(data) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -156,10 +173,9 @@ def decode_image_bytes(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Dec
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError) as exc:
         message = f"the image is truncated or corrupt ({exc})"
         raise InvalidRequestError(message, code=INVALID_IMAGE) from exc
-    height, width = pixels.shape[:2]
     digest = hashlib.sha256(data).hexdigest()
     return DecodedImage(
-        pixels=pixels, sha256=digest, mime_type=mime_type, width=width, height=height, encoded=data
+        pixels=rgb, sha256=digest, mime_type=mime_type, width=width, height=height, encoded=data
     )
 
 
@@ -175,10 +191,25 @@ def _check_size(size: tuple[int, int], limits: ImageLimits) -> None:
         )
 
 
-def _rgb_pixels(image: Image.Image) -> np.ndarray:
-    """Decode the current (first) frame -> (H, W, 3) uint8, transparency composited on white."""
+def _validated(image: Image.Image) -> None:
+    """Decode the first frame (a truncated or corrupt image fails here), in its own mode."""
     image.seek(0)
     image.load()
+
+
+def _rgb_pixels(image: Image.Image, min_side: int | None = None) -> np.ndarray:
+    """Decode the current (first) frame -> (H, W, 3) uint8, transparency composited on white;
+    with ``min_side``, shrunk by a whole factor first (a JPEG is even decoded smaller)."""
+    image.seek(0)
+    if min_side is not None and image.format == "JPEG":  # decoded at 1/2, 1/4 or 1/8 scale
+        scale = max(1, min(image.size) // min_side)
+        image.draft("RGB", (image.size[0] // scale, image.size[1] // scale))
+    image.load()
+    factor = max(1, min(image.size) // min_side) if min_side is not None else 1
+    if factor > 1:  # what the draft left to do, by a whole factor (reduce takes no 1-bit or
+        if image.mode in ("1", "P"):  # palette images: made grey or RGBA first)
+            image = image.convert("L" if image.mode == "1" else "RGBA")
+        image = image.reduce(factor)
     oriented = image
     if image.getexif().get(_EXIF_ORIENTATION, 1) != 1:  # a phone photo's rotation
         oriented = ImageOps.exif_transpose(image)

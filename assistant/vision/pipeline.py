@@ -41,13 +41,20 @@ class ImagePipeline:
         *,
         limits: ImageLimits = ImageLimits(),
         top_k: int = 5,
+        decode_concurrency: int = 2,
+        min_side: int | None = 448,
     ) -> None:
+        """``decode_concurrency``: images decoded at once (a large one takes hundreds of MB while
+        it decodes); ``min_side``: pixels handed on are shrunk while their shorter side stays at
+        least this (twice what a 224-pixel encoder reads; None keeps them whole)."""
         self.encoder = encoder
         self.projector = projector
         self.store = store
         self.limits = limits
         self.top_k = top_k
         self.stats = VisionStats()
+        self.min_side = min_side
+        self._decodes = asyncio.Semaphore(decode_concurrency)  # shared by the tenant views
 
     def with_store(self, store: SessionStore) -> ImagePipeline:
         """The same encoder, projector and counters over another (a tenant's) store."""
@@ -58,7 +65,10 @@ class ImagePipeline:
     async def ingest(self, pending: PendingImage) -> ImagePart:
         """Validate and decode the client's image (refusing bombs before decoding), store its
         bytes by sha256, and return the part the message stores."""
-        decoded = await asyncio.to_thread(decode_image, pending.source, self.limits)
+        async with self._decodes:  # validated only: no pixels kept
+            decoded = await asyncio.to_thread(
+                decode_image, pending.source, self.limits, pixels=False
+            )
         await self.store.put_blob(decoded.sha256, decoded.encoded)
         return ImagePart(sha256=decoded.sha256, mime_type=decoded.mime_type)
 
@@ -98,7 +108,11 @@ class ImagePipeline:
             raise InvalidRequestError(
                 f"image {part.sha256[:12]}… is no longer stored", code="image_expired"
             )
-        decoded: DecodedImage = await asyncio.to_thread(decode_image, data, self.limits)
+        async with self._decodes:
+            decoded: DecodedImage = await asyncio.to_thread(
+                decode_image, data, self.limits, min_side=self.min_side
+            )
+        assert decoded.pixels is not None
         return decoded.pixels
 
     async def _features(self, part: ImagePart) -> ImageFeatures:
