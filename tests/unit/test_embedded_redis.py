@@ -51,3 +51,19 @@ def test_url_before_start_fails(tmp_path):
     with pytest.raises(EmbeddedRedisError):
         server.url
     server.stop()  # stopping what never started is a no-op
+
+
+def test_restart_backoff_doubles_up_to_the_cap_and_stays_there_after_error_after(tmp_path):
+    from adapters.memory.redis_supervisor import RedisSupervisor
+
+    supervisor = RedisSupervisor(EmbeddedRedis(tmp_path), first_backoff_s=0.1, max_backoff_s=1.0,
+                                 error_after=6)  # fmt: skip
+    waits = [supervisor.backoff_s(failures) for failures in range(9)]
+    assert waits == [0.0, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0, 1.0]
+    assert RedisSupervisor(EmbeddedRedis(tmp_path), error_after=3).backoff_s(3) == 5.0
+
+
+def test_appendfsync_is_checked(tmp_path):
+    assert EmbeddedRedis(tmp_path).appendfsync == "always"  # acknowledged = on disk
+    with pytest.raises(EmbeddedRedisError, match="appendfsync"):
+        EmbeddedRedis(tmp_path, appendfsync="no")
