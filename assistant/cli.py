@@ -35,48 +35,56 @@ def cmd_prepare_models(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    """Serve until SIGINT or SIGTERM (both stop gracefully, exit code 0); the private
+    redis-server, when there is one, is stopped on every way out."""
+    from assistant.processes import Stopped, stop_on_signals
     from assistant.registry import prepare_models, start_embedded_redis
-    from assistant.server.app import create_app
 
     settings = _settings(args)
     server = settings.server.model_copy(
         update={"host": args.host or settings.server.host, "port": args.port or settings.server.port}
     )
     settings = settings.model_copy(update={"server": server})
-    for line in prepare_models(settings, progress=True):
-        print(line, file=sys.stderr)
     embedded = None
-    if not settings.redis_url:
-        embedded = start_embedded_redis(settings)
-        settings = settings.model_copy(update={"redis_url": embedded.url})
-        print(f"redis: private redis-server at {embedded.url}, data in {settings.redis_dir}", file=sys.stderr)
-    try:
-        if args.workers > 1:
-            # Workers are separate processes: they read their settings from the environment.
-            os.environ["ASSISTANT_REDIS_URL"] = settings.redis_url
-            os.environ["ASSISTANT_DATA_DIR"] = str(settings.data_dir)
-            from assistant.server.workers import balanced_workers_supported, serve_balanced
-
-            if balanced_workers_supported():  # one socket per worker: connections spread evenly
-                serve_balanced("assistant.server.app:app_from_env", server.host, server.port,
-                               args.workers, args.log_level)  # fmt: skip
-                return 0
-            uvicorn.run(
-                "assistant.server.app:app_from_env",
-                factory=True,
-                host=server.host,
-                port=server.port,
-                workers=args.workers,
-                log_level=args.log_level,
-            )
-        else:
-            uvicorn.run(create_app(settings), host=server.host, port=server.port, log_level=args.log_level)
-    finally:
-        if embedded is not None:
-            embedded.stop()
+    with stop_on_signals():  # a second signal meanwhile does not cut the clean-up short
+        try:
+            for line in prepare_models(settings, progress=True):
+                print(line, file=sys.stderr)
+            if not settings.redis_url:
+                embedded = start_embedded_redis(settings)
+                settings = settings.model_copy(update={"redis_url": embedded.url})
+                print(f"redis: private redis-server at {embedded.url}, data in "
+                      f"{settings.redis_dir}, started again if it dies", file=sys.stderr)  # fmt: skip
+            _run_server(settings, args.workers, args.log_level)
+        except Stopped as stopped:
+            print(f"stopped by {stopped}", file=sys.stderr)
+        finally:
+            if embedded is not None:
+                embedded.stop()
     return 0
+
+
+def _run_server(settings: Settings, workers: int, log_level: str) -> None:
+    """uvicorn until a signal: it stops gracefully, then the signal comes back as ``Stopped``
+    (or, with several workers, ``serve_balanced`` returns)."""
+    import uvicorn
+
+    host, port = settings.server.host, settings.server.port
+    if workers <= 1:
+        from assistant.server.app import create_app
+
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+        return
+    # Workers are separate processes: they read their settings from the environment.
+    os.environ["ASSISTANT_REDIS_URL"] = settings.redis_url
+    os.environ["ASSISTANT_DATA_DIR"] = str(settings.data_dir)
+    from assistant.server.workers import balanced_workers_supported, serve_balanced
+
+    if balanced_workers_supported():  # one socket per worker: connections spread evenly
+        serve_balanced("assistant.server.app:app_from_env", host, port, workers, log_level)
+    else:
+        uvicorn.run("assistant.server.app:app_from_env", factory=True, host=host, port=port,
+                    workers=workers, log_level=log_level)  # fmt: skip
 
 
 def cmd_chat(args: argparse.Namespace) -> int:

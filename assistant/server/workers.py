@@ -17,12 +17,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import socket
 import sys
 import time
 from types import FrameType
+
+from assistant.processes import Stopped, die_with_parent, stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +46,18 @@ def bind_reuseport(host: str, port: int, backlog: int = 2048) -> socket.socket:
     return sock
 
 
-def _worker(app: str, sock: socket.socket, log_level: str) -> None:
-    """One worker process: uvicorn serving the app factory ``app`` on its own socket."""
-    import uvicorn
+def _worker(app: str, sock: socket.socket, log_level: str, parent: int) -> None:
+    """One worker process: uvicorn serving the app factory ``app`` on its own socket, until
+    SIGINT or SIGTERM (exit code 0), or until its parent dies (Linux: it gets SIGTERM then)."""
+    die_with_parent(parent)
+    with stop_on_signals():
+        try:
+            import uvicorn
 
-    config = uvicorn.Config(app, factory=True, log_level=log_level)
-    uvicorn.Server(config).run(sockets=[sock])
+            config = uvicorn.Config(app, factory=True, log_level=log_level)
+            uvicorn.Server(config).run(sockets=[sock])
+        except Stopped:
+            pass  # uvicorn stopped gracefully and raised the signal again, or it came before
 
 
 def serve_balanced(app: str, host: str, port: int, workers: int, log_level: str = "info") -> None:
@@ -60,8 +69,9 @@ def serve_balanced(app: str, host: str, port: int, workers: int, log_level: str 
 
     def start(index: int) -> multiprocessing.process.BaseProcess:
         process = context.Process(
-            target=_worker, args=(app, sockets[index], log_level), name=f"assistant-worker-{index}"
-        )
+            target=_worker, args=(app, sockets[index], log_level, os.getpid()),
+            name=f"assistant-worker-{index}",
+        )  # fmt: skip
         process.start()
         return process
 
@@ -69,17 +79,27 @@ def serve_balanced(app: str, host: str, port: int, workers: int, log_level: str 
         nonlocal stopping
         stopping = True
 
+    # A signal wakes the wait below at once (its handler alone would let the wait go on).
+    wake, wake_in = socket.socketpair()
+    wake.setblocking(False)
+    wake_in.setblocking(False)
+    previous_wakeup = signal.set_wakeup_fd(wake_in.fileno(), warn_on_full_buffer=False)
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     processes = [start(i) for i in range(workers)]
     log.info("%d workers on %s:%d, one socket each (SO_REUSEPORT)", workers, host, port)
     try:
-        while not stopping:
-            time.sleep(0.5)
+        while not stopping:  # until a signal or a worker's exit
+            multiprocessing.connection.wait([wake, *(process.sentinel for process in processes)])
+            with contextlib.suppress(BlockingIOError):
+                wake.recv(4096)
             for index, process in enumerate(processes):
                 if not process.is_alive() and not stopping:
                     log.warning("worker %d exited with %s; starting it again", index,
                                 process.exitcode)  # fmt: skip
                     processes[index] = start(index)
+                    # At most two restarts a second (a worker that cannot start fails at once);
+                    # a signal cuts the pause short.
+                    multiprocessing.connection.wait([wake], timeout=0.5)
     finally:
         for process in processes:  # graceful: uvicorn finishes open requests on SIGINT
             if process.is_alive() and process.pid is not None:
@@ -95,3 +115,6 @@ def serve_balanced(app: str, host: str, port: int, workers: int, log_level: str 
             sock.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        signal.set_wakeup_fd(previous_wakeup)
+        wake.close()
+        wake_in.close()
