@@ -21,8 +21,6 @@ leave in one write); image blobs and the embedding cache go through redis-py's p
 from __future__ import annotations
 
 import copy
-import functools
-import json
 import logging
 from collections.abc import Awaitable
 from typing import Any, TypeVar
@@ -35,6 +33,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         f"the redis session store needs redis-py: pip install 'assistant[redis]' ({exc})"
     ) from exc
 
+from adapters.memory import redis_codec as codec
 from adapters.memory import redis_scripts as lua
 from adapters.memory.redis_pipe import RedisPipe
 from assistant.errors import AssistantError, SessionNotFoundError, StoreError
@@ -43,69 +42,6 @@ from assistant.ports import AppendResult, SessionSnapshot, SessionStore, TurnSta
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _info_from_hash(raw: dict[Any, Any]) -> SessionInfo:
-    return SessionInfo.model_validate({_text(k): json.loads(v) for k, v in raw.items()})
-
-
-@functools.lru_cache(maxsize=4096)
-def _info_from_flat(flat: tuple[str, ...]) -> SessionInfo:
-    """SessionInfo from HGETALL's flat field, value list; parsed once per distinct content (every
-    turn reads it, it rarely changes; SessionInfo is frozen, so sharing it is safe)."""
-    return _info_from_hash(dict(zip(flat[::2], flat[1::2])))
-
-
-def _info_to_mapping(data: dict[str, Any]) -> dict[str, str]:
-    return {name: json.dumps(value, ensure_ascii=False) for name, value in data.items()}
-
-
-class _ParsedMessages:
-    """Stored message JSON -> Message, once per process: messages are immutable once stored and
-    every turn reads the newest again (Message is frozen, so sharing one is safe). A message this
-    process writes is remembered with the JSON it wrote, so reading it back parses nothing.
-    Bounded: the oldest entries go first."""
-
-    def __init__(self, size: int = 16_384) -> None:
-        self.size = size
-        self._by_raw: dict[str, Message] = {}
-
-    def __call__(self, raw: str) -> Message:
-        message = self._by_raw.get(raw)
-        if message is None:
-            message = Message.model_validate_json(raw)
-            self.remember(raw, message)
-        return message
-
-    def remember(self, raw: str, message: Message) -> str:
-        if len(self._by_raw) >= self.size:
-            del self._by_raw[next(iter(self._by_raw))]
-        self._by_raw[raw] = message
-        return raw
-
-
-_parse_message = _ParsedMessages()
-
-
-def _dump(message: Message) -> str:
-    """The JSON a message is stored as (remembered, see ``_ParsedMessages``)."""
-    return _parse_message.remember(message.model_dump_json(), message)
-
-
-def _once_key(message: Message) -> str:
-    """The key a message is stored once under: the client's turn id, else the message id (so a
-    write redis-py retries after a dropped connection is not stored twice)."""
-    return message.turn_id or f"id:{message.id}"
-
-
-def _append_result(message: Message, created: int, stored: str) -> AppendResult:
-    if created == 0:
-        return AppendResult(Message.model_validate_json(stored), created=False)
-    return AppendResult(message, created=True)
-
 
 class RedisSessionStore(SessionStore):
     name = "redis"
@@ -201,7 +137,7 @@ class RedisSessionStore(SessionStore):
 
     async def _create_impl(self, info: SessionInfo) -> SessionInfo:
         k = self.keys(info.id)
-        fields = _info_to_mapping(info.model_dump(mode="json"))
+        fields = codec.info_to_mapping(info.model_dump(mode="json"))
         await self._sent(self.pipe.transaction([
             ("DEL", k["meta"], k["msgs"], k["turns"]),  # a new session starts empty
             ("HSET", k["meta"], *[x for pair in fields.items() for x in pair]),
@@ -219,16 +155,17 @@ class RedisSessionStore(SessionStore):
         if not replies[0]:
             return None
         raw_messages = replies[1] if last != 0 else []
-        messages = tuple(_parse_message(raw) for raw in raw_messages)
+        messages = tuple(codec.parse_message(raw) for raw in raw_messages)
         meta = dict(zip(replies[0][::2], replies[0][1::2]))
-        return SessionSnapshot(info=_info_from_hash(meta), messages=messages)
+        return SessionSnapshot(info=codec.info_from_hash(meta), messages=messages)
 
     async def _update_info_impl(self, session_id: str, fields: dict[str, object]) -> SessionInfo:
         if "id" in fields and fields["id"] != session_id:
             raise ValueError("a session's id cannot change")
         # Validated against the model (unknown fields and wrong types fail here, before Redis).
         checked = SessionInfo.model_validate({"id": session_id, **fields})
-        mapping = _info_to_mapping(checked.model_dump(mode="json", include=set(fields) - {"id"}))
+        dumped = checked.model_dump(mode="json", include=set(fields) - {"id"})
+        mapping = codec.info_to_mapping(dumped)
         args: list[str] = [str(self.ttl_ms)]
         for name, value in mapping.items():
             args += [name, value]
@@ -238,17 +175,17 @@ class RedisSessionStore(SessionStore):
         if not raw:
             raise SessionNotFoundError(f"no session {session_id!r} (it may have expired)")
         pairs = dict(zip(raw[::2], raw[1::2]))
-        return _info_from_hash(pairs)
+        return codec.info_from_hash(pairs)
 
     async def _append_impl(self, session_id: str, message: Message) -> AppendResult:
         k = self.keys(session_id)
         keys = [k["meta"], k["msgs"], k["turns"]]
-        args = [_dump(message), _once_key(message), str(self.ttl_ms)]
+        args = [codec.dump(message), codec.once_key(message), str(self.ttl_ms)]
         reply = await self._sent(self._run(self._append_script, keys, args))
         status = int(reply[0])
         if status < 0:
             raise SessionNotFoundError(f"no session {session_id!r} (it may have expired)")
-        return _append_result(message, status, reply[1] if status == 0 else "")
+        return codec.append_result(message, status, reply[1] if status == 0 else "")
 
     async def _begin_turn_impl(
         self, session_id: str, token: str, message: Message | None, last: int | None, known: int
@@ -257,8 +194,8 @@ class RedisSessionStore(SessionStore):
         args = [
             token,
             str(self.lock_ttl_ms),
-            _dump(message) if message else "",
-            _once_key(message) if message else "",
+            codec.dump(message) if message else "",
+            codec.once_key(message) if message else "",
             str(self.ttl_ms),
             "" if last is None else str(max(last, 0)),
             str(max(known, 0)),
@@ -272,9 +209,9 @@ class RedisSessionStore(SessionStore):
             raise SessionNotFoundError(f"no session {session_id!r} (it may have expired)")
         appended = None
         if message is not None:
-            appended = _append_result(message, status, reply[1])
-        messages = tuple([_parse_message(raw) for raw in reply[3]])
-        snapshot = SessionSnapshot(_info_from_flat(tuple(reply[2])), messages)
+            appended = codec.append_result(message, status, reply[1])
+        messages = tuple([codec.parse_message(raw) for raw in reply[3]])
+        snapshot = SessionSnapshot(codec.info_from_flat(tuple(reply[2])), messages)
         return TurnStart(appended, snapshot, int(reply[4]), int(reply[5]))
 
     async def _end_turn_impl(
@@ -283,15 +220,15 @@ class RedisSessionStore(SessionStore):
         k = self.keys(session_id)
         args = [
             token,
-            _dump(message) if message else "",
-            _once_key(message) if message else "",
+            codec.dump(message) if message else "",
+            codec.once_key(message) if message else "",
             str(self.ttl_ms),
         ]
         keys = [k["meta"], k["msgs"], k["turns"], k["lock"]]
         reply = await self._sent(self._run(self._end_script, keys, args))
         if int(reply[0]) == -1 and len(reply) == 1:
             raise SessionNotFoundError(f"no session {session_id!r} (it may have expired)")
-        return _append_result(message, int(reply[0]), reply[1]) if message else None
+        return codec.append_result(message, int(reply[0]), reply[1]) if message else None
 
     async def _renew_turn_impl(self, session_id: str, token: str) -> bool:
         key = self.keys(session_id)["lock"]

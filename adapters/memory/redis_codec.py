@@ -1,0 +1,88 @@
+"""How the Redis session store writes and reads messages and session metadata: the JSON a message
+is stored as (parsed once per process), the key it is stored once under, and SessionInfo as a
+hash of JSON values."""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+from assistant.messages import Message, SessionInfo
+from assistant.ports import AppendResult
+
+
+def text_of(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def info_from_hash(raw: dict[Any, Any]) -> SessionInfo:
+    return SessionInfo.model_validate({text_of(k): json.loads(v) for k, v in raw.items()})
+
+
+@functools.lru_cache(maxsize=4096)
+def info_from_flat(flat: tuple[str, ...]) -> SessionInfo:
+    """SessionInfo from HGETALL's flat field, value list; parsed once per distinct content (every
+    turn reads it, it rarely changes; SessionInfo is frozen, so sharing it is safe)."""
+    return info_from_hash(dict(zip(flat[::2], flat[1::2])))
+
+
+def info_to_mapping(data: dict[str, Any]) -> dict[str, str]:
+    return {name: json.dumps(value, ensure_ascii=False) for name, value in data.items()}
+
+
+class ParsedMessages:
+    """Stored message JSON -> Message, once per process: messages are immutable once stored and
+    every turn reads the newest again (Message is frozen, so sharing one is safe). A message this
+    process writes is remembered with the JSON it wrote, so reading it back parses nothing.
+    Bounded: the oldest entries go first."""
+
+    def __init__(self, size: int = 16_384) -> None:
+        self.size = size
+        self._by_raw: dict[str, Message] = {}
+
+    def __call__(self, raw: str) -> Message:
+        message = self._by_raw.get(raw)
+        if message is None:
+            message = Message.model_validate_json(raw)
+            self.remember(raw, message)
+        return message
+
+    def remember(self, raw: str, message: Message) -> str:
+        if len(self._by_raw) >= self.size:
+            del self._by_raw[next(iter(self._by_raw))]
+        self._by_raw[raw] = message
+        return raw
+
+
+parse_message = ParsedMessages()
+
+
+def dump(message: Message) -> str:
+    """The JSON a message is stored as (remembered, see ``ParsedMessages``)."""
+    return parse_message.remember(message.model_dump_json(), message)
+
+
+def once_key(message: Message) -> str:
+    """The key a message is stored once under: the client's turn id, else the message id (so a
+    write redis-py retries after a dropped connection is not stored twice)."""
+    return message.turn_id or f"id:{message.id}"
+
+
+def append_result(message: Message, created: int, stored: str) -> AppendResult:
+    if created == 0:
+        return AppendResult(Message.model_validate_json(stored), created=False)
+    return AppendResult(message, created=True)
+
+
+__all__ = [
+    "ParsedMessages",
+    "append_result",
+    "dump",
+    "info_from_flat",
+    "info_from_hash",
+    "info_to_mapping",
+    "once_key",
+    "parse_message",
+    "text_of",
+]
