@@ -4,6 +4,8 @@ history, fit the prompt to the budget, stream the reply and persist it, cut shor
     add_item(session, message, lease)   -> stored (idempotent on the client's turn id), lease taken
     respond(session, run, lease) -> deltas
         history (from the lease's write, or re-read) -> build prompt -> LanguageModel.stream
+        (its text so far goes to the store with the lease's renewals: if this process dies, the
+        next turn stores it as interrupted)
         -> store the reply (completed | incomplete | interrupted) and give the lease back
 """
 
@@ -39,7 +41,7 @@ from assistant.ports import (
 )
 from assistant.prompt import BuiltPrompt, PromptBudget, PromptCache
 from assistant.rendering import MessageRenderer
-from assistant.turn_lease import TurnLease
+from assistant.turn_lease import StreamingReply, TurnLease
 from assistant.vision.pipeline import ImagePipeline
 
 log = logging.getLogger(__name__)
@@ -185,6 +187,7 @@ class Orchestrator:
             lease_s=self._memory_settings.lock_ttl_ms / 1000,
             wait_s=self._memory_settings.lock_wait_s,
             last=self._prompt_settings.max_history_messages,
+            flush_s=self._memory_settings.partial_flush_ms / 1000,
         )
 
     async def add_item(
@@ -221,12 +224,12 @@ class Orchestrator:
         lease = lease or self.new_lease(session_id)
         try:
             run.prompt = await self._prepare(session_id, overrides, lease)
-            lease.keep_alive()
+            pieces: list[str] = []
+            lease.keep_alive(StreamingReply(run.item_id, pieces))  # its text, should we die
             generation = self.llm.stream(run.prompt.prompt, self._options(overrides))
             run._generation = generation
             if run.cancelled:
                 generation.cancel()
-            pieces: list[str] = []
             try:
                 async for delta in generation:
                     pieces.append(delta)

@@ -8,6 +8,12 @@ store's lease time if no response follows, and the history is then read again be
 
 The lease keeps the history it has read (stored messages never change), so each turn's read only
 brings the messages stored since: a turn costs the same at message 4 and message 400.
+
+While a reply streams, the renewals also carry its text so far (``PartialReply``), at most every
+``flush_s`` and only when it grew, so a reply survives the process that streams it (the next
+turn stores it as ``interrupted``). Nothing is written before the first ``flush_s``: a reply
+that is done by then still costs two round trips. The lease is renewed with those writes, and on
+its own when a third of its time has passed since the last one.
 """
 
 from __future__ import annotations
@@ -17,17 +23,33 @@ import contextlib
 import logging
 import secrets
 import time
+from dataclasses import dataclass
 
 from assistant.errors import StoreError
 from assistant.messages import Message
-from assistant.ports import AppendResult, SessionSnapshot, SessionStore, TurnStart
+from assistant.ports import AppendResult, PartialReply, SessionSnapshot, SessionStore, TurnStart
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class StreamingReply:
+    """A reply being streamed: its message id and its deltas so far (the streamer appends)."""
+
+    message_id: str
+    pieces: list[str]
+
+
 class TurnLease:
     def __init__(
-        self, store: SessionStore, session_id: str, *, lease_s: float, wait_s: float, last: int
+        self,
+        store: SessionStore,
+        session_id: str,
+        *,
+        lease_s: float,
+        wait_s: float,
+        last: int,
+        flush_s: float = 0.25,
     ) -> None:
         self.store = store
         self.session_id = session_id
@@ -35,6 +57,7 @@ class TurnLease:
         self.lease_s = lease_s
         self.wait_s = wait_s
         self.last = last
+        self.flush_s = flush_s
         self.snapshot: SessionSnapshot | None = None
         self._taken_at = 0.0
         # The last ``last`` messages read so far, the session's length then, and its creation
@@ -45,6 +68,10 @@ class TurnLease:
         # A timer, not a task, until the first renewal is due: most replies end before it is.
         self._renew_timer: asyncio.TimerHandle | None = None
         self._renewer: asyncio.Task[None] | None = None
+        # The reply streaming now, and how much of it the store has (pieces, and their text).
+        self._reply: StreamingReply | None = None
+        self._flushed = 0
+        self._flushed_text = ""
 
     @property
     def fresh(self) -> bool:
@@ -67,11 +94,17 @@ class TurnLease:
         assert self.snapshot is not None
         return self.snapshot
 
-    def keep_alive(self) -> None:
-        """Renew the lease every third of its time until ``finish``."""
+    def keep_alive(self, reply: StreamingReply | None = None) -> None:
+        """Renew the lease until ``finish``: every third of its time, and with the text of
+        ``reply`` (if given) each ``flush_s`` in which it grew."""
         if self._renewer is None and self._renew_timer is None:
+            self._reply, self._flushed, self._flushed_text = reply, 0, ""
             loop = asyncio.get_running_loop()
-            self._renew_timer = loop.call_later(self.lease_s / 3, self._start_renewing)
+            self._renew_timer = loop.call_later(self._tick(), self._start_renewing)
+
+    def _tick(self) -> float:
+        third = self.lease_s / 3
+        return third if self._reply is None else min(self.flush_s, third)
 
     def _start_renewing(self) -> None:
         self._renew_timer = None
@@ -81,6 +114,7 @@ class TurnLease:
         """Store the reply (if any) and give the lease back (one round trip)."""
         await self._stop_renewing()
         self.snapshot = None
+        self._reply = None
         return await self.store.end_turn(self.session_id, self.token, reply)
 
     async def release(self) -> None:
@@ -116,6 +150,8 @@ class TurnLease:
             known=known,
         )  # fmt: skip
         self._taken_at = time.monotonic()
+        if started.recovered:
+            log.info("session %s: a dead writer's reply was stored, interrupted", self.session_id)
         return started
 
     async def _stop_renewing(self) -> None:
@@ -128,12 +164,26 @@ class TurnLease:
             self._renewer = None
 
     async def _renew_forever(self) -> None:
+        tick = self._tick()
         while True:
-            try:
-                if not await self.store.renew_turn(self.session_id, self.token):
-                    log.warning("session %s: the writer lease was lost", self.session_id)
-                    return
-                self._taken_at = time.monotonic()
-            except StoreError as exc:  # keep trying: the lease may still be ours
-                log.warning("session %s: renewing the lease failed: %s", self.session_id, exc)
-            await asyncio.sleep(self.lease_s / 3)
+            partial, pieces = self._unflushed()
+            if partial is not None or time.monotonic() - self._taken_at >= self.lease_s / 3:
+                try:
+                    if not await self.store.renew_turn(self.session_id, self.token, partial):
+                        log.warning("session %s: the writer lease was lost", self.session_id)
+                        return
+                    self._taken_at = time.monotonic()
+                    if partial is not None:
+                        self._flushed, self._flushed_text = pieces, partial.text
+                except StoreError as exc:  # keep trying: the lease may still be ours
+                    log.warning("session %s: renewing the lease failed: %s", self.session_id, exc)
+            await asyncio.sleep(tick)
+
+    def _unflushed(self) -> tuple[PartialReply | None, int]:
+        """The streaming reply's text, when it grew since the store last had it."""
+        reply = self._reply
+        if reply is None or len(reply.pieces) <= self._flushed:
+            return None, self._flushed
+        pieces = len(reply.pieces)
+        text = self._flushed_text + "".join(reply.pieces[self._flushed : pieces])
+        return PartialReply(reply.message_id, text), pieces

@@ -8,8 +8,13 @@ Cluster hash tag: a session's keys share one slot, so the multi-key scripts work
     turns   hash   client turn id (or ``id:<message id>`` when there is none) -> index of the
                    message in ``msgs``: a retried send, or a write redis-py retries after a dropped
                    connection, is stored once
-    lock    string the writer lease's token (taken by begin_turn, renewed while a reply streams,
-                   given back by end_turn; SET PX, compare-and-delete)
+    lock    string the writer lease: ``<process instance> <token>`` (taken by begin_turn,
+                   renewed while a reply streams, given back by end_turn; SET PX,
+                   compare-and-delete); taken over when the instance's heartbeat is gone
+    partial string the reply streaming now, written with the lease's renewal and deleted by
+                   end_turn; begin_turn stores one a dead writer left as ``interrupted``
+                   (``redis_turns`` explains both, and the one key outside a session,
+                   ``{prefix}:owner:<instance>``, each process's heartbeat)
 
 Every read and write refreshes the sliding time to live of ``meta``, ``msgs`` and ``turns``.
 Each call is one round trip: ``load`` and ``create`` one MULTI/EXEC block, the others one Lua
@@ -35,10 +40,19 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from adapters.memory import redis_codec as codec
 from adapters.memory import redis_scripts as lua
+from adapters.memory.redis_owner import OwnerHeartbeat
 from adapters.memory.redis_pipe import RedisPipe
+from adapters.memory.redis_turns import RedisTurns
 from assistant.errors import AssistantError, SessionNotFoundError, StoreError
 from assistant.messages import Message, SessionInfo
-from assistant.ports import AppendResult, SessionSnapshot, SessionStore, TurnStart, check_tenant
+from assistant.ports import (
+    AppendResult,
+    PartialReply,
+    SessionSnapshot,
+    SessionStore,
+    TurnStart,
+    check_tenant,
+)
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -54,6 +68,8 @@ class RedisSessionStore(SessionStore):
         tenant: str = "default",
         ttl_s: float = 7 * 24 * 3600,
         lock_ttl_ms: int = 10_000,
+        owner_heartbeat_ms: int = 1_000,
+        owner_ttl_ms: int = 3_000,
     ) -> None:
         self.client = client
         self.key_prefix = key_prefix
@@ -73,6 +89,10 @@ class RedisSessionStore(SessionStore):
         self._end_script = client.register_script(lua.END_TURN)
         self._update_script = client.register_script(lua.UPDATE_INFO)
         self._renew_script = client.register_script(lua.RENEW)
+        #: Leases, this process's heartbeat and partial replies (shared by the tenant views).
+        owner = OwnerHeartbeat(self.pipe, key_prefix, interval_ms=owner_heartbeat_ms,
+                               ttl_ms=owner_ttl_ms)  # fmt: skip
+        self.turns = RedisTurns(owner)
 
     @classmethod
     def from_url(
@@ -82,7 +102,8 @@ class RedisSessionStore(SessionStore):
         request finding them all busy waits for one (up to ``pool_timeout_s``) instead of
         failing, so a thousand concurrent sessions share a few dozen connections. Other client
         options go to the pool."""
-        names = ("key_prefix", "tenant", "ttl_s", "lock_ttl_ms")
+        names = ("key_prefix", "tenant", "ttl_s", "lock_ttl_ms", "owner_heartbeat_ms",
+                 "owner_ttl_ms")  # fmt: skip
         store_options = {name: kwargs.pop(name) for name in names if name in kwargs}
         kwargs.setdefault("decode_responses", True)
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -108,7 +129,7 @@ class RedisSessionStore(SessionStore):
         keys = self._keys.get(session_id)
         if keys is None:
             base = f"{self.key_prefix}:{self.tenant}:s:{{{session_id}}}:"
-            keys = {part: base + part for part in ("meta", "msgs", "turns", "lock")}
+            keys = {part: base + part for part in ("meta", "msgs", "turns", "lock", "partial")}
             if len(self._keys) >= 4096:
                 self._keys.clear()
             self._keys[session_id] = keys
@@ -139,7 +160,7 @@ class RedisSessionStore(SessionStore):
         k = self.keys(info.id)
         fields = codec.info_to_mapping(info.model_dump(mode="json"))
         await self._sent(self.pipe.transaction([
-            ("DEL", k["meta"], k["msgs"], k["turns"]),  # a new session starts empty
+            ("DEL", k["meta"], k["msgs"], k["turns"], k["partial"]),  # a new session starts empty
             ("HSET", k["meta"], *[x for pair in fields.items() for x in pair]),
             ("PEXPIRE", k["meta"], self.ttl_ms),
         ]))  # fmt: skip
@@ -190,50 +211,17 @@ class RedisSessionStore(SessionStore):
     async def _begin_turn_impl(
         self, session_id: str, token: str, message: Message | None, last: int | None, known: int
     ) -> TurnStart | None:
-        k = self.keys(session_id)
-        args = [
-            token,
-            str(self.lock_ttl_ms),
-            codec.dump(message) if message else "",
-            codec.once_key(message) if message else "",
-            str(self.ttl_ms),
-            "" if last is None else str(max(last, 0)),
-            str(max(known, 0)),
-        ]
-        keys = [k["meta"], k["msgs"], k["turns"], k["lock"]]
-        reply = await self._sent(self._run(self._begin_script, keys, args))
-        status = int(reply[0])
-        if status == -2:
-            return None
-        if len(reply) == 1:
-            raise SessionNotFoundError(f"no session {session_id!r} (it may have expired)")
-        appended = None
-        if message is not None:
-            appended = codec.append_result(message, status, reply[1])
-        messages = tuple([codec.parse_message(raw) for raw in reply[3]])
-        snapshot = SessionSnapshot(codec.info_from_flat(tuple(reply[2])), messages)
-        return TurnStart(appended, snapshot, int(reply[4]), int(reply[5]))
+        return await self.turns.begin(self, session_id, token, message, last, known)
 
     async def _end_turn_impl(
         self, session_id: str, token: str, message: Message | None
     ) -> AppendResult | None:
-        k = self.keys(session_id)
-        args = [
-            token,
-            codec.dump(message) if message else "",
-            codec.once_key(message) if message else "",
-            str(self.ttl_ms),
-        ]
-        keys = [k["meta"], k["msgs"], k["turns"], k["lock"]]
-        reply = await self._sent(self._run(self._end_script, keys, args))
-        if int(reply[0]) == -1 and len(reply) == 1:
-            raise SessionNotFoundError(f"no session {session_id!r} (it may have expired)")
-        return codec.append_result(message, int(reply[0]), reply[1]) if message else None
+        return await self.turns.end(self, session_id, token, message)
 
-    async def _renew_turn_impl(self, session_id: str, token: str) -> bool:
-        key = self.keys(session_id)["lock"]
-        renewed = self._run(self._renew_script, [key], [token, str(self.lock_ttl_ms)])
-        return bool(await self._sent(renewed))
+    async def _renew_turn_impl(
+        self, session_id: str, token: str, partial: PartialReply | None
+    ) -> bool:
+        return await self.turns.renew(self, session_id, token, partial)
 
     # -- blobs and cache: raw bytes, through a client that does not decode replies ----------------
 
@@ -272,6 +260,7 @@ class RedisSessionStore(SessionStore):
     async def aclose(self) -> None:
         if self._root is not self:  # a tenant view: the root owns the connections
             return
+        await self.turns.owner.aclose()
         if self._binary is not None:
             await self._binary.aclose()
             await self._binary.connection_pool.disconnect()
@@ -288,6 +277,8 @@ def build(settings: Any, *, redis_url: str) -> RedisSessionStore:
         tenant=memory.tenant,
         ttl_s=memory.ttl_s,
         lock_ttl_ms=memory.lock_ttl_ms,
+        owner_heartbeat_ms=memory.owner_heartbeat_ms,
+        owner_ttl_ms=memory.owner_ttl_ms,
     )
 
 

@@ -1,6 +1,10 @@
 """The Lua scripts of the Redis session store. Each runs atomically in one round trip.
 
-KEYS are always meta, msgs, turns (and the lock fourth, where a script takes one).
+KEYS are always meta, msgs, turns (and the lock fourth, the partial reply fifth, where a script
+takes them). A lock's value is ``<process instance> <token>`` (``redis_owner.lock_value``); a
+partial reply is ``<lock value>\n<once key>\n<JSON before the text>\n<JSON after it>\n<the text,
+JSON-escaped>`` (``redis_turns.PartialWriter``), so a script stores it as a message by joining
+three of its fields, and a writer extends it with APPEND.
 """
 
 # Lua pieces shared by the scripts. KEYS[1..3] are always meta, msgs, turns (KEYS[4] the lock).
@@ -21,6 +25,27 @@ local function touch(ttl)
 end
 """
 
+# recover(mine): a partial reply in KEYS[5] that another lock value wrote is stored as the message
+# it describes (once, on its once key) and deleted; returns 1 when one was found.
+RECOVER = """
+local function recover(mine)
+  local partial = redis.call('GET', KEYS[5])
+  if not partial then return 0 end
+  local fields, from = {}, 1
+  for i = 1, 4 do
+    local at = string.find(partial, '\\n', from, true)
+    if not at then break end
+    fields[i] = string.sub(partial, from, at - 1)
+    from = at + 1
+  end
+  if fields[1] == mine then return 0 end
+  redis.call('DEL', KEYS[5])
+  if #fields < 4 then return 0 end
+  append(fields[3] .. string.sub(partial, from) .. fields[4], fields[2])
+  return 1
+end
+"""
+
 # ARGV: message JSON, once key, ttl ms.
 # Returns {-1} for an unknown session, {0, stored JSON} for a known turn id, {1} when stored.
 APPEND = HELPERS + """
@@ -31,16 +56,20 @@ if created == 0 then return {0, stored} end
 return {1}
 """
 
-# Take (or keep) the lease, append the user's message if any, return the history.
-# ARGV: token, lease ms, message JSON ('' for none), once key, ttl ms, last N ('' for all, 0 none),
-# known (the caller holds messages [0, known) already: only later ones are sent).
-# Returns {-1} unknown session, {-2} busy,
-# else {created (-1: no message), stored, meta, msgs from index first, first, length}.
-BEGIN_TURN = HELPERS + """
+# Take (or keep) the lease, store a partial reply another writer left, append the user's message
+# if any, return the history.
+# ARGV: lock value, lease ms, message JSON ('' for none), once key, ttl ms, last N ('' for all, 0
+# none), known (the caller holds messages [0, known) already: only later ones are sent), and the
+# lock value of a holder whose process is gone ('': none), taken over if it still holds the lease.
+# Returns {-1} unknown session, {-2, holder} busy,
+# else {created (-1: no message), stored, meta, msgs from index first, first, length, recovered}.
+BEGIN_TURN = HELPERS + RECOVER + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
 local holder = redis.call('GET', KEYS[4])
-if holder and holder ~= ARGV[1] then return {-2} end
+if holder and holder ~= ARGV[1] and holder ~= ARGV[8] then return {-2, holder} end
 redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[2])
+local recovered = 0
+if holder ~= ARGV[1] then recovered = recover(ARGV[1]) end
 local created, stored = -1, false
 if ARGV[3] ~= '' then created, stored = append(ARGV[3], ARGV[4]) end
 touch(ARGV[5])
@@ -51,14 +80,18 @@ local known = tonumber(ARGV[7])
 if known > 0 and known <= length and known > first then first = known end
 local msgs = {}
 if first < length then msgs = redis.call('LRANGE', KEYS[2], first, -1) end
-return {created, stored or '', redis.call('HGETALL', KEYS[1]), msgs, first, length}
+return {created, stored or '', redis.call('HGETALL', KEYS[1]), msgs, first, length, recovered}
 """
 
-# Append the reply if any and release the lease if it is still the token's.
-# ARGV: token, message JSON ('' for none), once key, ttl ms.
+# Append the reply if any, release the lease if it is still the lock value's, and delete the
+# partial reply the lock value wrote (only looked for when the writer flushed one).
+# ARGV: lock value, message JSON ('' for none), once key, ttl ms, '1' when a partial was written.
 # Returns {-1} unknown session, else {created (-1: no message), stored JSON or ''}.
 END_TURN = HELPERS + """
 if redis.call('GET', KEYS[4]) == ARGV[1] then redis.call('DEL', KEYS[4]) end
+if ARGV[5] == '1' and redis.call('GETRANGE', KEYS[5], 0, #ARGV[1]) == ARGV[1] .. '\\n' then
+  redis.call('DEL', KEYS[5])
+end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
 local created, stored = -1, false
 if ARGV[2] ~= '' then created, stored = append(ARGV[2], ARGV[3]) end
@@ -74,8 +107,22 @@ for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
 return redis.call('HGETALL', KEYS[1])
 """
 
-# KEYS: lock. ARGV: token, ttl ms.
+# Renew the lease if it is still the lock value's and record the reply streamed so far.
+# KEYS: lock, partial. ARGV: lock value, lease ms, ttl ms, offset ('' to only renew), value: at
+# offset 0 the whole partial, else the text to APPEND to the partial if it holds offset bytes.
+# Returns -1 when the lease is not the lock value's (nothing written), -2 when the partial is not
+# the offset long (a write went missing: the writer sends it whole next time), 0 when only
+# renewed, else the partial's length.
 RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if ARGV[4] == '' then return 0 end
+if ARGV[4] == '0' then
+  redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[3])
+  return #ARGV[5]
+end
+if redis.call('STRLEN', KEYS[2]) ~= tonumber(ARGV[4]) then return -2 end
+local length = redis.call('APPEND', KEYS[2], ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return length
 """

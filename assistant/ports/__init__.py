@@ -26,6 +26,7 @@ from assistant.ports.language_model import (
 )
 from assistant.ports.memory import (
     AppendResult,
+    PartialReply,
     SessionSnapshot,
     SessionStore,
     TurnStart,
@@ -61,6 +62,7 @@ __all__ = [
     "LanguageModel",
     "LanguageModelCapabilities",
     "MessageStatus",
+    "PartialReply",
     "Prompt",
     "PromptImage",
     "PromptMessage",

@@ -15,7 +15,7 @@ from assistant.errors import (
     SessionBusyError,
     StoreError,
 )
-from assistant.messages import Message, SessionInfo
+from assistant.messages import Message, SessionInfo, TextPart
 
 _T = TypeVar("_T")
 
@@ -39,12 +39,29 @@ class SessionSnapshot:
 @dataclass(frozen=True)
 class TurnStart:
     """What ``begin_turn`` returns: the stored user message (if one was given) and the history:
-    ``snapshot.messages`` are the session's messages from index ``first`` (of ``length`` in all)."""
+    ``snapshot.messages`` are the session's messages from index ``first`` (of ``length`` in all).
+    ``recovered``: a reply a dead writer left streaming was stored first, as ``interrupted``."""
 
     appended: AppendResult | None
     snapshot: SessionSnapshot
     first: int = 0
     length: int = 0
+    recovered: bool = False
+
+
+@dataclass(frozen=True)
+class PartialReply:
+    """A reply still streaming: its message id and its text so far (which only grows)."""
+
+    message_id: str
+    text: str
+
+    def as_interrupted(self) -> Message:
+        """The message it is stored as when its writer died before storing it."""
+        return Message(
+            id=self.message_id, role="assistant", content=(TextPart(text=self.text),),
+            status="interrupted",
+        )  # fmt: skip
 
 
 #: What a tenant's name may be: it is part of every key of its sessions.
@@ -93,6 +110,12 @@ class SessionStore(abc.ABC):
         return await self._call(self._append_impl(session_id, message))
 
     # -- turns: the hot path, one round trip at each end -------------------------------------------
+    #
+    # Crash safety: while a reply streams, ``renew_turn`` records its text so far with the lease
+    # (``partial``); the next writer to take the lease stores a partial its writer left as the
+    # reply, ``interrupted``, once (idempotent on its message id), before its own message. A lease
+    # whose holder's process is gone (its heartbeat stopped) is taken over without waiting for the
+    # lease to run out.
 
     async def begin_turn(
         self,
@@ -106,7 +129,9 @@ class SessionStore(abc.ABC):
     ) -> TurnStart:
         """In one round trip: take (or keep) the session's writer lease for ``token``, append
         ``message`` (idempotent on its turn id) and return the history (the ``last`` N messages).
-        Waits up to ``wait_s`` while another token holds the lease, then ``SessionBusyError``.
+        Waits up to ``wait_s`` while another token holds the lease, then ``SessionBusyError``;
+        a lease held by a process that died is free (found on the slow path, when it is busy).
+        Taking the lease anew stores the reply another writer left streaming (see above).
 
         ``known``: the caller holds the session's first ``known`` messages already (stored
         messages never change), so only later ones are returned (``first == known``), unless
@@ -127,12 +152,16 @@ class SessionStore(abc.ABC):
     async def end_turn(
         self, session_id: str, token: str, message: Message | None = None
     ) -> AppendResult | None:
-        """In one round trip: append ``message`` (the reply) and release ``token``'s lease."""
+        """In one round trip: append ``message`` (the reply), release ``token``'s lease and drop
+        the partial reply ``token`` recorded, if any."""
         return await self._call(self._end_turn_impl(session_id, token, message))
 
-    async def renew_turn(self, session_id: str, token: str) -> bool:
-        """Extend ``token``'s lease; False when it is no longer held by ``token``."""
-        return await self._call(self._renew_turn_impl(session_id, token))
+    async def renew_turn(
+        self, session_id: str, token: str, partial: PartialReply | None = None
+    ) -> bool:
+        """Extend ``token``'s lease and, in the same round trip, record ``partial`` (the reply
+        streamed so far); False when the lease is no longer ``token``'s (nothing is written)."""
+        return await self._call(self._renew_turn_impl(session_id, token, partial))
 
     # -- content-addressed blobs and a derived-data cache, shared by a tenant's sessions ----------
 
@@ -195,7 +224,9 @@ class SessionStore(abc.ABC):
     ) -> AppendResult | None: ...
 
     @abc.abstractmethod
-    async def _renew_turn_impl(self, session_id: str, token: str) -> bool: ...
+    async def _renew_turn_impl(
+        self, session_id: str, token: str, partial: PartialReply | None
+    ) -> bool: ...
 
     @abc.abstractmethod
     async def _put_blob_impl(self, sha256: str, data: bytes) -> None: ...

@@ -1,11 +1,36 @@
 """A session store in a dict, behind the real ``SessionStore`` port (leases, idempotent turn ids,
-blobs and the embedding cache included)."""
+blobs and the embedding cache included).
+
+Crash safety as the Redis store has it: a lease belongs to a process (``owner``); ``process()``
+gives the same data as another server process sees it, and ``crash()`` kills this one: its calls
+fail from then on, its leases are free for the others, and the partial reply it was streaming is
+stored as ``interrupted`` by the next process to take the session's lease. Leases here do not
+expire with time (the Redis store's tests cover that)."""
 
 from __future__ import annotations
 
-from assistant.errors import SessionNotFoundError
+import copy
+import secrets
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from assistant.errors import SessionNotFoundError, StoreError
 from assistant.messages import Message, SessionInfo
-from assistant.ports import AppendResult, SessionSnapshot, SessionStore, TurnStart, check_tenant
+from assistant.ports import (
+    AppendResult,
+    PartialReply,
+    SessionSnapshot,
+    SessionStore,
+    TurnStart,
+    check_tenant,
+)
+
+_T = TypeVar("_T")
+_Lease = tuple[str, str]  # (owner, token)
+
+
+def _once(message: Message) -> str:
+    return message.turn_id or f"id:{message.id}"
 
 
 class MemoryStore(SessionStore):
@@ -16,20 +41,50 @@ class MemoryStore(SessionStore):
         self._tenants: dict[str, MemoryStore] = {tenant: self}  # shared by all the views
         self.infos: dict[str, SessionInfo] = {}
         self.messages: dict[str, list[Message]] = {}
-        self.leases: dict[str, str] = {}  # session id -> token holding the writer lease
+        self.leases: dict[str, _Lease] = {}  # session id -> who holds its writer lease
+        #: session id -> the reply streaming now, and the lease that writes it
+        self.partials: dict[str, tuple[_Lease, PartialReply]] = {}
         self.blobs: dict[str, bytes] = {}
         self.cache: dict[str, bytes] = {}
+        #: This "process"; ``live`` is shared by every view and process of the store.
+        self.owner = secrets.token_hex(4)
+        self.live: set[str] = {self.owner}
+        #: Calls of ``renew_turn`` that carried a partial reply (for tests).
+        self.partial_writes = 0
 
     def for_tenant(self, tenant: str) -> MemoryStore:
         view = self._tenants.get(check_tenant(tenant))
         if view is None:
             view = self._tenants[tenant] = MemoryStore(tenant)
-            view._tenants = self._tenants
+            view._tenants, view.live, view.owner = self._tenants, self.live, self.owner
+        return view if view.owner == self.owner else view._as(self.owner)
+
+    def process(self) -> MemoryStore:
+        """The same sessions as another server process sees them (its own owner)."""
+        other = self._as(secrets.token_hex(4))
+        self.live.add(other.owner)
+        return other
+
+    def crash(self) -> None:
+        """This process dies: its heartbeat stops (its leases are free) and it writes no more."""
+        self.live.discard(self.owner)
+
+    def _as(self, owner: str) -> MemoryStore:
+        view = copy.copy(self)
+        view.owner = owner
         return view
+
+    async def _call(self, awaitable: Awaitable[_T]) -> _T:
+        if self.owner not in self.live:
+            if hasattr(awaitable, "close"):
+                awaitable.close()  # type: ignore[union-attr]
+            raise StoreError(f"{self.name}: this process is dead")
+        return await super()._call(awaitable)
 
     async def _create_impl(self, info: SessionInfo) -> SessionInfo:
         self.infos[info.id] = info
         self.messages[info.id] = []
+        self.partials.pop(info.id, None)
         return info
 
     async def _load_impl(self, session_id: str, last: int | None) -> SessionSnapshot | None:
@@ -49,8 +104,9 @@ class MemoryStore(SessionStore):
     async def _append_impl(self, session_id: str, message: Message) -> AppendResult:
         if session_id not in self.infos:
             raise SessionNotFoundError(session_id)
+        once = _once(message)
         for stored in self.messages[session_id]:
-            if message.turn_id and stored.turn_id == message.turn_id:
+            if _once(stored) == once:
                 return AppendResult(stored, created=False)
         self.messages[session_id].append(message)
         return AppendResult(message, created=True)
@@ -60,10 +116,12 @@ class MemoryStore(SessionStore):
     ) -> TurnStart | None:
         if session_id not in self.infos:
             raise SessionNotFoundError(session_id)
+        mine = (self.owner, token)
         holder = self.leases.get(session_id)
-        if holder is not None and holder != token:
+        if holder is not None and holder != mine and holder[0] in self.live:
             return None
-        self.leases[session_id] = token
+        self.leases[session_id] = mine
+        recovered = holder != mine and await self._recover(session_id, mine)
         appended = await self._append_impl(session_id, message) if message else None
         messages = self.messages[session_id]
         length = len(messages)
@@ -71,17 +129,37 @@ class MemoryStore(SessionStore):
         if 0 < known <= length and known > first:
             first = known
         snapshot = SessionSnapshot(self.infos[session_id], tuple(messages[first:]))
-        return TurnStart(appended, snapshot, first, length)
+        return TurnStart(appended, snapshot, first, length, recovered)
+
+    async def _recover(self, session_id: str, mine: _Lease) -> bool:
+        """A partial another lease left: stored as the reply, ``interrupted``, once."""
+        left = self.partials.get(session_id)
+        if left is None or left[0] == mine:
+            return False
+        del self.partials[session_id]
+        await self._append_impl(session_id, left[1].as_interrupted())
+        return True
 
     async def _end_turn_impl(
         self, session_id: str, token: str, message: Message | None
     ) -> AppendResult | None:
-        if self.leases.get(session_id) == token:
+        mine = (self.owner, token)
+        if self.leases.get(session_id) == mine:
             del self.leases[session_id]
+        if self.partials.get(session_id, (None,))[0] == mine:
+            del self.partials[session_id]
         return await self._append_impl(session_id, message) if message else None
 
-    async def _renew_turn_impl(self, session_id: str, token: str) -> bool:
-        return self.leases.get(session_id) == token
+    async def _renew_turn_impl(
+        self, session_id: str, token: str, partial: PartialReply | None
+    ) -> bool:
+        mine = (self.owner, token)
+        if self.leases.get(session_id) != mine:
+            return False
+        if partial is not None:
+            self.partial_writes += 1
+            self.partials[session_id] = (mine, partial)
+        return True
 
     async def _put_blob_impl(self, sha256: str, data: bytes) -> None:
         self.blobs[sha256] = data

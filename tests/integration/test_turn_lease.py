@@ -69,12 +69,12 @@ async def test_a_waiting_writer_gets_the_lease_when_it_is_given_back(store):
 
 async def test_a_lapsed_lease_is_not_renewed_and_end_does_not_free_another_writers(store, raw):
     await store.begin_turn("s1", "tok-a")
-    assert await raw.get(store.keys("s1")["lock"]) == "tok-a"
+    assert await raw.get(store.keys("s1")["lock"]) == store.turns.lock("tok-a")
     await wait_until_expired(raw, store.keys("s1")["lock"])  # lock_ttl_ms=600, no renewal
     assert not await store.renew_turn("s1", "tok-a")
     await store.begin_turn("s1", "tok-b")
     await store.end_turn("s1", "tok-a", Message.from_text("assistant", "late reply"))
-    assert await raw.get(store.keys("s1")["lock"]) == "tok-b"
+    assert await raw.get(store.keys("s1")["lock"]) == store.turns.lock("tok-b")
     with pytest.raises(SessionNotFoundError):
         await store.begin_turn("nope", "tok-a")
 
@@ -101,7 +101,9 @@ def test_a_text_turn_costs_two_redis_round_trips(redis_url):
     pool = aioredis.ConnectionPool.from_url(
         redis_url, connection_class=CountingConnection, decode_responses=True
     )
-    store = RedisSessionStore(aioredis.Redis(connection_pool=pool))
+    # No heartbeat during the turns (it is the process's, not a turn's, and would be a write).
+    store = RedisSessionStore(aioredis.Redis(connection_pool=pool), owner_heartbeat_ms=60_000,
+                              owner_ttl_ms=180_000)  # fmt: skip
     settings = Settings(memory=MemorySettings(lock_ttl_ms=60_000))
     app = create_app(settings, llm=ScriptedLM("a short reply here"), store=store)
     item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
