@@ -79,5 +79,6 @@ class FailingLM(LanguageModel):
 
 
 def build(settings: Settings) -> ScriptedLM:
-    """``ASSISTANT_LLM__MODEL`` is the fixed reply; empty means echo the user."""
-    return ScriptedLM(settings.llm.model or None)
+    """``ASSISTANT_LLM__MODEL`` is the fixed reply; empty means echo the user.
+    ``ASSISTANT_LLM__TOKEN_DELAY_S`` slows it down (seconds before each token)."""
+    return ScriptedLM(settings.llm.model or None, token_delay_s=settings.llm.token_delay_s)
