@@ -65,8 +65,12 @@ class InputItem(_Wire):
 # --------------------------------------------------------------------------------------------------
 
 
+#: The longest ``event_id`` a client may give (and an error echoes).
+EVENT_ID_MAX = 128
+
+
 class _ClientEvent(_Wire):
-    event_id: str | None = Field(None, max_length=128)
+    event_id: str | None = Field(None, max_length=EVENT_ID_MAX)
 
 
 class SessionConfig(_Wire):
@@ -163,20 +167,33 @@ def parse_client_event(frame: str | bytes) -> ClientEvent:
         raise InvalidJSONError(f"the frame is not valid JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise InvalidEventError("an event must be a JSON object")
-    event_id = raw.get("event_id") if isinstance(raw.get("event_id"), str) else None
+    event_id = raw.get("event_id")
+    if not isinstance(event_id, str) or len(event_id) > EVENT_ID_MAX:
+        event_id = None  # not an id the client could have meant: nothing to echo
     kind = raw.get("type")
-    if kind not in CLIENT_EVENT_TYPES:
+    if not isinstance(kind, str) or kind not in CLIENT_EVENT_TYPES:  # a list or object: unhashable
         known = ", ".join(sorted(CLIENT_EVENT_TYPES))
-        raise UnknownEventError(f"unknown event type {kind!r}; known: {known}", event_id=event_id)
+        raise UnknownEventError(
+            f"unknown event type {_shown(kind)}; known: {known}", event_id=event_id
+        )
     try:
         return _client_adapter.validate_python(raw)
     except ValidationError as exc:
         raise InvalidEventError(f"invalid {kind}: {_describe(exc)}", event_id=event_id) from None
 
 
+def _shown(value: object, limit: int = 60) -> str:
+    """A client's value in a message: its repr, cut short (an error never echoes a whole frame)."""
+    return _cut(repr(value), limit)
+
+
 def _describe(exc: ValidationError) -> str:
     parts = []
-    for problem in exc.errors()[:3]:
+    for problem in exc.errors(include_url=False)[:3]:
         where = ".".join(str(p) for p in problem["loc"][1:]) or "event"
-        parts.append(f"{where}: {problem['msg']}")
+        parts.append(f"{_cut(where, 80)}: {_cut(problem['msg'], 200)}")  # both may quote the client
     return "; ".join(parts)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."

@@ -79,3 +79,36 @@ def test_wire_item_maps_roles_and_parts():
     wired = wire_item(assistant)
     assert wired.content[0].type == "output_text"
     assert wired.status == "interrupted"
+
+
+# Found by the fuzzer (bench/fuzz.py): a ``type`` that is a JSON object or array is unhashable and
+# used to raise a TypeError that closed the socket; long client values were echoed whole.
+@pytest.mark.parametrize("kind", [{}, {"a": 1}, [], ["session.update"], 1.5, True, None])
+def test_a_type_of_any_json_value_is_an_unknown_event(kind):
+    with pytest.raises(UnknownEventError) as info:
+        parse_client_event(json.dumps({"type": kind, "event_id": "e1"}))
+    assert (info.value.code, info.value.event_id) == ("unknown_event", "e1")
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"type": "x" * 100_000},
+        {"type": "response.create", "k" * 100_000: 1},
+        {"type": "conversation.item.create",
+         "item": {"content": [{"type": "y" * 100_000, "text": "hi"}]}},
+    ],
+)
+def test_error_messages_do_not_echo_long_client_values(event):
+    with pytest.raises((UnknownEventError, InvalidEventError)) as info:
+        parse_client_event(json.dumps(event))
+    assert len(info.value.message) < 1000
+
+
+def test_an_event_id_longer_than_the_protocol_allows_is_not_echoed():
+    with pytest.raises(InvalidEventError) as info:
+        parse_client_event(json.dumps({"type": "response.create", "event_id": "e" * 129}))
+    assert info.value.event_id is None
+    with pytest.raises(UnknownEventError) as info:
+        parse_client_event(json.dumps({"type": "nope", "event_id": "e" * 129}))
+    assert info.value.event_id is None
