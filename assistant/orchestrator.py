@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from assistant.ports import (
 )
 from assistant.prompt import BuiltPrompt, PromptBudget, PromptCache
 from assistant.rendering import MessageRenderer
+from assistant.token_counts import TokenCounter
 from assistant.turn_lease import StreamingReply, TurnLease
 from assistant.vision.pipeline import ImagePipeline
 
@@ -114,7 +114,9 @@ class Orchestrator:
         self._prompt_settings = prompt_settings
         self._memory_settings = memory_settings
         # Token counts of history messages, so a turn only tokenizes what is new (on the loop).
-        self._count_tokens = functools.lru_cache(maxsize=8192)(llm.count_tokens)
+        self._count_tokens = TokenCounter(
+            llm.count_tokens, context_tokens=llm.capabilities.context_tokens
+        )
         self._renderer = MessageRenderer(llm)
         self._background: set[asyncio.Task[object]] = set()
         # Each session's last prompt: the next turn's is built from it when the history only grew.
@@ -258,6 +260,7 @@ class Orchestrator:
         )
         vision = await self._image_pipeline() if any(m.images for m in snapshot.messages) else None
         render = await self._renderer.for_history(snapshot.messages, vision)
+        await self._count_tokens.prepare([instructions, *(m.text for m in snapshot.messages)])
         return self._build(session_id, instructions, snapshot.messages, overrides, render)
 
     def _build(
