@@ -35,10 +35,19 @@ class ParsedMessages:
     """Stored message JSON -> Message, once per process: messages are immutable once stored and
     every turn reads the newest again (Message is frozen, so sharing one is safe). A message this
     process writes is remembered with the JSON it wrote, so reading it back parses nothing.
-    Bounded: the oldest entries go first."""
+    Bounded by count and by bytes (a message holds its JSON and about as much again parsed): the
+    oldest entries go first, and a message bigger than ``max_entry_bytes`` is not kept at all."""
 
-    def __init__(self, size: int = 16_384) -> None:
+    def __init__(
+        self,
+        size: int = 16_384,
+        max_bytes: int = 64 * 1024 * 1024,
+        max_entry_bytes: int = 256 * 1024,
+    ) -> None:
         self.size = size
+        self.max_bytes = max_bytes
+        self.max_entry_bytes = max_entry_bytes
+        self.bytes = 0  # what the kept JSON takes, in characters
         self._by_raw: dict[str, Message] = {}
 
     def __call__(self, raw: str) -> Message:
@@ -49,9 +58,16 @@ class ParsedMessages:
         return message
 
     def remember(self, raw: str, message: Message) -> str:
-        if len(self._by_raw) >= self.size:
-            del self._by_raw[next(iter(self._by_raw))]
+        if len(raw) > self.max_entry_bytes:
+            return raw  # a large message is parsed again when read: it is not kept
+        while self._by_raw and (
+            len(self._by_raw) >= self.size or self.bytes + len(raw) > self.max_bytes
+        ):
+            oldest = next(iter(self._by_raw))
+            del self._by_raw[oldest]
+            self.bytes -= len(oldest)
         self._by_raw[raw] = message
+        self.bytes += len(raw)
         return raw
 
 

@@ -1,5 +1,5 @@
-"""What an image costs in memory: stored images are validated without an RGB copy, and pixels for
-the encoder are shrunk by a whole factor while their shorter side stays at least ``min_side``."""
+"""What images and stored messages cost in memory: stored images are validated without an RGB copy,
+pixels for the encoder are shrunk by a whole factor, and the parsed-message cache is bounded by bytes."""
 
 from __future__ import annotations
 
@@ -48,3 +48,19 @@ def test_a_small_image_is_not_shrunk():
     pixels = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
     decoded = decode_image(encoded(Image.fromarray(pixels), "PNG"), min_side=448)
     np.testing.assert_array_equal(decoded.pixels, pixels)
+
+
+def test_the_parsed_message_cache_is_bounded_by_bytes():
+    from adapters.memory.redis_codec import ParsedMessages, dump
+    from assistant.messages import Message
+
+    cache = ParsedMessages(size=100, max_bytes=10_000, max_entry_bytes=4_000)
+    small = [Message.from_text("user", f"{i} " + "x" * 1_000) for i in range(20)]
+    raws = [dump(m) for m in small]
+    for raw in raws:
+        cache(raw)
+    assert cache.bytes <= 10_000 and len(cache._by_raw) < 20
+    assert cache.bytes == sum(len(r) for r in cache._by_raw)
+    assert raws[-1] in cache._by_raw and raws[0] not in cache._by_raw  # the oldest went first
+    big = dump(Message.from_text("user", "y" * 5_000))
+    assert cache(big).text == "y" * 5_000 and big not in cache._by_raw  # parsed, not kept
