@@ -4,6 +4,8 @@ session is not found (404, which does not confirm that it exists)."""
 
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
@@ -69,7 +71,10 @@ async def healthz(request: Request) -> JSONResponse:
     """Liveness: the process answers (200 while it runs; ``degraded`` when Redis is not)."""
     components = request.app.state.components
     store_ok = await components.store.ping()
-    body = {"status": "ok" if store_ok else "degraded", "store": store_ok, "model": components.llm.name}
+    body = {
+        "status": "ok" if store_ok else "degraded", "store": store_ok,
+        "model": components.llm.name, "worker": os.getpid(),
+    }  # fmt: skip
     return JSONResponse(body)
 
 

@@ -1,6 +1,7 @@
 """The WebSocket protocol end to end in process: the real app, a scripted model, an in-memory store."""
 
 import contextlib
+import os
 
 import pytest
 from fastapi.testclient import TestClient
@@ -177,7 +178,8 @@ def test_unknown_session_is_refused(app_parts):
 
 def test_health_and_metrics(app_parts):
     client, _ = app_parts
-    assert client.get("/healthz").json() == {"status": "ok", "store": True, "model": "scripted"}
+    health = client.get("/healthz").json()
+    assert health == {"status": "ok", "store": True, "model": "scripted", "worker": os.getpid()}
     before = client.get("/metrics").text
     assert 'assistant_errors_total{code="invalid_json"}' not in before
     with client.websocket_connect("/v1/realtime") as ws:
