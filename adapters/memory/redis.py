@@ -18,9 +18,12 @@ Cluster hash tag: a session's keys share one slot, so the multi-key scripts work
 
 Every read and write refreshes the sliding time to live of ``meta``, ``msgs`` and ``turns``.
 Each call is one round trip: ``load`` and ``create`` one MULTI/EXEC block, the others one Lua
-script. ``round_trips`` counts what was sent. Session keys go through one shared, automatically
-pipelined connection (``redis_pipe.RedisPipe``: the requests of all sessions in a loop iteration
-leave in one write); image blobs and the embedding cache go through redis-py's pool.
+script. ``round_trips`` counts what was sent. On one node (``redis://``), session keys go through
+one shared, automatically pipelined connection (``redis_pipe.RedisPipe``: the requests of all
+sessions in a loop iteration leave in one write); image blobs and the embedding cache go through
+redis-py's pool. A ``redis+sentinel://`` or ``redis+cluster://`` URL (``redis_topology``) gets
+redis-py's Sentinel or Cluster clients for everything instead (``redis_lines``): they follow a
+failover, retrying a request for up to ``retry_s``, and on Sentinel can ``WAIT`` for a replica.
 """
 
 from __future__ import annotations
@@ -40,8 +43,10 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from adapters.memory import redis_codec as codec
 from adapters.memory import redis_scripts as lua
+from adapters.memory.redis_lines import Lines, open_lines
 from adapters.memory.redis_owner import OwnerHeartbeat
 from adapters.memory.redis_pipe import RedisPipe
+from adapters.memory.redis_topology import parse_redis_url
 from adapters.memory.redis_turns import RedisTurns
 from assistant.errors import AssistantError, SessionNotFoundError, StoreError
 from assistant.messages import Message, SessionInfo
@@ -70,7 +75,10 @@ class RedisSessionStore(SessionStore):
         lock_ttl_ms: int = 10_000,
         owner_heartbeat_ms: int = 1_000,
         owner_ttl_ms: int = 3_000,
+        lines: Lines | None = None,
     ) -> None:
+        """``client``: a single node's redis-py client (the pipe and the blob pool reach its
+        server), or a Sentinel or Cluster deployment's ``lines.client``, with ``lines``."""
         self.client = client
         self.key_prefix = key_prefix
         self.tenant = check_tenant(tenant)
@@ -82,8 +90,10 @@ class RedisSessionStore(SessionStore):
         self.round_trips = 0
         self._binary: aioredis.Redis | None = None  # for blobs, made on first use
         self._keys: dict[str, dict[str, str]] = {}  # session id -> its key names
-        #: Session keys: one shared pipelined connection to the server ``client`` talks to.
-        self.pipe = RedisPipe.from_kwargs(client.connection_pool.connection_kwargs)
+        self._lines = lines
+        #: Session keys: one shared pipelined connection to ``client``'s server, or the lines'.
+        line = lines.line if lines else None
+        self.pipe: Any = line or RedisPipe.from_kwargs(client.connection_pool.connection_kwargs)
         self._append_script = client.register_script(lua.APPEND)
         self._begin_script = client.register_script(lua.BEGIN_TURN)
         self._end_script = client.register_script(lua.END_TURN)
@@ -96,15 +106,33 @@ class RedisSessionStore(SessionStore):
 
     @classmethod
     def from_url(
-        cls, url: str, *, max_connections: int = 64, pool_timeout_s: float = 10.0, **kwargs: Any
+        cls,
+        url: str,
+        *,
+        max_connections: int = 64,
+        pool_timeout_s: float = 10.0,
+        retry_s: float = 10.0,
+        wait_replicas: int | None = None,
+        wait_timeout_ms: int = 100,
+        **kwargs: Any,
     ) -> RedisSessionStore:
-        """A store over a new client for ``url``. Its pool holds at most ``max_connections``; a
-        request finding them all busy waits for one (up to ``pool_timeout_s``) instead of
-        failing, so a thousand concurrent sessions share a few dozen connections. Other client
-        options go to the pool."""
+        """A store over new clients for ``url`` (its forms: ``redis_topology``). A pool holds at
+        most ``max_connections``; a request finding them all busy waits for one (up to
+        ``pool_timeout_s``) instead of failing, so a thousand concurrent sessions share a few
+        dozen connections. Other client options go to a single node's pool. Sentinel and
+        Cluster: ``open_lines`` (``retry_s``, ``wait_replicas``, ``wait_timeout_ms``)."""
         names = ("key_prefix", "tenant", "ttl_s", "lock_ttl_ms", "owner_heartbeat_ms",
                  "owner_ttl_ms")  # fmt: skip
         store_options = {name: kwargs.pop(name) for name in names if name in kwargs}
+        lines = open_lines(
+            parse_redis_url(url), retry_s=retry_s, max_connections=max_connections,
+            pool_timeout_s=pool_timeout_s, wait_replicas=wait_replicas,
+            wait_timeout_ms=wait_timeout_ms,
+        )  # fmt: skip
+        if lines is not None:
+            if kwargs:
+                raise TypeError(f"client options {sorted(kwargs)} are for a redis:// URL")
+            return cls(lines.client, lines=lines, **store_options)
         kwargs.setdefault("decode_responses", True)
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=pool_timeout_s, **kwargs
@@ -238,29 +266,39 @@ class RedisSessionStore(SessionStore):
     def _tenant_key(self, kind: str, name: str) -> str:
         return f"{self.key_prefix}:{self.tenant}:{kind}:{name}"
 
+    def _bytes_call(self, *command: Any) -> Awaitable[Any]:
+        """One single-key command (it routes by its key on a cluster), replies not decoded."""
+        lines = self._root._lines
+        if lines is not None:
+            return self._sent(lines.bytes_line.call(*command))
+        return self._sent(self._bytes_client.execute_command(*command))
+
     async def _put_blob_impl(self, sha256: str, data: bytes) -> None:
         key = self._tenant_key("blob", sha256)
-        await self._sent(self._bytes_client.set(key, data, px=self.ttl_ms))
+        await self._bytes_call("SET", key, data, "PX", self.ttl_ms)
 
     async def _get_blob_impl(self, sha256: str) -> bytes | None:
         # GETEX refreshes the time to live: an image referenced by a live session stays.
         key = self._tenant_key("blob", sha256)
-        return await self._sent(self._bytes_client.getex(key, px=self.ttl_ms))
+        return await self._bytes_call("GETEX", key, "PX", self.ttl_ms)
 
     async def _cache_get_impl(self, key: str) -> bytes | None:
-        return await self._sent(self._bytes_client.get(self._tenant_key("cache", key)))
+        return await self._bytes_call("GET", self._tenant_key("cache", key))
 
     async def _cache_set_impl(self, key: str, value: bytes, ttl_s: int) -> None:
         full = self._tenant_key("cache", key)
-        await self._sent(self._bytes_client.set(full, value, ex=max(int(ttl_s), 1)))
+        await self._bytes_call("SET", full, value, "EX", max(int(ttl_s), 1))
 
     async def _ping_impl(self) -> bool:
-        return await self._sent(self.pipe.call("PING")) == "PONG"
+        return await self._sent(self.pipe.call("PING")) in ("PONG", True)  # a cluster: True
 
     async def aclose(self) -> None:
         if self._root is not self:  # a tenant view: the root owns the connections
             return
         await self.turns.owner.aclose()
+        if self._lines is not None:
+            await self._lines.aclose()
+            return
         if self._binary is not None:
             await self._binary.aclose()
             await self._binary.connection_pool.disconnect()
@@ -279,6 +317,9 @@ def build(settings: Any, *, redis_url: str) -> RedisSessionStore:
         lock_ttl_ms=memory.lock_ttl_ms,
         owner_heartbeat_ms=memory.owner_heartbeat_ms,
         owner_ttl_ms=memory.owner_ttl_ms,
+        retry_s=memory.retry_s,
+        wait_replicas=memory.wait_replicas,
+        wait_timeout_ms=memory.wait_timeout_ms,
     )
 
 

@@ -27,6 +27,22 @@ def until(ws: Any, kind: str, limit: int = 2000) -> list[dict]:
     raise AssertionError(f"no {kind} in {[e['type'] for e in events][-20:]}")
 
 
+def turn(ws: Any, text: str, *image_urls: str, item_id: str | None = None) -> str:
+    """One text turn (the user's item, then ``response.create``): the completed reply's text."""
+    content: list[dict[str, Any]] = [{"type": "input_text", "text": text}]
+    content += [{"type": "input_image", "image_url": url} for url in image_urls]
+    item: dict[str, Any] = {"type": "message", "role": "user", "content": content}
+    if item_id is not None:
+        item["id"] = item_id
+    ws.send_json({"type": "conversation.item.create", "item": item})
+    events = until(ws, "conversation.item.created")
+    assert not [e for e in events if e["type"] == "error"], events
+    ws.send_json({"type": "response.create"})
+    done = until(ws, "response.done")[-1]["response"]
+    assert done["status"] == "completed", done
+    return done["output"][0]["content"][0]["text"]
+
+
 def assert_in_order(kinds: list[str], order: tuple[str, ...] = VOICE_TURN_ORDER) -> None:
     """Each of ``order`` occurs in ``kinds``, first occurrences in that order."""
     firsts = [kinds.index(kind) for kind in order]
