@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-command set-up: a .venv with the pinned dependencies (torch 2.13.0 CPU in the same resolve),
-# a real redis-server, and the default models prepared under the data directory.
+# a real redis-server (and redis-sentinel, for the failover test), and the default models prepared
+# under the data directory.
 # Safe to run again: every step skips what is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,20 +9,25 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 step() { printf '\n==> %s\n' "$*"; }
 
-step "system packages: redis-server; espeak-ng and sox (speech for the voice tests)"
+step "system packages: redis-server, redis-sentinel; espeak-ng and sox (speech for the voice tests)"
 missing=()
-for tool in redis-server espeak-ng sox; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+# Each tool is also the name of its Debian package.
+for tool in redis-server redis-sentinel espeak-ng sox; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "found $(command -v redis-server): $(redis-server --version | cut -d' ' -f3); espeak-ng; sox"
+  echo "found $(command -v redis-server): $(redis-server --version | cut -d' ' -f3); redis-sentinel; espeak-ng; sox"
 elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-  # The Debian package may start a system Redis; the assistant runs its own, so stop that one.
+  # The Debian packages may start a system Redis and Sentinel; the assistant and its tests run
+  # their own, so stop those.
   (service redis-server stop >/dev/null 2>&1 || true)
+  (service redis-sentinel stop >/dev/null 2>&1 || true)
 else
   echo "missing: ${missing[*]}. Install them (e.g. 'sudo apt-get install ${missing[*]}'," >&2
   echo "'brew install redis espeak-ng sox'); or set ASSISTANT_REDIS_URL to a Redis you run" >&2
-  echo "elsewhere (espeak-ng and sox are only needed by the tests)." >&2
+  echo "elsewhere (redis-sentinel, espeak-ng and sox are only needed by the tests)." >&2
   exit 1
 fi
 
