@@ -17,6 +17,17 @@ from assistant.errors import (
     SessionNotFoundError,
 )
 from assistant.server.metrics import CONTENT_TYPE_LATEST
+from assistant.server.rest_schema import (
+    AUTH_ERRORS,
+    METRICS_RESPONSES,
+    READINESS_RESPONSES,
+    TRANSCRIPTION_FORM,
+    TRANSCRIPTION_RESPONSES,
+    Health,
+    Readiness,
+    SessionMessages,
+    errors,
+)
 from assistant.server.security import caller, check_session, requires
 
 router = APIRouter()
@@ -46,7 +57,11 @@ def error_response(exc: AssistantError) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-@router.get("/v1/sessions/{session_id}/messages")
+@router.get(
+    "/v1/sessions/{session_id}/messages",
+    response_model=SessionMessages,
+    responses=errors(*AUTH_ERRORS, 404, 503),
+)
 async def session_messages(
     session_id: str, request: Request, principal: Principal = Depends(caller)
 ) -> JSONResponse:
@@ -66,7 +81,7 @@ async def session_messages(
     )
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Health)
 async def healthz(request: Request) -> JSONResponse:
     """Liveness: the process answers (200 while it runs; ``degraded`` when Redis is not)."""
     components = request.app.state.components
@@ -78,7 +93,7 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse(body)
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=Readiness, responses=READINESS_RESPONSES)
 async def readyz(request: Request) -> JSONResponse:
     """Readiness: Redis answers and the model is loaded (503 otherwise), each reported."""
     components = request.app.state.components
@@ -92,7 +107,10 @@ async def _metrics_guard(request: Request) -> None:
         await requires("admin")(request)
 
 
-@router.get("/metrics", dependencies=[Depends(_metrics_guard)])
+@router.get(
+    "/metrics", dependencies=[Depends(_metrics_guard)], response_class=Response,
+    responses=METRICS_RESPONSES,
+)  # fmt: skip
 async def metrics(request: Request) -> Response:
     """Prometheus text; an admin key unless ``ASSISTANT_AUTH__PUBLIC_METRICS``."""
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
@@ -101,7 +119,10 @@ async def metrics(request: Request) -> Response:
 # -- OpenAI-compatible transcription of an uploaded audio file ------------------------------------
 
 
-@router.post("/v1/audio/transcriptions", response_model=None)
+@router.post(
+    "/v1/audio/transcriptions", response_model=None, responses=TRANSCRIPTION_RESPONSES,
+    openapi_extra=TRANSCRIPTION_FORM,
+)  # fmt: skip
 async def audio_transcriptions(
     request: Request, principal: Principal = Depends(requires("client"))
 ) -> Response:
