@@ -54,7 +54,11 @@ def _worker(app: str, sock: socket.socket, log_level: str, parent: int) -> None:
         try:
             import uvicorn
 
-            config = uvicorn.Config(app, factory=True, log_level=log_level)
+            from assistant.config import Settings
+            from assistant.server import logs
+
+            logs.configure(log_level, Settings().server.log_format)
+            config = uvicorn.Config(app, factory=True, log_level=log_level, log_config=None)
             uvicorn.Server(config).run(sockets=[sock])
         except Stopped:
             pass  # uvicorn stopped gracefully and raised the signal again, or it came before
