@@ -134,8 +134,10 @@ def decode_audio_file(data: bytes, *, limits: AudioLimits | None = None) -> np.n
     try:
         chunks = _decode_with_av(av, data, limits)
     except av.FFmpegError as exc:
+        # FFmpeg's reason only: its str() has an errno, '<none>' for the file, C calls
+        reason = (exc.strerror or "").strip() or "not a file FFmpeg can read"
         raise InvalidRequestError(
-            f"the audio cannot be decoded: {exc}", code="invalid_audio"
+            f"the audio cannot be decoded: {reason.lower()}", code="invalid_audio"
         ) from exc
     if not chunks:
         raise InvalidRequestError("the audio file holds no audio samples", code="invalid_audio")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import struct
 import sys
 import wave
 
@@ -147,6 +148,26 @@ def test_undecodable_input_is_invalid_audio(data):
     with pytest.raises(InvalidRequestError) as info:
         decode_audio_file(data)
     assert info.value.code == "invalid_audio"
+
+
+# Found by the fuzzer: the message carried FFmpeg's str(), an errno and '<none>' for the file name,
+# or a C call with a Python dict: 'avcodec_open2("pcm_s16le", {})' returned 22.
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"RIFF\xff\xff\xff\xffWAVE" + b"garbage" * 20,
+        b"OggS\x00\x02" + b"x" * 100,
+        b"RIFF" + struct.pack("<I", 136) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 0, 16000, 0, 0, 16)
+        + b"data" + struct.pack("<I", 100) + b"\x00" * 100,  # no channels
+    ],
+)  # fmt: skip
+def test_an_undecodable_file_is_told_without_ffmpeg_internals(data):
+    with pytest.raises(InvalidRequestError) as info:
+        decode_audio_file(data)
+    assert info.value.code == "invalid_audio"
+    message = info.value.message
+    assert message.startswith("the audio cannot be decoded: ")
+    assert not any(internal in message for internal in ("Errno", "<none>", "avcodec", "{", "returned"))
 
 
 def test_missing_pyav_names_the_extra(monkeypatch):
