@@ -30,22 +30,33 @@ class Stopped(BaseException):
         self.signum = signum
 
 
-@contextlib.contextmanager
-def stop_on_signals(signals: tuple[int, ...] = STOP_SIGNALS) -> Iterator[None]:
-    """Within the block, the first of ``signals`` raises ``Stopped``; later ones are ignored, so
-    the clean-up that follows (in the block's ``finally``) is not cut short. A server that handles
-    the signals itself meanwhile (uvicorn does, for a graceful shutdown) raises them again through
-    this handler once it has stopped. Main thread only; the previous handlers come back after."""
-    fired: list[int] = []
+class StopSignals:
+    """What ``stop_on_signals`` yields: ``hold()`` before a clean-up that must not be cut short."""
 
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        if not fired:
-            fired.append(signum)
+    def __init__(self) -> None:
+        self.fired: int | None = None
+        self.held = False
+
+    def hold(self) -> None:
+        """From now on the signals are ignored (the process is stopping anyway)."""
+        self.held = True
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.fired is None and not self.held:
+            self.fired = signum
             raise Stopped(signum)
 
-    previous = {sig: signal.signal(sig, handler) for sig in signals}
+
+@contextlib.contextmanager
+def stop_on_signals(signals: tuple[int, ...] = STOP_SIGNALS) -> Iterator[StopSignals]:
+    """Within the block, the first of ``signals`` raises ``Stopped``; later ones, and any after
+    ``hold()``, are ignored, so the clean-up that follows is not cut short. A server that handles
+    the signals itself meanwhile (uvicorn does, for a graceful shutdown) raises them again through
+    this handler once it has stopped. Main thread only; the previous handlers come back after."""
+    state = StopSignals()
+    previous = {sig: signal.signal(sig, state._handle) for sig in signals}
     try:
-        yield
+        yield state
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)

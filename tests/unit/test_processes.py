@@ -29,6 +29,14 @@ def test_the_first_signal_raises_stopped_and_a_second_is_ignored(signum):
     assert signal.getsignal(signum) is before
 
 
+def test_after_hold_signals_are_ignored():
+    with stop_on_signals() as signals:
+        signals.hold()  # a clean-up under way
+        signal.raise_signal(signal.SIGTERM)
+        signal.raise_signal(signal.SIGINT)
+    assert signals.fired is None
+
+
 @pytest.mark.skipif(die_with_parent_hook() is None, reason="PR_SET_PDEATHSIG is Linux only")
 def test_a_child_dies_with_its_parent():
     parent_code = (
