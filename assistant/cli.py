@@ -45,6 +45,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         update={"host": args.host or settings.server.host, "port": args.port or settings.server.port}
     )
     settings = settings.model_copy(update={"server": server})
+    settings = _checked_auth(settings, insecure=args.insecure)
+    if settings is None:
+        return 2
+    from assistant.server import logs
+
+    logs.configure(args.log_level, settings.server.log_format)
     embedded = None
     with stop_on_signals() as signals:
         try:
@@ -65,6 +71,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checked_auth(settings: Settings, *, insecure: bool) -> Settings | None:
+    """Open mode (anonymous callers) only on a loopback bind, unless ``--insecure``; None (and
+    a message) when the server must not start."""
+    from assistant.server.components import is_loopback_host, open_mode
+
+    host = settings.server.host
+    if insecure:
+        print(f"warning: --insecure: anyone who reaches {host} may use this server without a "
+              "key", file=sys.stderr)  # fmt: skip
+        return settings.model_copy(
+            update={"auth": settings.auth.model_copy(update={"open": True})}
+        )
+    if open_mode(settings) and not is_loopback_host(host):
+        print(f"error: open mode (ASSISTANT_AUTH__OPEN=true) on {host}, which is not a loopback "
+              "address, would let anyone use this server; create keys (assistant keys create) "
+              "or pass --insecure", file=sys.stderr)  # fmt: skip
+        return None
+    if not open_mode(settings):
+        print(f"auth: keys required on {host} (assistant keys create --tenant T --scope admin)",
+              file=sys.stderr)  # fmt: skip
+    return settings
+
+
 def _run_server(settings: Settings, workers: int, log_level: str) -> None:
     """uvicorn until a signal: it stops gracefully, then the signal comes back as ``Stopped``
     (or, with several workers, ``serve_balanced`` returns)."""
@@ -74,11 +103,16 @@ def _run_server(settings: Settings, workers: int, log_level: str) -> None:
     if workers <= 1:
         from assistant.server.app import create_app
 
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
+                    log_config=None)  # fmt: skip; logging is ours (server.logs)
         return
     # Workers are separate processes: they read their settings from the environment.
     os.environ["ASSISTANT_REDIS_URL"] = settings.redis_url
     os.environ["ASSISTANT_DATA_DIR"] = str(settings.data_dir)
+    os.environ["ASSISTANT_SERVER__HOST"] = host  # open mode is decided by the bind address
+    os.environ["ASSISTANT_SERVER__PORT"] = str(port)
+    if settings.auth.open is not None:
+        os.environ["ASSISTANT_AUTH__OPEN"] = str(settings.auth.open).lower()
     from assistant.server.workers import balanced_workers_supported, serve_balanced
 
     if balanced_workers_supported():  # one socket per worker: connections spread evenly
@@ -170,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default 8000)")
     serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--insecure", action="store_true",
+                       help="allow callers without a key on a non-loopback address (open mode)")  # fmt: skip
     serve.set_defaults(func=cmd_serve)
 
     chat = add("chat", "Chat with a running server in the terminal, the reply streaming as it comes.")
@@ -200,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help='print {"text", "language", "duration"}'
     )
     transcribe.set_defaults(func=cmd_transcribe)
+
+    from assistant import cli_keys
+
+    cli_keys.add_commands(commands, add)
 
     train = add(
         "train-projector",
