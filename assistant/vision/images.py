@@ -171,12 +171,18 @@ def decode_image_bytes(
     except InvalidRequestError:
         raise
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError) as exc:
-        message = f"the image is truncated or corrupt ({exc})"
+        message = f"the image is truncated or corrupt ({_reason(exc)})"
         raise InvalidRequestError(message, code=INVALID_IMAGE) from exc
     digest = hashlib.sha256(data).hexdigest()
     return DecodedImage(
         pixels=rgb, sha256=digest, mime_type=mime_type, width=width, height=height, encoded=data
     )
+
+
+def _reason(exc: Exception) -> str:
+    """Pillow's reason without what it quotes of the data ("broken PNG file (chunk b'...')")."""
+    reason = str(exc).split(" (", 1)[0].strip()
+    return reason if reason and "b'" not in reason and 'b"' not in reason else "unreadable data"
 
 
 def _check_size(size: tuple[int, int], limits: ImageLimits) -> None:

@@ -145,6 +145,14 @@ def test_a_truncated_png_is_invalid():
     refused(data_url(data[: len(data) // 2]), "invalid_image")
 
 
+def test_a_corrupt_png_is_told_without_quoting_its_bytes():
+    """Found by the fuzzer: Pillow's reason quoted the data ("broken PNG file (chunk b'...')")."""
+    data = bytearray(encode(np.full((8, 8, 3), 90, dtype=np.uint8), "PNG"))
+    data[36] = 0  # the IDAT chunk's length: Pillow reads a chunk type out of the pixels
+    error = refused(data_url(bytes(data)), "invalid_image")
+    assert "b'" not in error.message and "\\x" not in error.message
+
+
 def test_text_sent_as_a_png_is_invalid():
     text = b"Hello, this is a plain text file and not an image at all.\n" * 4
     refused(data_url(text, "image/png"), "invalid_image")
