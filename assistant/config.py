@@ -238,9 +238,11 @@ class LimitsSettings(_Section):
     generations: int = Field(16, ge=0)
     #: Client secrets a publishable key may mint per minute.
     client_secrets_per_minute: int = Field(120, ge=0)
-    #: Bytes of messages a session may store (images count by their stored size).
+    #: Bytes of messages a session may store (a message's stored JSON, and an image by its
+    #: blob's size); a client's message past it is refused (``session_too_large``), nothing stored.
     session_bytes: int = Field(32 * 1024 * 1024, ge=0)
-    #: Messages a session may store.
+    #: Messages a session may store; a client's message past it is refused
+    #: (``session_turn_limit``). The assistant's reply is always stored (it may pass either limit).
     session_turns: int = Field(2_000, ge=0)
 
 

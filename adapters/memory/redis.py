@@ -3,7 +3,8 @@
 Every key of a session lives under ``{prefix}:{tenant}:s:{<session_id>}:`` (the braces are a Redis
 Cluster hash tag: a session's keys share one slot, so the multi-key scripts work on a cluster too):
 
-    meta    hash   SessionInfo fields, each value JSON
+    meta    hash   SessionInfo fields, each value JSON, and ``#bytes``: what the session's
+                   messages take, counted towards its limits (``redis_scripts``)
     msgs    list   Message JSON, oldest first (append-only)
     turns   hash   client turn id (or ``id:<message id>`` when there is none) -> index of the
                    message in ``msgs``: a retried send, or a write redis-py retries after a dropped
@@ -53,6 +54,7 @@ from assistant.messages import Message, SessionInfo
 from assistant.ports import (
     AppendResult,
     PartialReply,
+    SessionLimits,
     SessionSnapshot,
     SessionStore,
     TurnStart,
@@ -229,9 +231,12 @@ class RedisSessionStore(SessionStore):
     async def _append_impl(self, session_id: str, message: Message) -> AppendResult:
         k = self.keys(session_id)
         keys = [k["meta"], k["msgs"], k["turns"]]
-        args = [codec.dump(message), codec.once_key(message), str(self.ttl_ms)]
+        args = [codec.dump(message), codec.once_key(message), str(self.ttl_ms),
+                *codec.limit_args(message, self.limits)]  # fmt: skip
         reply = await self._sent(self._run(self._append_script, keys, args))
         status = int(reply[0])
+        if status in (codec.TOO_MANY_MESSAGES, codec.TOO_LARGE):
+            raise codec.refusal(status, message, args[0], self.limits)
         if status < 0:
             raise SessionNotFoundError(f"no session {session_id!r} (it may have expired)")
         return codec.append_result(message, status, reply[1] if status == 0 else "")
@@ -276,6 +281,7 @@ class RedisSessionStore(SessionStore):
     async def _put_blob_impl(self, sha256: str, data: bytes) -> None:
         key = self._tenant_key("blob", sha256)
         await self._bytes_call("SET", key, data, "PX", self.ttl_ms)
+        codec.blob_sizes.wrote(sha256, len(data))  # the message bringing it counts its bytes
 
     async def _get_blob_impl(self, sha256: str) -> bytes | None:
         # GETEX refreshes the time to live: an image referenced by a live session stays.
@@ -307,9 +313,10 @@ class RedisSessionStore(SessionStore):
 
 
 def build(settings: Any, *, redis_url: str) -> RedisSessionStore:
-    """The store ``assistant.registry`` builds from ``settings.memory``."""
+    """The store ``assistant.registry`` builds from ``settings.memory``, with the sessions'
+    limits from ``settings.limits``."""
     memory = settings.memory
-    return RedisSessionStore.from_url(
+    store = RedisSessionStore.from_url(
         redis_url,
         key_prefix=memory.key_prefix,
         tenant=memory.tenant,
@@ -321,6 +328,8 @@ def build(settings: Any, *, redis_url: str) -> RedisSessionStore:
         wait_replicas=memory.wait_replicas,
         wait_timeout_ms=memory.wait_timeout_ms,
     )
+    store.limits = SessionLimits.from_settings(settings.limits)
+    return store
 
 
 __all__ = ["RedisSessionStore", "build"]

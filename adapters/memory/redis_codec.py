@@ -1,6 +1,6 @@
 """How the Redis session store writes and reads messages and session metadata: the JSON a message
-is stored as (parsed once per process), the key it is stored once under, and SessionInfo as a
-hash of JSON values."""
+is stored as (parsed once per process), the key it is stored once under, SessionInfo as a
+hash of JSON values, and what a message counts towards the session's limits."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import functools
 import json
 from typing import Any
 
+from assistant.errors import RateLimitError
 from assistant.messages import Message, SessionInfo
-from assistant.ports import AppendResult
+from assistant.ports import AppendResult, SessionLimits
 
 
 def text_of(value: str | bytes) -> str:
@@ -85,6 +86,48 @@ def once_key(message: Message) -> str:
     return message.turn_id or f"id:{message.id}"
 
 
+class BlobSizes:
+    """The size of each blob this process wrote lately, by sha256 (content-addressed, so true for
+    every store and tenant): a message that brings an image counts the image's bytes towards the
+    session's limit. Bounded; an image whose blob another process wrote (or one forgotten since)
+    counts only its part of the message's JSON."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._sizes: dict[str, int] = {}
+
+    def wrote(self, sha256: str, size: int) -> None:
+        sizes = self._sizes
+        sizes.pop(sha256, None)
+        if len(sizes) >= self.size:
+            del sizes[next(iter(sizes))]
+        sizes[sha256] = size
+
+    def of(self, message: Message) -> int:
+        """The bytes of the images ``message`` brings (0 for most messages: no image)."""
+        images = message.images
+        return sum(self._sizes.get(part.sha256, 0) for part in images) if images else 0
+
+
+blob_sizes = BlobSizes()
+
+#: The scripts' answers for a new message the session's limits refuse.
+TOO_MANY_MESSAGES, TOO_LARGE = -3, -4
+
+
+def limit_args(message: Message, limits: SessionLimits) -> list[str]:
+    """The scripts' extra bytes, max messages, max bytes for a message the limits apply to."""
+    return [str(blob_sizes.of(message)), str(limits.messages), str(limits.bytes)]
+
+
+def refusal(status: int, message: Message, stored: str, limits: SessionLimits) -> RateLimitError:
+    """The error for a script's refusal (``TOO_MANY_MESSAGES`` or ``TOO_LARGE``) of ``message``,
+    stored as ``stored`` JSON."""
+    if status == TOO_MANY_MESSAGES:
+        return limits.too_many_messages()
+    return limits.too_large(len(stored.encode()) + blob_sizes.of(message))
+
+
 def append_result(message: Message, created: int, stored: str) -> AppendResult:
     if created == 0:
         return AppendResult(Message.model_validate_json(stored), created=False)
@@ -92,13 +135,19 @@ def append_result(message: Message, created: int, stored: str) -> AppendResult:
 
 
 __all__ = [
+    "BlobSizes",
     "ParsedMessages",
+    "TOO_LARGE",
+    "TOO_MANY_MESSAGES",
     "append_result",
+    "blob_sizes",
     "dump",
     "info_from_flat",
     "info_from_hash",
     "info_to_mapping",
+    "limit_args",
     "once_key",
     "parse_message",
+    "refusal",
     "text_of",
 ]

@@ -1,5 +1,9 @@
 """The Lua scripts of the Redis session store. Each runs atomically in one round trip.
 
+The session's limits (``SessionLimits``) are checked where a message is appended, in the same
+script: the messages are ``msgs``' length, the bytes a counter in the meta hash (field
+``#bytes``, not a ``SessionInfo`` field, incremented by each message stored).
+
 KEYS are always meta, msgs, turns (and the lock fourth, the partial reply fifth, where a script
 takes them). A lock's value is ``<process instance> <token>`` (``redis_owner.lock_value``); a
 partial reply is ``<lock value>\n<once key>\n<JSON before the text>\n<JSON after it>\n<the text,
@@ -8,13 +12,24 @@ three of its fields, and a writer extends it with APPEND.
 """
 
 # Lua pieces shared by the scripts. KEYS[1..3] are always meta, msgs, turns (KEYS[4] the lock).
-# append(json, once_key): store a message once per key; returns (created, stored JSON or nil).
+# append(json, once_key, extra, max_msgs, max_bytes): store a message once per key and count its
+# bytes (its JSON's plus ``extra``, the images it brings) in meta's '#bytes' field. With a limit
+# (> 0), a new message that would take the session past max_msgs messages or max_bytes bytes is not
+# stored. Returns (1, nil) stored, (0, stored JSON) stored before, (-3, nil) refused for the
+# number of messages, (-4, nil) for the bytes (nothing written).
 HELPERS = """
-local function append(json, once_key)
+local function append(json, once_key, extra, max_msgs, max_bytes)
   local index = redis.call('HGET', KEYS[3], once_key)
   if index then
     local stored = redis.call('LINDEX', KEYS[2], tonumber(index))
     if stored then return 0, stored end
+  end
+  if max_msgs > 0 and redis.call('LLEN', KEYS[2]) >= max_msgs then return -3, nil end
+  local size = #json + extra
+  local used = redis.call('HINCRBY', KEYS[1], '#bytes', size)
+  if max_bytes > 0 and used > max_bytes then
+    redis.call('HINCRBY', KEYS[1], '#bytes', -size)
+    return -4, nil
   end
   local length = redis.call('RPUSH', KEYS[2], json)
   redis.call('HSET', KEYS[3], once_key, length - 1)
@@ -41,28 +56,34 @@ local function recover(mine)
   if fields[1] == mine then return 0 end
   redis.call('DEL', KEYS[5])
   if #fields < 4 then return 0 end
-  append(fields[3] .. string.sub(partial, from) .. fields[4], fields[2])
+  append(fields[3] .. string.sub(partial, from) .. fields[4], fields[2], 0, 0, 0)
   return 1
 end
 """
 
-# ARGV: message JSON, once key, ttl ms.
-# Returns {-1} for an unknown session, {0, stored JSON} for a known turn id, {1} when stored.
+# ARGV: message JSON, once key, ttl ms, extra bytes, max messages, max bytes (0: no limit).
+# Returns {-1} for an unknown session, {0, stored JSON} for a known turn id, {1} when stored,
+# {-3} / {-4} when refused (the session's limits, see append).
 APPEND = HELPERS + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
-local created, stored = append(ARGV[1], ARGV[2])
+local created, stored = append(ARGV[1], ARGV[2], tonumber(ARGV[4]), tonumber(ARGV[5]),
+                               tonumber(ARGV[6]))
 touch(ARGV[3])
 if created == 0 then return {0, stored} end
-return {1}
+return {created}
 """
 
 # Take (or keep) the lease, store a partial reply another writer left, append the user's message
 # if any, return the history.
 # ARGV: lock value, lease ms, message JSON ('' for none), once key, ttl ms, last N ('' for all, 0
-# none), known (the caller holds messages [0, known) already: only later ones are sent), and the
-# lock value of a holder whose process is gone ('': none), taken over if it still holds the lease.
-# Returns {-1} unknown session, {-2, holder} busy,
-# else {created (-1: no message), stored, meta, msgs from index first, first, length, recovered}.
+# none), known (the caller holds messages [0, known) already: only later ones are sent), the
+# lock value of a holder whose process is gone ('': none), taken over if it still holds the lease,
+# then the message's extra bytes, max messages and max bytes (append's limits, 0: none).
+# Returns {-1} unknown session, {-2, holder} busy, {-3} / {-4} the message refused (the session's
+# limits: nothing of it stored, the lease not kept unless it was the caller's already; a partial
+# recovered on the way stays stored),
+# else {created (-1: no message), stored, meta, msgs from index first, first, length, recovered};
+# meta is HGETALL's flat list without the '#bytes' counter (the store parses it once per content).
 BEGIN_TURN = HELPERS + RECOVER + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
 local holder = redis.call('GET', KEYS[4])
@@ -71,8 +92,15 @@ redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[2])
 local recovered = 0
 if holder ~= ARGV[1] then recovered = recover(ARGV[1]) end
 local created, stored = -1, false
-if ARGV[3] ~= '' then created, stored = append(ARGV[3], ARGV[4]) end
+if ARGV[3] ~= '' then
+  created, stored = append(ARGV[3], ARGV[4], tonumber(ARGV[9]), tonumber(ARGV[10]),
+                           tonumber(ARGV[11]))
+end
 touch(ARGV[5])
+if created < -1 then
+  if holder ~= ARGV[1] then redis.call('DEL', KEYS[4]) end
+  return {created}
+end
 local length = redis.call('LLEN', KEYS[2])
 local first = 0
 if ARGV[6] ~= '' then first = math.max(length - tonumber(ARGV[6]), 0) end
@@ -80,11 +108,20 @@ local known = tonumber(ARGV[7])
 if known > 0 and known <= length and known > first then first = known end
 local msgs = {}
 if first < length then msgs = redis.call('LRANGE', KEYS[2], first, -1) end
-return {created, stored or '', redis.call('HGETALL', KEYS[1]), msgs, first, length, recovered}
+local meta = redis.call('HGETALL', KEYS[1])
+for i = 1, #meta, 2 do
+  if meta[i] == '#bytes' then
+    table.remove(meta, i)
+    table.remove(meta, i)
+    break
+  end
+end
+return {created, stored or '', meta, msgs, first, length, recovered}
 """
 
-# Append the reply if any, release the lease if it is still the lock value's, and delete the
-# partial reply the lock value wrote (only looked for when the writer flushed one).
+# Append the reply if any (never refused for the session's limits; its bytes are counted), release
+# the lease if it is still the lock value's, and delete the partial reply the lock value wrote
+# (only looked for when the writer flushed one).
 # ARGV: lock value, message JSON ('' for none), once key, ttl ms, '1' when a partial was written.
 # Returns {-1} unknown session, else {created (-1: no message), stored JSON or ''}.
 END_TURN = HELPERS + """
@@ -94,7 +131,7 @@ if ARGV[5] == '1' and redis.call('GETRANGE', KEYS[5], 0, #ARGV[1]) == ARGV[1] ..
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
 local created, stored = -1, false
-if ARGV[2] ~= '' then created, stored = append(ARGV[2], ARGV[3]) end
+if ARGV[2] ~= '' then created, stored = append(ARGV[2], ARGV[3], 0, 0, 0) end
 touch(ARGV[4])
 return {created, stored or ''}
 """

@@ -37,11 +37,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.memory.redis_codec import (
+    TOO_LARGE,
+    TOO_MANY_MESSAGES,
     append_result,
     dump,
     info_from_flat,
+    limit_args,
     once_key,
     parse_message,
+    refusal,
 )
 from adapters.memory.redis_owner import OwnerHeartbeat, lock_value
 from assistant.errors import SessionNotFoundError
@@ -154,6 +158,7 @@ class RedisTurns:
             "" if last is None else str(max(last, 0)),
             str(max(known, 0)),
             "",  # a dead holder to take the lease over from: none on the fast path
+            *(limit_args(message, store.limits) if message else ("0", "0", "0")),
         ]
         keys = [k["meta"], k["msgs"], k["turns"], k["lock"], k["partial"]]
         reply = await store._sent(store._run(store._begin_script, keys, args))
@@ -165,6 +170,8 @@ class RedisTurns:
             if int(reply[0]) == -2:
                 return None
             log.info("session %s: took the lease of a dead process over", session_id)
+        if int(reply[0]) in (TOO_MANY_MESSAGES, TOO_LARGE) and message is not None:
+            raise refusal(int(reply[0]), message, args[2], store.limits)
         if len(reply) == 1:
             raise SessionNotFoundError(f"no session {session_id!r} (it may have expired)")
         appended = None

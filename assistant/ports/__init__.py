@@ -27,6 +27,7 @@ from assistant.ports.language_model import (
 from assistant.ports.memory import (
     AppendResult,
     PartialReply,
+    SessionLimits,
     SessionSnapshot,
     SessionStore,
     TurnStart,
@@ -68,6 +69,7 @@ __all__ = [
     "PromptMessage",
     "PromptRole",
     "SAMPLE_RATE",
+    "SessionLimits",
     "SessionSnapshot",
     "SessionStore",
     "SpeechToText",

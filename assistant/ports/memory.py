@@ -8,10 +8,11 @@ import re
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from assistant.errors import (
     AssistantError,
+    RateLimitError,
     SessionBusyError,
     StoreError,
 )
@@ -64,6 +65,35 @@ class PartialReply:
         )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class SessionLimits:
+    """What one session may store; 0 is no limit. ``messages``: messages in all; ``bytes``: their
+    size, a message counting its stored JSON plus the images it brings (each blob's size, where
+    the store wrote it). Only the client's writes are refused (``append``, ``begin_turn``'s
+    message), and then nothing is stored; a reply (``end_turn``) or a recovered partial is always
+    stored, so a session may pass its limits by one message."""
+
+    messages: int = 0
+    bytes: int = 0
+
+    @classmethod
+    def from_settings(cls, limits: Any) -> SessionLimits:
+        """From ``LimitsSettings`` (``session_turns``, ``session_bytes``)."""
+        return cls(messages=limits.session_turns, bytes=limits.session_bytes)
+
+    def too_many_messages(self) -> RateLimitError:
+        return RateLimitError(
+            f"the session holds {self.messages} messages, as many as a session may: start a new "
+            "session", code="session_turn_limit",
+        )  # fmt: skip
+
+    def too_large(self, size: int) -> RateLimitError:
+        return RateLimitError(
+            f"this message ({size} bytes) would take the session past the {self.bytes} bytes a "
+            "session may store: start a new session", code="session_too_large",
+        )  # fmt: skip
+
+
 #: What a tenant's name may be: it is part of every key of its sessions.
 TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -86,6 +116,8 @@ class SessionStore(abc.ABC):
 
     name: str = "session_store"
     tenant: str = "default"
+    #: What each session may store (``SessionLimits``); the default is no limit.
+    limits: SessionLimits = SessionLimits()
 
     @abc.abstractmethod
     def for_tenant(self, tenant: str) -> SessionStore:
@@ -106,7 +138,9 @@ class SessionStore(abc.ABC):
         return await self._call(self._update_info_impl(session_id, fields))
 
     async def append(self, session_id: str, message: Message) -> AppendResult:
-        """Append a message; a message whose ``turn_id`` was stored before is not stored again."""
+        """Append a message; a message whose ``turn_id`` was stored before is not stored again.
+        A new message past the session's ``limits`` is refused (``RateLimitError``
+        ``session_turn_limit`` / ``session_too_large``), nothing stored."""
         return await self._call(self._append_impl(session_id, message))
 
     # -- turns: the hot path, one round trip at each end -------------------------------------------
@@ -135,7 +169,11 @@ class SessionStore(abc.ABC):
 
         ``known``: the caller holds the session's first ``known`` messages already (stored
         messages never change), so only later ones are returned (``first == known``), unless
-        ``known`` is more than the session holds (then as if 0)."""
+        ``known`` is more than the session holds (then as if 0).
+
+        ``message`` past the session's ``limits`` is refused as ``append`` refuses it: nothing
+        is stored and the lease is not kept (unless it was the caller's already); a partial
+        reply recovered on the way is stored all the same."""
         deadline = time.monotonic() + max(wait_s, 0.0)
         pause = 0.02
         while True:
@@ -153,7 +191,8 @@ class SessionStore(abc.ABC):
         self, session_id: str, token: str, message: Message | None = None
     ) -> AppendResult | None:
         """In one round trip: append ``message`` (the reply), release ``token``'s lease and drop
-        the partial reply ``token`` recorded, if any."""
+        the partial reply ``token`` recorded, if any. The reply is never refused for the
+        session's ``limits`` (it counts towards them)."""
         return await self._call(self._end_turn_impl(session_id, token, message))
 
     async def renew_turn(

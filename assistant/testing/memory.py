@@ -5,7 +5,10 @@ Crash safety as the Redis store has it: a lease belongs to a process (``owner``)
 gives the same data as another server process sees it, and ``crash()`` kills this one: its calls
 fail from then on, its leases are free for the others, and the partial reply it was streaming is
 stored as ``interrupted`` by the next process to take the session's lease. Leases here do not
-expire with time (the Redis store's tests cover that)."""
+expire with time (the Redis store's tests cover that).
+
+The sessions' ``limits`` are enforced as the Redis store enforces them: a message's bytes are its
+stored JSON's plus the blobs of the images it brings."""
 
 from __future__ import annotations
 
@@ -14,11 +17,12 @@ import secrets
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from assistant.errors import SessionNotFoundError, StoreError
+from assistant.errors import RateLimitError, SessionNotFoundError, StoreError
 from assistant.messages import Message, SessionInfo
 from assistant.ports import (
     AppendResult,
     PartialReply,
+    SessionLimits,
     SessionSnapshot,
     SessionStore,
     TurnStart,
@@ -36,11 +40,14 @@ def _once(message: Message) -> str:
 class MemoryStore(SessionStore):
     name = "memory"
 
-    def __init__(self, tenant: str = "default") -> None:
+    def __init__(self, tenant: str = "default", *, limits: SessionLimits | None = None) -> None:
         self.tenant = tenant
+        self.limits = limits or SessionLimits()
         self._tenants: dict[str, MemoryStore] = {tenant: self}  # shared by all the views
         self.infos: dict[str, SessionInfo] = {}
         self.messages: dict[str, list[Message]] = {}
+        #: session id -> the bytes its messages take (``SessionLimits``)
+        self.stored_bytes: dict[str, int] = {}
         self.leases: dict[str, _Lease] = {}  # session id -> who holds its writer lease
         #: session id -> the reply streaming now, and the lease that writes it
         self.partials: dict[str, tuple[_Lease, PartialReply]] = {}
@@ -55,7 +62,7 @@ class MemoryStore(SessionStore):
     def for_tenant(self, tenant: str) -> MemoryStore:
         view = self._tenants.get(check_tenant(tenant))
         if view is None:
-            view = self._tenants[tenant] = MemoryStore(tenant)
+            view = self._tenants[tenant] = MemoryStore(tenant, limits=self.limits)
             view._tenants, view.live, view.owner = self._tenants, self.live, self.owner
         return view if view.owner == self.owner else view._as(self.owner)
 
@@ -84,6 +91,7 @@ class MemoryStore(SessionStore):
     async def _create_impl(self, info: SessionInfo) -> SessionInfo:
         self.infos[info.id] = info
         self.messages[info.id] = []
+        self.stored_bytes[info.id] = 0
         self.partials.pop(info.id, None)
         return info
 
@@ -102,13 +110,27 @@ class MemoryStore(SessionStore):
         return info
 
     async def _append_impl(self, session_id: str, message: Message) -> AppendResult:
+        return self._store(session_id, message, limited=True)
+
+    def _store(self, session_id: str, message: Message, *, limited: bool) -> AppendResult:
+        """Append once per turn id; ``limited`` (the client's writes): refused past the limits."""
         if session_id not in self.infos:
             raise SessionNotFoundError(session_id)
         once = _once(message)
-        for stored in self.messages[session_id]:
+        messages = self.messages[session_id]
+        for stored in messages:
             if _once(stored) == once:
                 return AppendResult(stored, created=False)
-        self.messages[session_id].append(message)
+        limits = self.limits
+        if limited and limits.messages and len(messages) >= limits.messages:
+            raise limits.too_many_messages()
+        size = len(message.model_dump_json().encode())
+        size += sum(len(self.blobs.get(part.sha256, b"")) for part in message.images)
+        used = self.stored_bytes.get(session_id, 0) + size
+        if limited and limits.bytes and used > limits.bytes:
+            raise limits.too_large(size)
+        messages.append(message)
+        self.stored_bytes[session_id] = used
         return AppendResult(message, created=True)
 
     async def _begin_turn_impl(
@@ -122,7 +144,12 @@ class MemoryStore(SessionStore):
             return None
         self.leases[session_id] = mine
         recovered = holder != mine and await self._recover(session_id, mine)
-        appended = await self._append_impl(session_id, message) if message else None
+        try:
+            appended = self._store(session_id, message, limited=True) if message else None
+        except RateLimitError:  # refused: nothing stored, the lease not kept unless it was ours
+            if holder != mine:
+                del self.leases[session_id]
+            raise
         messages = self.messages[session_id]
         length = len(messages)
         first = 0 if last is None else max(length - last, 0) if last else length
@@ -137,7 +164,7 @@ class MemoryStore(SessionStore):
         if left is None or left[0] == mine:
             return False
         del self.partials[session_id]
-        await self._append_impl(session_id, left[1].as_interrupted())
+        self._store(session_id, left[1].as_interrupted(), limited=False)
         return True
 
     async def _end_turn_impl(
@@ -148,7 +175,7 @@ class MemoryStore(SessionStore):
             del self.leases[session_id]
         if self.partials.get(session_id, (None,))[0] == mine:
             del self.partials[session_id]
-        return await self._append_impl(session_id, message) if message else None
+        return self._store(session_id, message, limited=False) if message else None
 
     async def _renew_turn_impl(
         self, session_id: str, token: str, partial: PartialReply | None
