@@ -125,6 +125,10 @@ class TurnLease:
         with contextlib.suppress(StoreError):
             await self.finish(None)
 
+    def forget(self) -> None:
+        """Drop the history kept for the next turn (the connection is gone)."""
+        self._history, self._known = [], 0
+
     async def _begin(self, message: Message | None) -> None:
         known = self._known
         started = await self._read(message, known)

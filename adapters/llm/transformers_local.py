@@ -12,6 +12,7 @@ Every forward pass runs on the process's one torch thread (``adapters.torch_thre
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import threading
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
@@ -93,10 +94,9 @@ class TransformersLocalLM(LanguageModel):
         )
         self.eos_ids = frozenset(eos_ids(model, tokenizer))
         self._accepts_logits_to_keep = accepts_logits_to_keep(model)
-        # One model instance is shared by every session: generations run one at a time.
-        self._generation_lock = threading.Lock()
-        # The Rust tokenizer is not safe to use from two threads at once; calls are short.
-        self._tokenizer_lock = threading.Lock()
+        self._generation_lock = threading.Lock()  # one model for all sessions: one at a time
+        # The Rust tokenizer serves one thread at a time: short calls here, long counts on a copy.
+        self._tokenizer_lock, self._bulk = threading.Lock(), BulkCounter(tokenizer)
         self._segment_ids = SegmentIds(tokenizer, self._encode)
         # Conversations' KV caches, used under the generation lock only. Reuse needs a cache that
         # crops back exactly (full-attention layers); other models always encode the whole prompt.
@@ -149,8 +149,9 @@ class TransformersLocalLM(LanguageModel):
             return list(self.tokenizer.encode(text, add_special_tokens=False))
 
     def count_tokens(self, text: str) -> int:
-        with self._tokenizer_lock:
-            return len(self.tokenizer.encode(text, add_special_tokens=False))
+        if len(text) > _BULK_CHARS:  # counted off the event loop, on a tokenizer of its own, so
+            return self._bulk.count(text)  # a short count never waits behind it
+        return len(self._token_ids(text))
 
     def message_overhead_tokens(self) -> int:
         return self._message_overhead
@@ -314,6 +315,25 @@ class TransformersLocalLM(LanguageModel):
 
     def _next_logits(self, cache: Any, **inputs: torch.Tensor) -> torch.Tensor:
         return last_logits(self.model, cache, self._accepts_logits_to_keep, **inputs)
+
+
+_BULK_CHARS = 4_096
+
+
+class BulkCounter:
+    """Token counts of long texts on a copy of the tokenizer, made on first use: the Rust
+    tokenizer serves one thread at a time, and a count of half a megabyte takes ~0.4 s."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+        self._copy: Any = None
+        self._lock = threading.Lock()
+
+    def count(self, text: str) -> int:
+        with self._lock:
+            if self._copy is None:
+                self._copy = copy.deepcopy(self._tokenizer)
+            return len(self._copy.encode(text, add_special_tokens=False))
 
 
 def embedding_table(model: Any, tokenize: Callable[[str], list[int]]) -> EmbeddingTable:

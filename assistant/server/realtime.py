@@ -20,6 +20,7 @@ from fastapi import WebSocket
 from starlette.types import Receive, Send
 from starlette.websockets import WebSocketDisconnect
 
+from assistant import heap
 from assistant.auth.principal import Principal
 from assistant.config import ServerSettings
 from assistant.errors import AssistantError, InvalidRequestError
@@ -47,6 +48,9 @@ from assistant.server.voice_session import VOICE_EVENTS, VoiceSession
 from assistant.voice.models import SpeechModels
 
 __all__ = ["CLOSE_SLOW_CLIENT", "RealtimeConnection"]
+
+#: A connection that received more than this gives freed memory back to the system as it closes.
+_TRIM_AFTER_BYTES = 1024 * 1024
 
 
 class RealtimeConnection:
@@ -84,6 +88,7 @@ class RealtimeConnection:
             principal=principal, limits=limits,
         )  # fmt: skip
         self.voice = VoiceSession(speech, self.outbox, self.responses, self._add_message, metrics)
+        self._received = 0  # bytes the client sent
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -101,6 +106,9 @@ class RealtimeConnection:
             self.outbox.finish()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(sender, 5)
+            self.lease.forget()  # the history it kept for the next turn
+            if self._received > _TRIM_AFTER_BYTES:
+                heap.trim()  # this connection's large messages are freed now
 
     async def _receive_loop(self) -> None:
         while not self.outbox.closed:
@@ -111,6 +119,7 @@ class RealtimeConnection:
             if frame["type"] == "websocket.disconnect":
                 return
             text = frame.get("text")
+            self._received += len(text) if text is not None else len(frame.get("bytes") or b"")
             try:
                 if text is None:
                     await self.voice.handle_bytes(frame.get("bytes") or b"")

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from assistant import heap
 from assistant.errors import InvalidRequestError
 
 INVALID_IMAGE_URL = "invalid_image_url"
@@ -57,6 +58,8 @@ _OTHER_IMAGE_MAGIC: tuple[tuple[int, bytes, str], ...] = (
 )
 _OTHER_TEXT_IMAGE_MAGIC: tuple[tuple[bytes, str], ...] = ((b"<svg", "SVG"), (b"<?xml", "SVG/XML"))
 _EXIF_ORIENTATION = 0x0112
+#: Decoding an image larger than this gives its memory back to the system afterwards.
+_TRIM_PIXELS = 4_000_000
 _DATA_URL = re.compile(r"data:(?P<mime>[^;,]*)(?P<params>(?:;[^;,]*)*),(?P<data>.*)", re.DOTALL)
 
 
@@ -174,6 +177,8 @@ def decode_image_bytes(
         message = f"the image is truncated or corrupt ({_reason(exc)})"
         raise InvalidRequestError(message, code=INVALID_IMAGE) from exc
     digest = hashlib.sha256(data).hexdigest()
+    if width * height > _TRIM_PIXELS:
+        heap.trim()  # the full-size raster is freed: its pages go back to the system
     return DecodedImage(
         pixels=rgb, sha256=digest, mime_type=mime_type, width=width, height=height, encoded=data
     )

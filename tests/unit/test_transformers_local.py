@@ -427,3 +427,14 @@ async def test_a_template_that_rerenders_earlier_turns_reuses_the_common_prefix(
         messages.append(PromptMessage("assistant", text))
     assert reusing.kv_cache_hits == 2
     assert 0 < reusing.prefill_tokens < len(reusing._prompt_ids(messages[:-1]))
+
+
+def test_a_long_text_is_counted_on_a_tokenizer_of_its_own():
+    """A long count (in a worker thread) does not hold the lock a short count on the loop takes."""
+    from adapters.llm.transformers_local import BulkCounter
+
+    tokenizer = make_tokenizer()
+    bulk = BulkCounter(tokenizer)
+    text = "Paris is the capital of France. " * 400  # 12,800 characters
+    assert bulk.count(text) == len(tokenizer.encode(text, add_special_tokens=False))
+    assert bulk._copy is not None and bulk._copy is not tokenizer
