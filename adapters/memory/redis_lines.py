@@ -2,14 +2,14 @@
 
 A line is what ``RedisSessionStore`` sends its requests through: ``call(*command)``,
 ``evalsha(sha, script, keys, args)`` and ``transaction(commands)``, replies as Redis sends them
-(a flat list for HGETALL). On one node that is ``redis_pipe.RedisPipe``; here it is:
+(a flat list for HGETALL). On one node that is ``redis_pipe.RedisPipe``; here:
 
-- ``PooledLine`` (Sentinel): each request takes a connection of redis-py's Sentinel pool (which
-  asks the Sentinels where the primary is whenever it connects), writes its commands in one
-  write and reads their replies. A write can be followed, on the same connection, by
-  ``WAIT replicas timeout``, so that a write the client hears about is on a replica too and
-  survives a failover (``ReplicaWait``). The pipe cannot do that: WAIT would hold up every
-  session queued behind it on the one shared connection.
+- Sentinel, session keys: ``RetriedLine`` over a ``RedisPipe`` that asks the Sentinels (redis-py's
+  ``Sentinel``) where the primary is whenever it connects, and ends each batch of writes with
+  ``WAIT replicas timeout`` (``ReplicaWait``): a write the client hears about is on a replica
+  too and survives a failover. One WAIT per batch, for all the sessions' writes in it.
+- Sentinel, blobs: ``PooledLine``: each request takes a connection of redis-py's Sentinel pool,
+  writes its commands (and the WAIT) in one write and reads their replies.
 - ``ClusterLine`` (Cluster): redis-py's ``RedisCluster``, which sends each request to the node of
   its keys' slot and follows MOVED / ASK. A session's keys share a hash tag, so its scripts and
   MULTI blocks go to one node; blobs and the cache are single-key commands.
@@ -46,6 +46,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from adapters.memory.redis_pipe import RedisPipe, is_write
 from adapters.memory.redis_topology import RedisTopology
 from assistant.errors import ConfigurationError
 
@@ -56,8 +57,6 @@ _T = TypeVar("_T")
 #: a demoted primary's READONLY reply becomes one in its Sentinel connection).
 RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError, ClusterError, TryAgainError,
              SlotNotCoveredError)  # fmt: skip
-#: Commands that store nothing (PEXPIRE only refreshes a time to live): no WAIT after them.
-_NOT_WRITES = frozenset({"PING", "GET", "GETEX", "HGETALL", "LRANGE", "LLEN", "EXISTS", "PEXPIRE"})
 
 
 async def retrying(attempt: Callable[[], Awaitable[_T]], *, retry_s: float, what: str) -> _T:
@@ -92,6 +91,24 @@ async def retrying(attempt: Callable[[], Awaitable[_T]], *, retry_s: float, what
         return result
 
 
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # no "exception was never retrieved" for work its caller left
+
+
+async def shielded(awaitable: Awaitable[_T]) -> _T:
+    """``await awaitable`` in a task of its own, so a cancel reaches the caller at once (the work
+    finishes or fails by itself). redis-py sends with ``asyncio.wait_for``, which on Python 3.11
+    returns the result instead of raising a cancel that comes as the send completes: the caller
+    then runs on as if never cancelled (a lease renewer that never stops)."""
+    task = asyncio.ensure_future(awaitable)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_retrieve)
+        raise
+
+
 class ReplicaWait:
     """``WAIT replicas timeout_ms`` after each write. When fewer replicas acknowledge in time the
     write still stands (it is on the primary), a warning is logged, and writes do not wait for
@@ -119,10 +136,6 @@ class ReplicaWait:
                     acknowledged, self.replicas, self.timeout_ms, self.pause_s)  # fmt: skip
 
 
-def is_write(commands: list[tuple[Any, ...]]) -> bool:
-    return any(str(command[0]).upper() not in _NOT_WRITES for command in commands)
-
-
 class _Line:
     """What both lines share: the request methods, on top of ``_request``."""
 
@@ -148,6 +161,31 @@ class _Line:
         return await self._request(list(commands), transaction=True)
 
 
+class RetriedLine(_Line):
+    """A ``RedisPipe`` that follows a Sentinel primary, its requests retried for ``retry_s``."""
+
+    def __init__(self, pipe: RedisPipe, *, retry_s: float) -> None:
+        self.pipe, self.retry_s = pipe, retry_s
+
+    @property
+    def writes(self) -> int:  # type: ignore[override]
+        return self.pipe.writes
+
+    async def call(self, *args: Any) -> Any:
+        return await retrying(lambda: self.pipe.call(*args), retry_s=self.retry_s, what=args[0])
+
+    async def evalsha(self, sha: str, script: str, keys: list[str], args: list[str]) -> Any:
+        return await retrying(lambda: self.pipe.evalsha(sha, script, keys, args),
+                              retry_s=self.retry_s, what="EVALSHA")  # fmt: skip
+
+    async def transaction(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        return await retrying(lambda: self.pipe.transaction(commands), retry_s=self.retry_s,
+                              what="EXEC")  # fmt: skip
+
+    async def aclose(self) -> None:
+        await self.pipe.aclose()
+
+
 class PooledLine(_Line):
     """Requests on connections of a redis-py pool (a Sentinel master's), optionally WAITed."""
 
@@ -158,7 +196,8 @@ class PooledLine(_Line):
         if transaction:
             commands = [("MULTI",), *commands, ("EXEC",)]
         name = str(commands[-1 if transaction else 0][0])
-        return await retrying(lambda: self._once(commands), retry_s=self.retry_s, what=name)
+        return await retrying(lambda: shielded(self._once(commands)), retry_s=self.retry_s,
+                              what=name)  # fmt: skip
 
     async def _once(self, commands: list[tuple[Any, ...]]) -> Any:
         wait = self.wait
@@ -203,7 +242,7 @@ class ClusterLine(_Line):
                 raise RedisError(f"{type(exc).__name__}: {exc}") from exc
 
         name = str(commands[0][0])
-        return await retrying(once, retry_s=self.retry_s, what=name)
+        return await retrying(lambda: shielded(once()), retry_s=self.retry_s, what=name)
 
 
 def _flat(reply: Any) -> Any:
@@ -291,11 +330,16 @@ def open_lines(
 
     text_pool, bytes_pool = pool(True), pool(False)
     wait = ReplicaWait(wait_replicas, wait_timeout_ms) if wait_replicas > 0 else None
-    client = aioredis.Redis.from_pool(text_pool)
+    pipe = RedisPipe(
+        db=topology.db, username=topology.username, password=topology.password, ssl=topology.tls,
+        connect_timeout_s=connect_timeout_s, timeout_s=node["socket_timeout"],
+        locate=lambda: shielded(sentinel.discover_master(topology.service_name)), wait=wait,
+    )  # fmt: skip
+    line = RetriedLine(pipe, retry_s=retry_s)
+    client = aioredis.Redis.from_pool(text_pool)  # store.client: redis-py's API, same primary
     return Lines(
-        client, PooledLine(text_pool, retry_s=retry_s, wait=wait),
-        PooledLine(bytes_pool, retry_s=retry_s, wait=wait), wait,
-        [client.aclose, bytes_pool.disconnect, sentinel.aclose],
+        client, line, PooledLine(bytes_pool, retry_s=retry_s, wait=wait), wait,
+        [line.aclose, client.aclose, bytes_pool.disconnect, sentinel.aclose],
     )  # fmt: skip
 
 
@@ -318,6 +362,6 @@ def _cluster(
 
 
 __all__ = [
-    "ClusterLine", "Lines", "PooledLine", "ReplicaWait", "RETRYABLE", "is_write", "open_lines",
-    "retrying",
+    "ClusterLine", "Lines", "PooledLine", "ReplicaWait", "RETRYABLE", "RetriedLine", "open_lines",
+    "retrying", "shielded",
 ]

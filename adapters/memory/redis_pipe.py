@@ -18,6 +18,12 @@ connection is sent once more on the new one (as redis-py's default retry does): 
 store's scripts are idempotent, so a request that did run before the loss is not applied twice.
 A request with no reply after ``timeout_s`` closes the connection (replies would no longer match
 their waiters) and fails with ``TimeoutError``.
+
+Behind Sentinel (``redis_lines``) the pipe follows the primary: ``locate`` asks the Sentinels
+where it is at each connect, and a READONLY reply (a former primary, now a replica) drops the
+connection. With ``wait`` (a ``redis_lines.ReplicaWait``), a write batch ends in one ``WAIT``,
+and its writes are answered only once that returns: a group commit, one wait for all the
+sessions' writes of a loop iteration.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import collections
 import contextlib
 import ssl as ssl_module
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import hiredis
@@ -36,11 +43,19 @@ from redis.exceptions import (
 )
 from redis.exceptions import (
     NoScriptError,
+    ReadOnlyError,
     ResponseError,
 )
 from redis.exceptions import (
     TimeoutError as RedisTimeoutError,
 )
+
+#: Commands that store nothing (PEXPIRE only refreshes a time to live): no WAIT for them.
+READS = frozenset({"PING", "GET", "GETEX", "HGETALL", "LRANGE", "LLEN", "EXISTS", "PEXPIRE"})
+
+
+def is_write(commands: list[tuple[Any, ...]]) -> bool:
+    return any(str(command[0]).upper() not in READS for command in commands)
 
 
 class _Protocol(asyncio.Protocol):
@@ -52,6 +67,8 @@ class _Protocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.pending: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.buffer: list[bytes] = []
+        #: The WAIT reply the writes in ``buffer`` are answered after (``RedisPipe.wait`` only).
+        self.batch: asyncio.Future[Any] | None = None
         #: When a reply last arrived, or the line last went from idle to busy (the watchdog's clock).
         self.progress_at = time.monotonic()
 
@@ -84,8 +101,11 @@ class _Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.fail(RedisConnectionError(f"connection to redis lost{f': {exc}' if exc else ''}"))
 
-    def queue(self, packed: list[bytes], loop: asyncio.AbstractEventLoop) -> list[asyncio.Future[Any]]:
-        """Waiters for ``packed``, which goes out with the next write (one per loop iteration)."""
+    def queue(
+        self, packed: list[bytes], loop: asyncio.AbstractEventLoop, write: bool = False
+    ) -> list[asyncio.Future[Any]]:
+        """Waiters for ``packed``, which goes out with the next write (one per loop iteration);
+        a ``write`` with a replica wait also gets the batch's WAIT reply, last."""
         if not self.pending:
             self.progress_at = time.monotonic()
         futures = [loop.create_future() for _ in packed]
@@ -93,13 +113,28 @@ class _Protocol(asyncio.Protocol):
         if not self.buffer:
             loop.call_soon(self.flush)
         self.buffer.extend(packed)
+        if write and self.pipe.wait is not None:
+            if self.batch is None:
+                self.batch = loop.create_future()
+            futures.append(self.batch)
         return futures
 
     def flush(self) -> None:
         buffer, self.buffer = self.buffer, []
+        batch, self.batch = self.batch, None
         if self.transport is None or self.transport.is_closing():
+            if batch is not None:
+                self.pending.append(batch)
             self.fail(RedisConnectionError("connection to redis closed"))
             return
+        if batch is not None:
+            wait = self.pipe.wait
+            if wait.due():
+                buffer.append(hiredis.pack_command(wait.command()))
+                self.pending.append(batch)
+                batch.add_done_callback(lambda done: _check_wait(wait, done))
+            else:
+                batch.set_result(None)
         self.transport.write(b"".join(buffer))
         self.pipe.writes += 1
 
@@ -108,6 +143,9 @@ class _Protocol(asyncio.Protocol):
         if self.pipe._protocol is self:
             self.pipe._protocol = None
         self.buffer = []
+        if self.batch is not None:  # queued, not written: its writes fail with the rest
+            self.pending.append(self.batch)
+            self.batch = None
         if self.transport is not None and not self.transport.is_closing():
             with contextlib.suppress(RuntimeError):  # its event loop may be closed already
                 self.transport.close()
@@ -118,9 +156,17 @@ class _Protocol(asyncio.Protocol):
                 future.exception()  # a waiter that went away leaves no "never retrieved" log
 
 
+def _check_wait(wait: Any, batch: asyncio.Future[Any]) -> None:
+    """Once per batch: how many replicas acknowledged its writes."""
+    if not batch.cancelled() and batch.exception() is None:
+        wait.check(batch.result())
+
+
 def _error(reply: ResponseError) -> ResponseError:
     text = str(reply)
-    return NoScriptError(text) if text.startswith("NOSCRIPT") else reply
+    if text.startswith("NOSCRIPT"):
+        return NoScriptError(text)
+    return ReadOnlyError(text) if text.startswith("READONLY") else reply
 
 
 class RedisPipe:
@@ -139,8 +185,14 @@ class RedisPipe:
         ssl: bool | ssl_module.SSLContext = False,
         connect_timeout_s: float | None = 10.0,
         timeout_s: float | None = 30.0,
+        locate: Callable[[], Awaitable[tuple[str, int]]] | None = None,
+        wait: Any = None,
     ) -> None:
         self.address = {"host": host, "port": port, "path": path}
+        #: Where the server is now (a Sentinel's primary), asked at each connect; else ``address``.
+        self.locate = locate
+        #: A ``redis_lines.ReplicaWait``: a WAIT ends each batch of writes (None: no wait).
+        self.wait = wait
         self.db, self.username, self.password = int(db or 0), username, password
         self.ssl = ssl
         self.connect_timeout_s = connect_timeout_s
@@ -178,19 +230,20 @@ class RedisPipe:
 
     async def call(self, *args: Any) -> Any:
         """Send one command and return its reply (redis-py's errors on failure)."""
+        write = self.wait is not None and is_write([args])
         try:
-            return await self._send([hiredis.pack_command(args)])
+            return await self._send([hiredis.pack_command(args)], write)
         except RedisConnectionError:  # sent on a connection that went away: once more
-            return await self._send([hiredis.pack_command(args)])
+            return await self._send([hiredis.pack_command(args)], write)
 
     async def evalsha(self, sha: str, script: str, keys: list[str], args: list[str]) -> Any:
         """Run a Lua script by its digest, loading it first when Redis does not know it."""
         packed = [hiredis.pack_command(("EVALSHA", sha, len(keys), *keys, *args))]
         try:
             try:
-                return await self._send(packed)
+                return await self._send(packed, True)
             except RedisConnectionError:  # sent on a connection that went away: once more
-                return await self._send(packed)
+                return await self._send(packed, True)
         except NoScriptError:
             await self.call("SCRIPT", "LOAD", script)
             return await self.call("EVALSHA", sha, len(keys), *keys, *args)
@@ -200,24 +253,42 @@ class RedisPipe:
         packed = [hiredis.pack_command(("MULTI",))]
         packed += [hiredis.pack_command(command) for command in commands]
         packed.append(hiredis.pack_command(("EXEC",)))
+        write = self.wait is not None and is_write(commands)
         try:
-            return await self._send(packed)
+            return await self._send(packed, write)
         except RedisConnectionError:
-            return await self._send(packed)
+            return await self._send(packed, write)
 
-    async def _send(self, packed: list[bytes]) -> Any:
-        """The last reply of ``packed``; the others (MULTI's OK and QUEUED) are only checked."""
+    async def _send(self, packed: list[bytes], write: bool = False) -> Any:
+        """The last reply of ``packed``; the others (MULTI's OK and QUEUED) are only checked.
+        A ``write`` under a replica wait is answered once its batch's WAIT is."""
         protocol = self._protocol
         if protocol is None or self._loop is not asyncio.get_running_loop():
             protocol = await self._connected()
-        futures = protocol.queue(packed, self._loop)  # type: ignore[arg-type]
-        if len(futures) == 1:
-            return await futures[0]
-        replies = await asyncio.gather(*futures, return_exceptions=True)
-        errors = [reply for reply in replies if isinstance(reply, Exception)]
-        if errors:
-            raise errors[-1]
-        return replies[-1]
+        futures = protocol.queue(packed, self._loop, write)  # type: ignore[arg-type]
+        batch = futures.pop() if len(futures) > len(packed) else None
+        try:
+            if len(futures) == 1:
+                reply = await futures[0]
+            else:
+                replies = await asyncio.gather(*futures, return_exceptions=True)
+                errors = [reply for reply in replies if isinstance(reply, Exception)]
+                if errors:
+                    raise errors[-1]
+                reply = replies[-1]
+        except ReadOnlyError as exc:
+            raise self._demoted(protocol, exc) from exc
+        if batch is not None:  # shared by the batch's writes: one caller's cancel is not theirs
+            await asyncio.shield(batch)
+        return reply
+
+    def _demoted(self, protocol: _Protocol, exc: ReadOnlyError) -> Exception:
+        """A READONLY reply: behind Sentinel, the primary it reached is a replica now; drop the
+        connection, so that the next request asks the Sentinels again."""
+        if self.locate is None:
+            return exc
+        protocol.fail(RedisConnectionError(f"the primary became a replica: {exc}"))
+        return RedisConnectionError(f"the primary became a replica: {exc}")
 
     # -- the connection ----------------------------------------------------------------------------
 
@@ -241,6 +312,8 @@ class RedisPipe:
             return _Protocol(self)
 
         async def connect() -> _Protocol:
+            if self.locate is not None:
+                self.address["host"], self.address["port"] = await self.locate()
             if self.address["path"]:
                 _, protocol = await loop.create_unix_connection(factory, self.address["path"])
             else:

@@ -19,7 +19,9 @@ from assistant.testing.language_models import ScriptedLM
 from tests.support.redis_topology import redis_cluster
 from tests.support.ws import turn
 
-pytestmark = pytest.mark.integration
+#: A server that never answers would leave the WebSocket waiting: fail instead, well after the
+#: few seconds these take.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 @pytest.fixture(scope="module")

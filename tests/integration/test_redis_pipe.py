@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from adapters.memory.embedded_redis import free_port
+from adapters.memory.embedded_redis import find_redis_server, free_port
+from adapters.memory.redis_lines import ReplicaWait
 from adapters.memory.redis_pipe import RedisPipe
+from tests.support.redis_topology import Processes, free_ports, info
 from tests.support.waiting import wait_for_async
 
 pytestmark = pytest.mark.integration
@@ -121,3 +125,41 @@ async def test_a_server_that_never_answers_times_out_and_frees_its_waiters():
         await pipe.aclose()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_replica_wait_ends_each_write_batch_and_answers_its_writes_after_it(redis_url):
+    wait = ReplicaWait(1, 50, pause_s=60)  # this server has no replica: every WAIT falls short
+    pipe = RedisPipe.from_url(redis_url, wait=wait)
+    try:
+        assert await pipe.call("GET", "nothing") is None and wait.due()  # a read: no WAIT
+        started = time.monotonic()
+        replies = await asyncio.gather(*[pipe.call("SET", f"k{i}", "v") for i in range(20)])
+        assert replies == ["OK"] * 20 and time.monotonic() - started >= 0.05
+        assert wait.shortfalls == 1 and pipe.writes == 2  # one batch, one WAIT for all 20
+        assert await pipe.call("SET", "k", "v") == "OK" and wait.shortfalls == 1  # paused now
+    finally:
+        await pipe.aclose()
+
+
+async def test_a_pipe_that_locates_its_server_leaves_one_that_became_a_replica(redis_url, tmp_path):
+    """A READONLY reply (a former primary, now a replica) drops the connection; the request goes
+    again to where ``locate`` says the primary is now."""
+    primary = parse_url(redis_url)
+    replica_port, nowhere = free_ports(2)
+    processes = Processes(tmp_path)
+    found = [("127.0.0.1", replica_port), (primary["host"], primary["port"])]
+
+    async def locate() -> tuple[str, int]:
+        return found.pop(0)
+
+    args = [find_redis_server(), "--port", str(replica_port), "--save", "", "--dir", str(tmp_path),
+            "--replicaof", "127.0.0.1", str(nowhere)]  # fmt: skip
+    pipe = RedisPipe(locate=locate)
+    try:
+        processes.start("replica", args)
+        await wait_for_async(lambda: info(replica_port, "server"), what="the replica up")
+        assert await pipe.call("SET", "moved", "1") == "OK"
+        assert found == [] and pipe.address["port"] == primary["port"]
+    finally:
+        await pipe.aclose()
+        processes.stop()

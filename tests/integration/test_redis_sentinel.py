@@ -17,7 +17,9 @@ from assistant.testing.language_models import ScriptedLM
 from tests.support.redis_topology import redis_sentinels
 from tests.support.ws import turn, until
 
-pytestmark = pytest.mark.integration
+#: A server that never answers would leave the WebSocket waiting: fail instead, well after the
+#: few seconds these take.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 def user_item(text: str, item_id: str) -> dict:

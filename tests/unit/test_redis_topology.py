@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.memory.redis_lines import ReplicaWait, is_write, open_lines
+from adapters.memory.redis_lines import ReplicaWait, open_lines
+from adapters.memory.redis_pipe import is_write
 from adapters.memory.redis_topology import parse_redis_url, redact
 from assistant.errors import ConfigurationError
 
