@@ -173,8 +173,10 @@ class RedisSessionStore(SessionStore):
         except AssistantError:
             raise
         except (RedisError, ConnectionError, OSError, TimeoutError) as exc:
-            # redis-py's errors do not derive from the builtin ones
-            raise StoreError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
+            # redis-py's errors do not derive from the builtin ones. The client hears that the
+            # store is unavailable; where (host:port) and why is for the log.
+            log.warning("%s: %s: %s", self.name, type(exc).__name__, exc)
+            raise StoreError(f"{self.name}: the session store is unavailable") from exc
 
     def _run(self, script: Any, keys: list[str], args: list[str]) -> Awaitable[Any]:
         return self.pipe.evalsha(script.sha, script.script, keys, args)

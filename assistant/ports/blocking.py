@@ -5,12 +5,14 @@ stable codes (``model_timeout``; ``model_error`` for anything but an ``Assistant
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from assistant.errors import AssistantError, ModelError, ModelTimeoutError
 
 _T = TypeVar("_T")
+log = logging.getLogger(__name__)
 
 
 async def call_off_loop(
@@ -24,5 +26,6 @@ async def call_off_loop(
         raise ModelTimeoutError(f"{name}: no {what} within {timeout_s:.0f} s") from exc
     except AssistantError:
         raise
-    except Exception as exc:
-        raise ModelError(f"{name} failed: {exc}") from exc
+    except Exception as exc:  # the client hears what failed; the why (paths, internals) is logged
+        log.warning("%s failed: %s: %s", name, type(exc).__name__, exc)
+        raise ModelError(f"{name} failed ({type(exc).__name__})") from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from assistant.errors import (
 if TYPE_CHECKING:
     import numpy as np
 
+
+log = logging.getLogger(__name__)
 
 PromptRole = Literal["system", "user", "assistant"]
 
@@ -193,7 +196,8 @@ class LanguageModel(abc.ABC):
             raise
         except Exception as exc:  # an adapter failure gets a stable code
             generation.finish_reason = "error"
-            raise ModelError(f"{self.name} failed: {exc}") from exc
+            log.warning("%s failed: %s: %s", self.name, type(exc).__name__, exc)
+            raise ModelError(f"{self.name} failed ({type(exc).__name__})") from exc
         finally:
             stall.close()
             generation.cancel_token.cancel()  # stops a thread still generating after an early exit

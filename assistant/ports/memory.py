@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import logging
 import re
 import time
 from collections.abc import Awaitable
@@ -19,6 +20,7 @@ from assistant.errors import (
 from assistant.messages import Message, SessionInfo, TextPart
 
 _T = TypeVar("_T")
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------------------
 # Session memory
@@ -234,7 +236,9 @@ class SessionStore(abc.ABC):
         except AssistantError:
             raise
         except (ConnectionError, OSError, TimeoutError) as exc:
-            raise StoreError(f"{self.name}: {exc}") from exc
+            # The client hears that the store is unavailable; where and why is for the log.
+            log.warning("%s: %s: %s", self.name, type(exc).__name__, exc)
+            raise StoreError(f"{self.name}: the session store is unavailable") from exc
 
     @abc.abstractmethod
     async def _create_impl(self, info: SessionInfo) -> SessionInfo: ...

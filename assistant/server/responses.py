@@ -153,9 +153,9 @@ class Responses:
                         speech.feed(delta)
         except AssistantError as exc:
             self._fail(run, exc, event_id)
-        except Exception as exc:  # never leave the client without a response.done
+        except Exception:  # never leave the client without a response.done
             log.exception("response %s failed", run.id)
-            self._fail(run, AssistantError(f"internal error: {exc}"), event_id)
+            self._fail(run, AssistantError("internal error (logged)"), event_id)
         finally:
             if speech is not None:
                 await speech.end(run)
