@@ -99,12 +99,15 @@ def _run_server(settings: Settings, workers: int, log_level: str) -> None:
     (or, with several workers, ``serve_balanced`` returns)."""
     import uvicorn
 
+    from assistant.server.http_protocol import uvicorn_options
+
     host, port = settings.server.host, settings.server.port
     if workers <= 1:
         from assistant.server.app import create_app
 
         uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
-                    log_config=None)  # fmt: skip; logging is ours (server.logs)
+                    log_config=None,  # logging is ours (server.logs)
+                    **uvicorn_options(settings.server))  # fmt: skip
         return
     # Workers are separate processes: they read their settings from the environment.
     os.environ["ASSISTANT_REDIS_URL"] = settings.redis_url
@@ -119,7 +122,8 @@ def _run_server(settings: Settings, workers: int, log_level: str) -> None:
         serve_balanced("assistant.server.app:app_from_env", host, port, workers, log_level)
     else:
         uvicorn.run("assistant.server.app:app_from_env", factory=True, host=host, port=port,
-                    workers=workers, log_level=log_level)  # fmt: skip
+                    workers=workers, log_level=log_level,
+                    **uvicorn_options(settings.server))  # fmt: skip
 
 
 def cmd_chat(args: argparse.Namespace) -> int:

@@ -190,6 +190,10 @@ class ServerSettings(_Section):
     max_event_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     #: Events queued to a client before it is considered too slow and disconnected.
     send_queue_events: int = Field(1024, ge=16)
+    #: Seconds a client has to send a request's line and headers, counted from when it connects
+    #: (or from the first byte of a later request on a keep-alive connection); a connection still
+    #: sending them then is closed (slowloris). 0: no deadline (uvicorn's own behaviour).
+    header_timeout_s: float = Field(10.0, ge=0)
     #: Once started (models loaded): move every object alive to the garbage collector's permanent
     #: generation, so its collections stop walking the model and library objects over and over.
     gc_freeze: bool = True

@@ -56,9 +56,12 @@ def _worker(app: str, sock: socket.socket, log_level: str, parent: int) -> None:
 
             from assistant.config import Settings
             from assistant.server import logs
+            from assistant.server.http_protocol import uvicorn_options
 
-            logs.configure(log_level, Settings().server.log_format)
-            config = uvicorn.Config(app, factory=True, log_level=log_level, log_config=None)
+            server = Settings().server
+            logs.configure(log_level, server.log_format)
+            config = uvicorn.Config(app, factory=True, log_level=log_level, log_config=None,
+                                    **uvicorn_options(server))  # fmt: skip
             uvicorn.Server(config).run(sockets=[sock])
         except Stopped:
             pass  # uvicorn stopped gracefully and raised the signal again, or it came before
