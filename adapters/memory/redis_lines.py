@@ -60,7 +60,7 @@ RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError, ClusterError, Try
 
 
 async def retrying(attempt: Callable[[], Awaitable[_T]], *, retry_s: float, what: str) -> _T:
-    """``attempt()``, again after a ``RETRYABLE`` failure (after 50 ms, doubling up to 0.5 s)
+    """``attempt()``, again after a ``RETRYABLE`` failure (after 50 ms, doubling up to 0.25 s)
     until ``retry_s`` has passed; then its last error."""
     started = time.monotonic()
     deadline = started + retry_s
@@ -78,7 +78,7 @@ async def retrying(attempt: Callable[[], Awaitable[_T]], *, retry_s: float, what
                 log.warning("redis %s: %s: %s; retrying for up to %.1f s",
                             what, type(exc).__name__, exc, left)  # fmt: skip
             await asyncio.sleep(min(pause, left))
-            pause = min(pause * 2, 0.5)
+            pause = min(pause * 2, 0.25)
             continue
         except Exception:  # an answer, if an error one (a script the new primary lacks)
             if failures:
