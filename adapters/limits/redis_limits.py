@@ -71,6 +71,10 @@ class RedisLimiter(Limiter):
         stats = await self._rates.get_window_stats(item, name, key)
         return max(stats.reset_time - time.time(), 0.1)
 
+    async def _remaining_impl(self, name: str, key: str, per_minute: int) -> int:
+        stats = await self._rates.get_window_stats(self._item(per_minute), name, key)
+        return int(stats.remaining)
+
     async def _acquire_impl(
         self, name: str, key: str, holder: str, limit: int, lease_s: float
     ) -> bool:

@@ -20,6 +20,14 @@ class Limiter(abc.ABC):
         the seconds until the limit lets a request through again (nothing is counted then)."""
         return await self._call(self._hit_impl(name, key, per_minute, cost))
 
+    async def spend(self, name: str, key: str, per_minute: int, cost: int) -> None:
+        """Count ``cost``, or as much of it as ``per_minute`` has left (what was used already,
+        such as a reply's tokens, is counted even when it passes the limit)."""
+        if await self.hit(name, key, per_minute, cost) is not None:
+            left = await self._call(self._remaining_impl(name, key, per_minute))
+            if left > 0:
+                await self.hit(name, key, per_minute, left)
+
     async def acquire(self, name: str, key: str, holder: str, limit: int, lease_s: float) -> bool:
         """``holder`` takes one of ``limit`` places for ``lease_s`` (renew before it lapses);
         False when all are taken."""
@@ -44,6 +52,9 @@ class Limiter(abc.ABC):
 
     @abc.abstractmethod
     async def _hit_impl(self, name: str, key: str, per_minute: int, cost: int) -> float | None: ...
+
+    @abc.abstractmethod
+    async def _remaining_impl(self, name: str, key: str, per_minute: int) -> int: ...
 
     @abc.abstractmethod
     async def _acquire_impl(

@@ -66,7 +66,7 @@ class KeyLimits:
         if principal.key_id is None or not limit or tokens <= 0:
             return
         with contextlib.suppress(AssistantError):  # counted best-effort: the reply is done
-            await self.limiter.hit("tokens", principal.limit_key, limit, min(tokens, limit))
+            await self.limiter.spend("tokens", principal.limit_key, limit, tokens)
 
     @contextlib.asynccontextmanager
     async def connection(self, principal: Principal) -> AsyncIterator[None]:

@@ -159,11 +159,11 @@ class Responses:
         finally:
             if speech is not None:
                 await speech.end(run)
-            self._done(run, "".join(pieces))
-            self.running = None
-            await places.aclose()  # the generating place is given back
-            if self._limits is not None and self._principal is not None:
+            await places.aclose()  # the generating place is given back,
+            if self._limits is not None and self._principal is not None:  # the tokens counted,
                 await self._limits.count_tokens(self._principal, run.usage.output_tokens)
+            self._done(run, "".join(pieces))  # before the client hears it is done
+            self.running = None
 
     def _fail(self, run: ResponseRun, exc: AssistantError, event_id: str | None) -> None:
         run.error = run.error or exc

@@ -29,11 +29,11 @@ SHOP = "https://shop.example"
 def serve(tmp_path, redis_url: str, **env_extra: str):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")}
-    env.update(
-        ASSISTANT_LLM__ADAPTER="scripted", ASSISTANT_LLM__MODEL="a short scripted reply",
-        ASSISTANT_REDIS_URL=redis_url, ASSISTANT_AUTH__OPEN="false", ASSISTANT_AUTH__SECRET=SECRET,
-        **env_extra,
-    )  # fmt: skip
+    env.update({
+        "ASSISTANT_LLM__ADAPTER": "scripted", "ASSISTANT_LLM__MODEL": "a short scripted reply",
+        "ASSISTANT_REDIS_URL": redis_url, "ASSISTANT_AUTH__OPEN": "false",
+        "ASSISTANT_AUTH__SECRET": SECRET, **env_extra,
+    })  # fmt: skip
     log = open(tmp_path / f"serve-{port}.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "assistant", "serve", "--port", str(port), "--workers", "2",
@@ -177,3 +177,63 @@ async def test_a_publishable_key_only_mints_secrets_for_its_pages(tmp_path, redi
 
         await wait_for_async(refusal, timeout_s=10, what="the 2 s client secret to expire")
         assert (await refusal()).startswith("token_expired")
+
+
+async def turn_events(ws, text: str) -> list[dict]:
+    await ws.send(json.dumps({"type": "conversation.item.create", "item": {
+        "type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}}))
+    await ws.send('{"type": "response.create"}')
+    events = []
+    while True:
+        events.append(json.loads(await ws.recv()))
+        if events[-1]["type"] in ("response.done",) or (
+            events[-1]["type"] == "error" and events[-1]["error"]["type"] == "rate_limit_error"
+        ):
+            return events
+
+
+async def test_generation_token_secret_and_session_limits_across_two_workers(tmp_path, redis_url):
+    key = await new_key(redis_url, "acme")
+    publishable = await new_key(redis_url, "acme", kind="publishable", scopes=(), origins=(SHOP,))
+    limits = {
+        "ASSISTANT_LIMITS__GENERATIONS": "1", "ASSISTANT_LIMITS__TOKENS_PER_MINUTE": "12",
+        "ASSISTANT_LIMITS__CLIENT_SECRETS_PER_MINUTE": "2", "ASSISTANT_LIMITS__SESSION_TURNS": "7",
+        "ASSISTANT_LLM__MODEL": "one two three four five six seven eight",
+        "ASSISTANT_LLM__TOKEN_DELAY_S": "0.2",
+    }  # fmt: skip
+    url_headers = {"additional_headers": {"Authorization": f"Bearer {key}"}}
+    with serve(tmp_path, redis_url, **limits) as port:
+        url = f"ws://127.0.0.1:{port}/v1/realtime"
+        async with websockets.connect(url, **url_headers) as a, websockets.connect(url, **url_headers) as b:
+            await a.recv(), await b.recv()
+            await a.send(json.dumps({"type": "conversation.item.create", "item": {
+                "type": "message", "role": "user", "content": [{"type": "input_text", "text": "x"}]}}))
+            await a.send('{"type": "response.create"}')
+            while json.loads(await a.recv())["type"] != "response.output_text.delta":
+                pass  # a's reply is generating now (8 tokens, 0.2 s each)
+            refused = await turn_events(b, "me too")
+            assert refused[-1]["error"]["code"] == "too_many_generations"
+            while json.loads(await a.recv())["type"] != "response.done":
+                pass
+            # 12 tokens a minute: the first reply spent 8 (and each start probes with 1); within
+            # two more turns the minute's tokens are gone, whichever worker counted them
+            outcomes = [await turn_events(b, f"again {n}") for n in range(3)]
+            last = [events[-1] for events in outcomes]
+            limited = [e for e in last if e["type"] == "error"]
+            assert limited and limited[0]["error"]["code"] == "token_rate_limited", last
+            assert limited[0]["error"]["retry_after_s"] > 0
+            assert last.index(limited[0]) <= 1  # at the latest the second turn after a's reply
+            # the session holds 7 messages at most: a's has 2; 5 more user items, the 6th refused
+            codes = []
+            for n in range(6):
+                await a.send(json.dumps({"type": "conversation.item.create", "item": {
+                    "type": "message", "role": "user",
+                    "content": [{"type": "input_text", "text": f"n{n}"}]}}))  # fmt: skip
+                codes.append(json.loads(await a.recv()).get("error", {}).get("code"))
+            assert codes == [None] * 5 + ["session_turn_limit"], codes
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            auth = {"Authorization": f"Bearer {publishable}", "Origin": SHOP}
+            minted = [await http.post("/v1/realtime/client_secrets", json={}, headers=auth)
+                      for _ in range(3)]  # fmt: skip
+        assert [m.status_code for m in minted] == [200, 200, 429]
+        assert minted[2].json()["error"]["code"] == "rate_limited"

@@ -293,3 +293,12 @@ def test_each_limit_is_answered_with_its_code(make_server):
     assert limited.status_code == 429 and limited.json()["error"]["code"] == "rate_limited"
     assert int(limited.headers["retry-after"]) >= 1
     assert limited.json()["error"]["retry_after_s"] > 0
+
+
+async def test_spent_tokens_count_even_past_the_limit():
+    from assistant.testing.limits import MemoryLimiter
+
+    limiter = MemoryLimiter()
+    await limiter.spend("tokens", "k", 10, 8)
+    await limiter.spend("tokens", "k", 10, 8)  # 8 more used: only 2 fit, and they are counted
+    assert await limiter.hit("tokens", "k", 10, 1) is not None  # nothing left this minute
