@@ -34,7 +34,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import (
     ClusterError,
     NoScriptError,
@@ -314,7 +314,10 @@ def open_lines(
             "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 3)}  # fmt: skip
     if topology.kind == "cluster":
         return _cluster(topology, node, retry_s=retry_s, max_connections=max_connections)
-    watchers = {"socket_timeout": 1.0, "socket_connect_timeout": connect_timeout_s}
+    # one try per Sentinel and question (redis-py's default retries a dead one for seconds); the
+    # request is what is retried, for ``retry_s``
+    watchers = {"socket_timeout": 1.0, "socket_connect_timeout": connect_timeout_s,
+                "retry": Retry(NoBackoff(), 0)}  # fmt: skip
     if topology.sentinel_password is not None:
         watchers.update(username=topology.sentinel_username, password=topology.sentinel_password)
     if topology.tls:

@@ -3,12 +3,17 @@ the parts of the store that need no server (which line a URL gets, the replica w
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
+from adapters.memory.embedded_redis import free_port
+from adapters.memory.redis import RedisSessionStore
 from adapters.memory.redis_lines import ReplicaWait, open_lines
 from adapters.memory.redis_pipe import is_write
 from adapters.memory.redis_topology import parse_redis_url, redact
-from assistant.errors import ConfigurationError
+from assistant.errors import ConfigurationError, StoreError
+from assistant.messages import SessionInfo
 
 
 def test_a_single_node_url_is_kept_for_redis_py():
@@ -97,3 +102,20 @@ def test_what_counts_as_a_write():
     assert is_write([("DEL", "a"), ("HSET", "a", "f", "v"), ("PEXPIRE", "a", 1)])
     assert not is_write([("HGETALL", "a"), ("LRANGE", "b", 0, -1), ("PEXPIRE", "a", 1)])
     assert not is_write([("GETEX", "k", "PX", 1)]) and not is_write([("PING",)])
+
+
+@pytest.mark.parametrize("scheme", ["redis+sentinel", "redis+cluster"])
+async def test_nothing_listening_is_store_unavailable_once_the_retry_time_is_up(scheme):
+    url = f"{scheme}://127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    store = RedisSessionStore.from_url(url + ("/mymaster" if "sentinel" in scheme else ""),
+                                       retry_s=0.3)  # fmt: skip
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreError) as caught:
+            await store.create(SessionInfo(id="s1"))
+        assert caught.value.code == "store_unavailable"
+        assert time.monotonic() - started < 3  # one try per dead Sentinel, not redis-py's retries
+        assert await store.ping() is False
+        assert store.for_tenant("acme").pipe is store.pipe  # views share the lines
+    finally:
+        await store.aclose()
