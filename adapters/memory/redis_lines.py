@@ -314,9 +314,23 @@ def open_lines(
             "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 3)}  # fmt: skip
     if topology.kind == "cluster":
         return _cluster(topology, node, retry_s=retry_s, max_connections=max_connections)
+    wait = ReplicaWait(wait_replicas, wait_timeout_ms) if wait_replicas > 0 else None
+    return _sentinel(topology, node, wait, retry_s=retry_s, max_connections=max_connections,
+                     pool_timeout_s=pool_timeout_s)  # fmt: skip
+
+
+def _sentinel(
+    topology: RedisTopology,
+    node: dict[str, Any],
+    wait: ReplicaWait | None,
+    *,
+    retry_s: float,
+    max_connections: int,
+    pool_timeout_s: float,
+) -> Lines:
     # one try per Sentinel and question (redis-py's default retries a dead one for seconds); the
     # request is what is retried, for ``retry_s``
-    watchers = {"socket_timeout": 1.0, "socket_connect_timeout": connect_timeout_s,
+    watchers = {"socket_timeout": 1.0, "socket_connect_timeout": node["socket_connect_timeout"],
                 "retry": Retry(NoBackoff(), 0)}  # fmt: skip
     if topology.sentinel_password is not None:
         watchers.update(username=topology.sentinel_username, password=topology.sentinel_password)
@@ -332,10 +346,9 @@ def open_lines(
         )  # fmt: skip
 
     text_pool, bytes_pool = pool(True), pool(False)
-    wait = ReplicaWait(wait_replicas, wait_timeout_ms) if wait_replicas > 0 else None
     pipe = RedisPipe(
         db=topology.db, username=topology.username, password=topology.password, ssl=topology.tls,
-        connect_timeout_s=connect_timeout_s, timeout_s=node["socket_timeout"],
+        connect_timeout_s=node["socket_connect_timeout"], timeout_s=node["socket_timeout"],
         locate=lambda: shielded(sentinel.discover_master(topology.service_name)), wait=wait,
     )  # fmt: skip
     line = RetriedLine(pipe, retry_s=retry_s)
