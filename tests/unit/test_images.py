@@ -8,6 +8,8 @@ import base64
 import hashlib
 import io
 import struct
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -131,6 +133,23 @@ def test_a_decompression_bomb_is_refused_from_its_header(no_pixel_decoding):
     assert len(bomb) < 100
     refused(data_url(bomb), "image_too_many_pixels")
     refused(bomb, "image_too_many_pixels")
+
+
+def test_a_header_past_pillows_limit_is_refused_without_a_warning():
+    """Found by the fuzzer: each such image printed a DecompressionBombWarning to the server's log
+    (a process of its own: pytest records warnings its own way)."""
+    code = """if True:
+        import struct
+        from assistant.vision.images import decode_image_bytes
+        sof = b"\\xff\\xc0" + struct.pack(">HBHHB", 17, 8, 10_000, 10_000, 3) + bytes(9)
+        try:
+            decode_image_bytes(b"\\xff\\xd8" + sof + b"\\xff\\xd9")  # a JPEG of 100 MP, no scan
+        except Exception as exc:
+            print(exc.code)
+    """
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "image_too_many_pixels", done.stderr
+    assert "DecompressionBombWarning" not in done.stderr
 
 
 def test_our_pixel_and_side_limits_are_checked_before_decoding(no_pixel_decoding):
