@@ -3,7 +3,9 @@
 Entries: ``gateway`` (``bench.gateway``), ``redis`` (``bench.redis_trips``), ``ttft_by_turn``
 (``bench.ttft``) ``image`` (``bench.image``), ``asr`` (``bench.asr``) and ``voice_to_first_token``
 (``bench.voice``: end of speech -> first reply token over the real server, against the same
-question typed); the last four are imported only when run. An entry that fails records
+question typed); the last four are imported only when run. ``fuzz`` (``bench.fuzz_run``, run
+only when asked for: ``--fuzz`` or ``--only fuzz``) drives generated client events and REST
+requests at a real server and reports what it ran and found. An entry that fails records
 ``{"error": "..."}`` and the others still run. Every entry starts what it measures and stops it
 in ``finally`` (Ctrl-C too); an interrupted run still writes the JSON of the entries done so far.
 Speed numbers come with a baseline measured side by side in the same run, and their ratio: the
@@ -23,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 ENTRIES = ("gateway", "redis", "ttft_by_turn", "image", "asr", "voice_to_first_token")
+#: Entries run only when asked for (``--only`` or their flag): not benchmarks.
+EXTRA_ENTRIES = ("fuzz",)
 
 
 def _gateway(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
@@ -60,6 +64,14 @@ def _asr(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
     return dict(measure_asr(quick=quick))
 
 
+def _fuzz(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
+    """The fuzzer (``bench.fuzz_run``) against a real server, longer than the tests run it."""
+    from bench.fuzz_run import run_fuzz  # needs hypothesis and schemathesis: imported only when run
+
+    examples = options.get("fuzz_examples") or (300 if quick else 2000)
+    return run_fuzz(examples, minutes=options.get("fuzz_minutes"))
+
+
 def _voice(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
     """End of speech -> first reply token over the real server, against a typed turn."""
     from bench.voice import measure_voice_to_first_token  # needs the models
@@ -74,6 +86,7 @@ RUNNERS: dict[str, Callable[[bool, dict[str, Any]], dict[str, Any]]] = {
     "image": _image,
     "asr": _asr,
     "voice_to_first_token": _voice,
+    "fuzz": _fuzz,
 }
 
 
@@ -97,11 +110,13 @@ def run_bench(
     """Run the entries (all, or ``only``) and return the report; ``json_path`` gets it as JSON.
     ``options`` (all optional): ``sessions`` (concurrency levels), ``turns`` (per session),
     ``total_turns`` (per level, at least), ``idle_sessions``, ``clients`` (load-generator
-    processes), ``reps`` (of each gateway run), ``redis_turns``."""
+    processes), ``reps`` (of each gateway run), ``redis_turns``, ``fuzz_examples`` (cases per
+    suite), ``fuzz_minutes`` (repeat the fuzz rounds until then)."""
     chosen = list(only) if only else list(ENTRIES)
     unknown = [name for name in chosen if name not in RUNNERS]
     if unknown:
-        raise ValueError(f"unknown bench entries {unknown}; known: {', '.join(ENTRIES)}")
+        known = ", ".join((*ENTRIES, *EXTRA_ENTRIES))
+        raise ValueError(f"unknown bench entries {unknown}; known: {known}")
     report: dict[str, Any] = {"meta": _meta(quick)}
     started = time.monotonic()
     try:
@@ -180,7 +195,7 @@ def _flat_rows(entry: str, data: dict[str, Any]) -> list[tuple[str, ...]]:
 
 def format_table(report: dict[str, Any]) -> str:
     rows: list[tuple[str, ...]] = [("entry", "metric", "value", "baseline", "ratio")]
-    for name in ENTRIES:
+    for name in (*ENTRIES, *EXTRA_ENTRIES):
         data = report.get(name)
         if not isinstance(data, dict):
             continue
@@ -207,11 +222,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--quick", action="store_true", help="CI-sized runs (fewer turns, 1 rep)")
     parser.add_argument("--json", metavar="PATH", help="write the report here")
-    parser.add_argument("--only", help=f"comma-separated entries: {','.join(ENTRIES)}")
+    parser.add_argument(
+        "--only", help=f"comma-separated entries: {','.join((*ENTRIES, *EXTRA_ENTRIES))}"
+    )
     parser.add_argument("--sessions", help="gateway concurrency levels (default 1,100,1000)")
     parser.add_argument(
         "--workers", type=int, help="gateway: worker processes per server (default: one per core)"
     )
+    fuzz = parser.add_argument_group("fuzz", "generated client events against a real server")
+    fuzz.add_argument("--fuzz", action="store_true", help="run the fuzzer (the 'fuzz' entry) only")
+    fuzz.add_argument("--fuzz-examples", type=int, metavar="N", help="cases per suite (2000)")
+    fuzz.add_argument("--fuzz-minutes", type=float, metavar="M", help="repeat rounds for M minutes")
     return parser
 
 
@@ -219,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m bench`` (and ``assistant bench``, which runs this module as a process)."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
+    if args.fuzz:
+        only = ["fuzz"]
     try:
         report = run_bench(
             args.quick,
@@ -226,8 +249,11 @@ def main(argv: list[str] | None = None) -> int:
             only,
             sessions=[int(n) for n in args.sessions.split(",")] if args.sessions else None,
             workers=args.workers,
+            fuzz_examples=args.fuzz_examples,
+            fuzz_minutes=args.fuzz_minutes,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 1 if any(isinstance(v, dict) and "error" in v for v in report.values()) else 0
+    failed = any(isinstance(v, dict) and ("error" in v or v.get("findings")) for v in report.values())
+    return 1 if failed else 0
