@@ -246,6 +246,13 @@ class StoreError(ServerError):
     code = "store_unavailable"
 
 
+def shown(value: object, limit: int = 60) -> str:
+    """A client's value as an error message quotes it: its repr, cut short (a message never
+    echoes a whole frame, path or query string back)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 def codes_markdown() -> str:
     """The README's table of error codes, made from the tree (``python -m assistant.errors``)."""
     rows = ["| code | class | type |", "|---|---|---|"]

@@ -18,7 +18,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from assistant.config import LLMSettings, MemorySettings, PromptSettings
-from assistant.errors import AssistantError, InvalidRequestError, NoInputError, SessionNotFoundError
+from assistant.errors import (
+    AssistantError,
+    InvalidRequestError,
+    NoInputError,
+    SessionNotFoundError,
+    shown,
+)
 from assistant.messages import (
     Message,
     MessageStatus,
@@ -145,7 +151,7 @@ class Orchestrator:
         if session_id is not None:
             snapshot = await self.store.load(session_id, last=0)
             if snapshot is None:
-                raise SessionNotFoundError(f"no session {session_id!r} (it may have expired)")
+                raise SessionNotFoundError(f"no session {shown(session_id)} (it may have expired)")
             return snapshot.info
         return await self.store.create(SessionInfo(id=secret_id("sess")))
 

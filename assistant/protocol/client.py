@@ -20,6 +20,7 @@ from assistant.errors import (
     InvalidEventError,
     InvalidJSONError,
     UnknownEventError,
+    shown,
 )
 from assistant.protocol.server import WireTurnDetection
 
@@ -174,17 +175,12 @@ def parse_client_event(frame: str | bytes) -> ClientEvent:
     if not isinstance(kind, str) or kind not in CLIENT_EVENT_TYPES:  # a list or object: unhashable
         known = ", ".join(sorted(CLIENT_EVENT_TYPES))
         raise UnknownEventError(
-            f"unknown event type {_shown(kind)}; known: {known}", event_id=event_id
+            f"unknown event type {shown(kind)}; known: {known}", event_id=event_id
         )
     try:
         return _client_adapter.validate_python(raw)
     except ValidationError as exc:
         raise InvalidEventError(f"invalid {kind}: {_describe(exc)}", event_id=event_id) from None
-
-
-def _shown(value: object, limit: int = 60) -> str:
-    """A client's value in a message: its repr, cut short (an error never echoes a whole frame)."""
-    return _cut(repr(value), limit)
 
 
 def _describe(exc: ValidationError) -> str:

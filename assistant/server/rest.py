@@ -15,6 +15,7 @@ from assistant.errors import (
     InvalidRequestError,
     MissingDependencyError,
     SessionNotFoundError,
+    shown,
 )
 from assistant.server.metrics import CONTENT_TYPE_LATEST
 from assistant.server.rest_schema import (
@@ -71,7 +72,7 @@ async def session_messages(
     store = request.app.state.components.store.for_tenant(principal.tenant)
     snapshot = await store.load(session_id)
     if snapshot is None:
-        raise SessionNotFoundError(f"no session {session_id!r} (it may have expired)")
+        raise SessionNotFoundError(f"no session {shown(session_id)} (it may have expired)")
     return JSONResponse(
         {
             "object": "list",

@@ -220,3 +220,11 @@ async def test_a_task_cancelled_while_the_reply_is_being_stored_still_stores_it_
                          what="the background write of the reply")  # it finishes on its own
     assert [m.text for m in store.messages[session.id]] == ["q", "all of it"]
     assert store.messages[session.id][1].id == run.item_id
+
+
+async def test_an_unknown_session_id_is_not_echoed_whole():
+    """Found by the fuzzer: ``?session_id=`` of 5,000 characters came back in the error whole."""
+    orchestrator, _ = make()
+    with pytest.raises(SessionNotFoundError) as info:
+        await orchestrator.open_session("s" * 5000)
+    assert len(info.value.message) < 120 and info.value.message.startswith("no session 'sss")

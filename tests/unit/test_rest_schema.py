@@ -70,3 +70,9 @@ def test_answers_match_the_declared_bodies():
             assert ws.receive_json()["type"] == "conversation.item.created"
         body = client.get(f"/v1/sessions/{session_id}/messages").json()
     assert SessionMessages.model_validate(body).data[0].text == "hi"
+
+
+def test_an_unknown_session_in_the_path_is_not_echoed_whole():
+    with TestClient(create_app(Settings(), llm=ScriptedLM("hi"), store=MemoryStore())) as client:
+        body = client.get(f"/v1/sessions/{'s' * 5000}/messages").json()
+    assert body["error"]["code"] == "session_not_found" and len(body["error"]["message"]) < 120
