@@ -6,6 +6,7 @@ raises it, and checks the README's list against this tree.
 
     AssistantError                  [server_error]          internal_error
     ├── InvalidRequestError         [invalid_request_error] invalid_request, event_too_large,
+    │   │                                                   request_too_large,
     │   │                                                   unsupported_content,
     │   │                                                   response_cancel_not_active,
     │   │   # audio

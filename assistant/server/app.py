@@ -19,6 +19,7 @@ from assistant.ports.keys import KeyStore
 from assistant.ports.limits import Limiter
 from assistant.server import docs, logs
 from assistant.server.auth_routes import router as auth_router
+from assistant.server.body_limit import BodyLimit
 from assistant.server.components import Components, Injected, build_components
 from assistant.server.cors import KeyOriginsCORS
 from assistant.server.metrics import Metrics
@@ -65,6 +66,7 @@ def create_app(
     app.include_router(auth_router)
     docs.add_routes(app, public=settings.auth.public_docs)
     app.add_middleware(KeyOriginsCORS)
+    app.add_middleware(BodyLimit, upload_limit=lambda scope: settings.voice.max_upload_bytes)
     app.add_middleware(RequestIds)
     logs.install_filter()
 

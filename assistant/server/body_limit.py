@@ -1,0 +1,70 @@
+"""Request bodies are limited while they stream in, before anything is buffered: a body that
+declares (``Content-Length``) or sends (chunked) more than its route takes is refused with 413
+``request_too_large`` as soon as the limit is passed, whatever the route does with its body."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from assistant.errors import InvalidRequestError
+from assistant.server.rest import error_response
+
+#: Anything but an upload is a small JSON body.
+DEFAULT_LIMIT = 1024 * 1024
+_FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the other fields of an upload form
+
+
+class _TooLarge(BaseException):  # not an Exception: no handler on the way turns it into a 400
+    pass
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, upload_limit: Callable[[Scope], int]) -> None:
+        self.app = app
+        self._upload_limit = upload_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = DEFAULT_LIMIT
+        if scope["path"] == "/v1/audio/transcriptions":
+            limit = self._upload_limit(scope) + _FORM_OVERHEAD
+        declared = dict(scope.get("headers") or ()).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            await _refuse(scope, receive, send, limit)
+            return
+        seen = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _TooLarge
+            return message
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracking)
+        except _TooLarge:
+            if not started:
+                await _refuse(scope, receive, send, limit)
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    error = InvalidRequestError(
+        f"the request body passes {limit} bytes, as much as this route takes",
+        code="request_too_large",
+    )
+    response = error_response(error)
+    response.status_code = 413
+    await response(scope, receive, send)
