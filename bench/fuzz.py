@@ -142,19 +142,52 @@ class FuzzSocket:
 
     # -- the connection ----------------------------------------------------------------------------
 
-    def connect(self) -> None:
+    def connect(self, session_id: str | None = None) -> dict[str, Any]:
+        """A new session, or ``session_id`` resumed; the first event (``session.created``)."""
+        from urllib.parse import quote
+
         from websockets.sync.client import connect
 
+        self.close()
+        url = self.server.ws_url
+        if session_id is not None:
+            url += f"?session_id={quote(session_id, safe='')}"
         self._exit = contextlib.ExitStack()
         self._ws = self._exit.enter_context(
-            connect(self.server.ws_url, max_size=None, open_timeout=10, close_timeout=2)
+            connect(url, max_size=None, open_timeout=10, close_timeout=2)
         )
         self.tally.connections += 1
         self.responses_open = 0
         first = self.receive()
-        if first.get("type") != "session.created":
+        if first.get("type") == "session.created":
+            self.session_id = first["session"]["id"]
+        elif session_id is None:
             raise self.fail(f"the first event is not session.created: {first}")
-        self.session_id = first["session"]["id"]
+        return first
+
+    def resume(self, session_id: str) -> bool:
+        """Connect with ``?session_id=``: True when that session was resumed; False when it got
+        the documented answer for an unknown one, ``session_not_found`` and close code 4404."""
+        from websockets.exceptions import ConnectionClosed
+
+        first = self.connect(session_id)
+        if first.get("type") == "session.created":
+            if session_id == "":  # ``?session_id=`` with nothing: a new session
+                return False
+            if first["session"]["id"] != session_id:
+                raise self.fail(f"asked for {session_id!r}, got {first}")
+            return True
+        if (first.get("error") or {}).get("code") != "session_not_found":
+            raise self.fail(f"an unknown session got {first}")
+        try:
+            extra = self._ws.recv(timeout=REPLY_TIMEOUT_S)
+        except ConnectionClosed as exc:
+            if exc.rcvd is None or exc.rcvd.code != 4404:
+                raise self.fail(f"an unknown session closed with {exc.rcvd}") from None
+        else:
+            raise self.fail(f"an unknown session's socket went on: {extra[:200]!r}")
+        self.close()
+        return False
 
     def ensure_open(self) -> None:
         if self._ws is None:

@@ -43,6 +43,28 @@ def run_suite(sock: FuzzSocket, name: str, examples: int) -> None:
     sock.check_turn()
 
 
+def run_resumes(sock: FuzzSocket, examples: int) -> None:
+    """``examples`` connections with ``?session_id=``: random text (an unknown session: its
+    documented error and close), the socket's own session (resumed) and near misses of it."""
+    sock.ensure_open()
+    own = sock.session_id
+    near = st.builds(lambda cut, tail: own[:cut] + tail, st.integers(0, len(own)), st.text(max_size=4))
+    # At most 500 characters: a request line over 8 KiB is not answered at all (uvicorn's bug).
+    ids = st.one_of(st.text(max_size=500), st.just(own), near)
+
+    @fuzz_settings(examples)
+    @given(session_id=ids)
+    def case(session_id: str) -> None:
+        if sock.resume(session_id) != (session_id == own):
+            raise FuzzFailure(f"?session_id={session_id!r} resumed the wrong way")
+        sock.tally.cases += 1
+
+    with _quiet_reprs():
+        case()
+    assert sock.resume(own)
+    sock.check_turn()
+
+
 # -- random sequences of valid events -------------------------------------------------------------
 
 _item_texts = st.text(st.characters(codec="utf-8", categories=["L", "N", "Zs", "P"]), min_size=1, max_size=60)
@@ -157,7 +179,7 @@ def _quiet_reprs() -> Iterator[None]:
 
 # -- assistant bench --fuzz ------------------------------------------------------------------------
 
-SUITE_NAMES = (*ev.SUITES, "sequences")
+SUITE_NAMES = (*ev.SUITES, "resumes", "sequences")
 
 
 def run_fuzz(examples: int = 2000, minutes: float | None = None) -> dict[str, Any]:
@@ -202,6 +224,8 @@ def _run_suite_once(
     try:
         if name == "sequences":
             run_sequences(server, tally, max(1, examples // 10))
+        elif name == "resumes":
+            run_resumes(sock, max(1, examples // 10))
         else:
             run_suite(sock, name, examples)
     except Exception as exc:  # noqa: BLE001 - a finding; the other suites still run

@@ -19,7 +19,7 @@ def test_bench_fuzz_reports_cases_findings_and_the_worst_healthz(tmp_path):
     assert set(report) == {"meta", "fuzz"}
     fuzz = report["fuzz"]
     assert fuzz["findings"] == 0 and fuzz["finding_details"] == [], fuzz["finding_details"]
-    assert set(fuzz["suites"]) == {"frames", "events", "images", "audio", "sequences"}
+    assert set(fuzz["suites"]) == {"frames", "events", "images", "audio", "resumes", "sequences"}
     assert all(suite["cases"] >= 2 for suite in fuzz["suites"].values())
     assert fuzz["cases"] >= 4 * 20 and fuzz["rest_cases"] > 0 and fuzz["valid_turns"] >= 5
     assert 0 < fuzz["healthz_worst_ms"] < 2000 and fuzz["healthz_failures"] == 0
