@@ -46,6 +46,7 @@ SESSION_FULL = {"context_length_exceeded", "session_turn_limit", "session_too_la
 _FULL = "session full"
 #: Frames and events a failure shows (the newest of the socket).
 HISTORY = 24
+_MARKERS = itertools.count()  # ids of sync markers and valid turns
 #: What an error message must not show: addresses, Python reprs and tracebacks, file paths, C
 #: library internals (an errno, a C call), quoted bytes.
 _LEAKS = re.compile(
@@ -117,8 +118,6 @@ class ErrorCodes:
 class FuzzSocket:
     """One WebSocket to the server, reconnected when it closes (which is itself a failure)."""
 
-    _markers = itertools.count()
-
     def __init__(self, server: FuzzServer, tally: Tally | None = None) -> None:
         from pydantic import TypeAdapter
 
@@ -133,7 +132,7 @@ class FuzzSocket:
         self.session_id = ""
         self.responses_open = 0  # response.created seen minus response.done seen
         self.history: collections.deque[str] = collections.deque(maxlen=HISTORY)
-        self._dones: dict[str, dict[str, Any]] = {}  # the newest response.done events, by id
+        self.dones: dict[str, dict[str, Any]] = {}  # the newest response.done events, by id
 
     def fail(self, message: str) -> FuzzFailure:
         """A failure, with the last frames sent and events received on this socket."""
@@ -264,15 +263,15 @@ class FuzzSocket:
             self.responses_open += 1
         elif kind == "response.done":
             self.responses_open -= 1
-            self._dones[event["response"]["id"]] = event
-            if len(self._dones) > HISTORY:
-                self._dones.pop(next(iter(self._dones)))
+            self.dones[event["response"]["id"]] = event
+            if len(self.dones) > HISTORY:
+                self.dones.pop(next(iter(self.dones)))
         return event
 
     def sync(self) -> list[dict[str, Any]]:
         """Send a marker (an unknown event with a fresh id) and read up to its error: every frame
         sent before it has had its synchronous answer. Returns the events read."""
-        marker = f"sync-{next(self._markers)}"
+        marker = f"sync-{next(_MARKERS)}"
         self.send_event({"type": "fuzz.sync", "event_id": marker})
         events = []
         while True:
@@ -292,72 +291,76 @@ class FuzzSocket:
         self.sync()
         self.tally.cases += 1
 
-    # -- the valid turn ----------------------------------------------------------------------------
-
     def check_turn(self) -> dict[str, Any]:
-        """A valid turn on this socket: item + response.create -> its ``response.done``
-        ``completed``. A response still running (a fuzzed one, or one the server VAD started) is
-        waited for and the create sent again."""
-        self.ensure_open()
-        nonce = f"turn-{next(self._markers)}"
-        item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]}
-        self.send_event({"type": "conversation.item.create", "item": item, "event_id": nonce})
-        for attempt in range(20):
-            create_id = f"{nonce}-create-{attempt}"
-            response = {"instructions": "Answer.", "max_output_tokens": 64}
-            self.send_event({"type": "response.create", "response": response, "event_id": create_id})
-            response_id = self._created(nonce, create_id)
-            if response_id is None:
-                self._wait_idle()
-                continue
-            done = None if response_id is _FULL else self._done(response_id)
-            if done is None:  # the fuzzed session is full, or its turn too long: a new one
-                self.close()
-                return self.check_turn()
-            self.tally.turns += 1
-            return done
-        raise self.fail("response.create was refused 20 times: response_in_progress")
+        """A valid turn on this socket (``check_turn``)."""
+        return check_turn(self)
 
-    def _created(self, nonce: str, create_id: str) -> str | None:
-        """The id of the response ``create_id`` started, or None when it was refused because one
-        was in progress. It is the last ``response.created`` before the marker sent after it: the
-        create is handled before the marker, and one a spoken turn started earlier would have
-        made it refused."""
-        marker = f"{create_id}-sync"
-        self.send_event({"type": "fuzz.sync", "event_id": marker})
-        created, refused = None, False
-        while True:
-            event = self.receive()
-            error = event.get("error") or {}
-            if error.get("event_id") == nonce:
-                if error.get("code") in SESSION_FULL:
-                    return _FULL
-                raise self.fail(f"the valid item was refused: {error}")
-            if error.get("event_id") == create_id:
-                if error.get("code") != "response_in_progress":
-                    raise self.fail(f"the valid response.create was refused: {error}")
-                refused = True
-            if event["type"] == "response.created":
-                created = event["response"]["id"]
-            if error.get("event_id") == marker:
-                if not refused and created is None:
-                    raise self.fail("response.create was neither refused nor answered")
-                return None if refused else created
 
-    def _done(self, response_id: str) -> dict[str, Any] | None:
-        """``response_id``'s ``response.done``; None when the prompt did not fit the context (the
-        current turn, all the user items since the last reply, is too long: a right answer)."""
-        while response_id not in self._dones:
-            self.receive()
-        response = self._dones[response_id]["response"]
-        error = (response.get("status_details") or {}).get("error") or {}
-        if error.get("code") in SESSION_FULL:
-            return None
-        if response["status"] != "completed":
-            raise self.fail(f"the valid turn ended {response}")
-        return self._dones[response_id]
+# -- the valid turn --------------------------------------------------------------------------------
 
-    def _wait_idle(self) -> None:
-        """Until every response started on this socket is done."""
-        while self.responses_open > 0:
-            self.receive()
+
+def check_turn(sock: FuzzSocket) -> dict[str, Any]:
+    """A valid turn on ``sock``: item + response.create -> its ``response.done`` ``completed``.
+    A response still running (a fuzzed one, or one the server VAD started) is waited for and the
+    create sent again."""
+    sock.ensure_open()
+    nonce = f"turn-{next(_MARKERS)}"
+    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]}
+    sock.send_event({"type": "conversation.item.create", "item": item, "event_id": nonce})
+    for attempt in range(20):
+        create_id = f"{nonce}-create-{attempt}"
+        response = {"instructions": "Answer.", "max_output_tokens": 64}
+        sock.send_event({"type": "response.create", "response": response, "event_id": create_id})
+        response_id = _created(sock, nonce, create_id)
+        if response_id is None:
+            while sock.responses_open > 0:  # until every response started on it is done
+                sock.receive()
+            continue
+        done = None if response_id is _FULL else _done(sock, response_id)
+        if done is None:  # the fuzzed session is full, or its turn too long: a new one
+            sock.close()
+            return check_turn(sock)
+        sock.tally.turns += 1
+        return done
+    raise sock.fail("response.create was refused 20 times: response_in_progress")
+
+
+def _created(sock: FuzzSocket, nonce: str, create_id: str) -> str | None:
+    """The id of the response ``create_id`` started, or None when it was refused because one was
+    in progress. It is the last ``response.created`` before the marker sent after it: the create
+    is handled before the marker, and one a spoken turn started earlier would have made it
+    refused."""
+    marker = f"{create_id}-sync"
+    sock.send_event({"type": "fuzz.sync", "event_id": marker})
+    created, refused = None, False
+    while True:
+        event = sock.receive()
+        error = event.get("error") or {}
+        if error.get("event_id") == nonce:
+            if error.get("code") in SESSION_FULL:
+                return _FULL
+            raise sock.fail(f"the valid item was refused: {error}")
+        if error.get("event_id") == create_id:
+            if error.get("code") != "response_in_progress":
+                raise sock.fail(f"the valid response.create was refused: {error}")
+            refused = True
+        if event["type"] == "response.created":
+            created = event["response"]["id"]
+        if error.get("event_id") == marker:
+            if not refused and created is None:
+                raise sock.fail("response.create was neither refused nor answered")
+            return None if refused else created
+
+
+def _done(sock: FuzzSocket, response_id: str) -> dict[str, Any] | None:
+    """``response_id``'s ``response.done``; None when the prompt did not fit the context (the
+    current turn, all the user items since the last reply, is too long: a right answer)."""
+    while response_id not in sock.dones:
+        sock.receive()
+    response = sock.dones[response_id]["response"]
+    error = (response.get("status_details") or {}).get("error") or {}
+    if error.get("code") in SESSION_FULL:
+        return None
+    if response["status"] != "completed":
+        raise sock.fail(f"the valid turn ended {response}")
+    return sock.dones[response_id]
