@@ -207,6 +207,9 @@ def run_fuzz(examples: int = 2000, minutes: float | None = None) -> dict[str, An
                     break
             probe.stop()
         report["server_alive_at_end"] = server.alive()
+        errors = server.log_errors()  # what went wrong out of the client's sight
+        if errors:
+            report["finding_details"].append({"suite": "server log", "failure": "\n".join(errors[:20])})
     totals = {key: sum(s[key] for s in suites.values()) for key in ("cases", "frames", "server_events", "valid_turns")}
     return {
         **totals, **report, **probe.summary(), "findings": len(report["finding_details"]),

@@ -68,6 +68,11 @@ class FuzzServer:
     def log_tail(self, chars: int = 4000) -> str:
         return tail(self.process.log_path, chars)
 
+    def log_errors(self) -> list[str]:
+        """Lines of the server's log that tell of an error: a traceback, an ERROR record."""
+        text = tail(self.process.log_path, 10**8)
+        return [line for line in text.splitlines() if "Traceback" in line or " ERROR " in line]
+
     def get(self, path: str, timeout_s: float = 10.0) -> tuple[int, bytes]:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
         try:

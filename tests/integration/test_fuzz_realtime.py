@@ -112,6 +112,7 @@ def test_the_event_loop_never_stalled(server, probe, tally, capsys):
     with capsys.disabled():
         print(f"\nfuzz /v1/realtime: {json.dumps(summary)}")
     assert server.alive(), server.log_tail()
+    assert not server.log_errors(), server.log_tail()  # nothing went wrong out of sight either
     probe.check()  # no failed probe, none slower than HEALTH_BOUND_S
     assert probe.worst_s < HEALTH_BOUND_S
     assert tally.cases >= sum(SUITES.values())

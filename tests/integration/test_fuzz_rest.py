@@ -42,5 +42,6 @@ def test_every_route_answers_as_its_schema_says(server, capsys):
     with capsys.disabled():
         print(f"\nfuzz REST: {cases} cases, {len(failures)} failures")
     assert server.alive(), server.log_tail()
+    assert not server.log_errors(), server.log_tail()
     assert not failures, "\n\n".join(failures)
     assert cases >= EXAMPLES * len(DOCUMENTED)
