@@ -143,16 +143,38 @@ async def test_speech_resuming_after_the_early_decode_is_decoded_again():
 
 
 async def test_partial_deltas_are_words_two_decodes_agree_on():
-    voice, sink = pipeline(FakeSTT(delay_s=0.01), partial_interval_s=0.001)
+    # No interval between partials (a decode is due at each MIN_NEW_SAMPLES of new audio): the
+    # audio comes far faster than real time here, and with an interval of 1 ms the partials
+    # depended on the clock: in a warm process the whole second of tone went in within 1 ms, no
+    # partial was due, the settled decode was the only one and nothing was agreed on.
+    stt = FakeSTT(delay_s=0.01)
+    voice, sink = pipeline(stt, partial_interval_s=0)
     decodes = Decodes(voice)
     for chunk in chunks(np.concatenate([tone(1.0), silence(0.8)])):
         await voice.append_pcm16(chunk)
         await decodes.finished()  # each partial decode finishes: several per utterance
     await voice.drain()
-    deltas = "".join(d.delta for d in sink.of(TranscriptDelta))
+    assert len([seconds for seconds in stt.calls if seconds <= 1.0]) >= 2  # partials in the tone
+    deltas = [d.delta for d in sink.of(TranscriptDelta)]
     final = sink.of(TranscriptCompleted)[0].transcript
-    assert deltas and final.startswith(deltas)
-    assert sink.kinds().index("TranscriptDelta") < sink.kinds().index("SpeechEnded")
+    assert len(deltas) >= 2 and final.startswith("".join(deltas))
+    kinds = sink.kinds()
+    last_delta = len(kinds) - 1 - kinds[::-1].index("TranscriptDelta")
+    assert last_delta < kinds.index("SpeechEnded")  # all of them while the user speaks
+
+
+async def test_no_partial_decode_before_the_interval_has_passed():
+    stt = FakeSTT(delay_s=0.01)
+    voice, sink = pipeline(stt, partial_interval_s=3600)
+    decodes = Decodes(voice)
+    for chunk in chunks(np.concatenate([tone(1.0), silence(0.8)])):
+        await voice.append_pcm16(chunk)
+        await decodes.finished()
+    await voice.drain()
+    assert len(stt.calls) == 1  # only the decode made once the voice went quiet: the final one
+    assert not sink.of(TranscriptDelta)
+    [completed] = sink.of(TranscriptCompleted)
+    assert completed.from_stream and completed.transcript == " ".join(SENTENCE)
 
 
 async def test_two_turns_in_one_stream_keep_their_order():
