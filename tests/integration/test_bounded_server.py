@@ -211,7 +211,8 @@ async def test_memory_comes_back_after_large_items_and_images(server):
             await ws.send(item({"type": "input_image", "image_url": png},
                                {"type": "input_text", "text": "What is in it?"}))  # fmt: skip
             await until(ws, "conversation.item.created", "error")
-            await ws.send(json.dumps({"type": "response.create"}))
+            await ws.send(json.dumps({"type": "response.create",
+                                      "response": {"max_output_tokens": 4}}))  # fmt: skip
             await until(ws, "response.done")
 
     async def watch() -> None:
