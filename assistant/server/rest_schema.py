@@ -31,6 +31,7 @@ _ERROR_STATUSES: dict[int, str] = {
     403: "The key lacks the scope, or the page's origin is not allowed",
     404: "Not found (`not_found_error`), or another tenant's",
     409: "A conflict (`conflict_error`)",
+    413: "The body is larger than the route takes (`request_too_large`, `server.body_limit`)",
     429: "A limit of the key was reached (`rate_limit_error`; `Retry-After`)",
     500: "The server is misconfigured (`configuration_error`)",
     503: "A backend failed: the store or a model (`server_error`)",
@@ -86,7 +87,7 @@ READINESS_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 TRANSCRIPTION_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": Transcription, "description": "The transcript (`text` with response_format=text)", **PLAIN_TEXT},
-    **errors(400, *AUTH_ERRORS, 500, 503),
+    **errors(400, *AUTH_ERRORS, 413, 500, 503),
 }  # fmt: skip
 #: ``openapi_extra`` of the upload: the route reads its form itself (limits checked first).
 TRANSCRIPTION_FORM: dict[str, Any] = {

@@ -27,7 +27,7 @@ def _responses(spec, path, method="get"):
     ("path", "method", "statuses"),
     [
         ("/v1/sessions/{session_id}/messages", "get", {"200", "401", "403", "404", "429", "503"}),
-        ("/v1/audio/transcriptions", "post", {"200", "400", "401", "403", "429", "500", "503"}),
+        ("/v1/audio/transcriptions", "post", {"200", "400", "401", "403", "413", "429", "500", "503"}),
         ("/metrics", "get", {"200", "401", "403", "429"}),
         ("/readyz", "get", {"200", "503"}),
         ("/healthz", "get", {"200"}),
