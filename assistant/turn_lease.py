@@ -163,9 +163,14 @@ class TurnLease:
             self._renew_timer.cancel()
             self._renew_timer = None
         if self._renewer is not None:
-            self._renewer.cancel()
-            await asyncio.gather(self._renewer, return_exceptions=True)
-            self._renewer = None
+            renewer, self._renewer = self._renewer, None
+            # A cancel can be swallowed by a call inside the renewer (asyncio.wait_for on Python
+            # 3.11 sometimes does): cancel again until it ends, never wait on it unbounded.
+            while not renewer.done():
+                renewer.cancel()
+                await asyncio.wait({renewer}, timeout=0.1)
+            if not renewer.cancelled():
+                renewer.exception()  # retrieved: errors were logged by the renewer
 
     async def _renew_forever(self) -> None:
         tick = self._tick()
