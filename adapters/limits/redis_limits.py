@@ -42,11 +42,13 @@ return 1
 class RedisLimiter(Limiter):
     name = "redis_limits"
 
-    def __init__(self, client: Any, storage_uri: str, *, key_prefix: str = "assistant") -> None:
+    def __init__(
+        self, client: Any, storage_uri: str, *, key_prefix: str = "assistant", **options: Any
+    ) -> None:
         self.client = client  # redis-py asyncio client (shared with the session store, not closed)
         self.prefix = f"{key_prefix}:limit"
         storage = limits.storage.storage_from_string(
-            storage_uri, implementation="redispy", key_prefix=f"{key_prefix}:rate"
+            storage_uri, implementation="redispy", key_prefix=f"{key_prefix}:rate", **options
         )
         self._rates = limits.aio.strategies.SlidingWindowCounterRateLimiter(storage)
         self._items: dict[int, limits.RateLimitItem] = {}
@@ -93,11 +95,32 @@ class RedisLimiter(Limiter):
         await self.client.zrem(f"{self.prefix}:{name}:{key}", holder)
 
 
-def storage_uri(redis_url: str) -> str:
-    """The ``limits`` library's URI for a Redis URL: ``async+`` in front of the scheme."""
-    return redis_url if redis_url.startswith("async+") else f"async+{redis_url}"
+def storage(redis_url: str) -> tuple[str, dict[str, Any]]:
+    """The ``limits`` library's URI and options for one of ``ASSISTANT_REDIS_URL``'s forms, built
+    from the parsed URL: the library would take a Sentinel URL's password for the Sentinels
+    too, and read ``/service/db`` as one name."""
+    from adapters.memory.redis_topology import parse_redis_url
+
+    topology = parse_redis_url(redis_url)
+    if topology.kind == "single":
+        return f"async+{redis_url}", {}
+    hosts = ",".join(f"{host}:{port}" for host, port in topology.nodes)
+    options: dict[str, Any] = {}
+    if topology.username:
+        options["username"] = topology.username
+    if topology.password:
+        options["password"] = topology.password
+    if topology.kind == "cluster":
+        return f"async+redis+cluster://{hosts}", options
+    sentinel = {k: v for k, v in (("username", topology.sentinel_username),
+                                  ("password", topology.sentinel_password)) if v}  # fmt: skip
+    options.update(service_name=topology.service_name, db=topology.db)
+    if sentinel:
+        options["sentinel_kwargs"] = sentinel
+    return f"async+redis+sentinel://{hosts}/{topology.service_name}", options
 
 
 def build(store: Any, settings: Any, *, redis_url: str) -> RedisLimiter:
     """Limits in the session store's Redis."""
-    return RedisLimiter(store.client, storage_uri(redis_url), key_prefix=settings.memory.key_prefix)
+    uri, options = storage(redis_url)
+    return RedisLimiter(store.client, uri, key_prefix=settings.memory.key_prefix, **options)

@@ -302,3 +302,15 @@ async def test_spent_tokens_count_even_past_the_limit():
     await limiter.spend("tokens", "k", 10, 8)
     await limiter.spend("tokens", "k", 10, 8)  # 8 more used: only 2 fit, and they are counted
     assert await limiter.hit("tokens", "k", 10, 1) is not None  # nothing left this minute
+
+
+def test_the_limits_storage_is_built_from_the_parsed_redis_url():
+    from adapters.limits.redis_limits import storage
+
+    assert storage("redis://127.0.0.1:6379/0") == ("async+redis://127.0.0.1:6379/0", {})
+    uri, options = storage("redis+sentinel://:pw@h1:26379,h2:26380/mymaster/2?sentinel_password=sp")
+    assert uri == "async+redis+sentinel://h1:26379,h2:26380/mymaster"
+    assert options == {"password": "pw", "service_name": "mymaster", "db": 2,
+                       "sentinel_kwargs": {"password": "sp"}}  # fmt: skip
+    uri, options = storage("redis+cluster://:pw@h1:7000,h2:7001")
+    assert uri == "async+redis+cluster://h1:7000,h2:7001" and options == {"password": "pw"}
