@@ -55,9 +55,17 @@ class BodyLimit:
 
         try:
             await self.app(scope, counted, tracking)
-        except _TooLarge:
+        except BaseException as exc:  # _TooLarge, or a task group's exception group holding it
+            if not _too_large(exc):
+                raise
             if not started:
                 await _refuse(scope, receive, send, limit)
+
+
+def _too_large(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_too_large(inner) for inner in exc.exceptions)
+    return isinstance(exc, _TooLarge)
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
