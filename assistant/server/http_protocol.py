@@ -109,9 +109,19 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+#: The longest request line the WebSocket handshake takes. websockets' own limit (8 KiB) is
+#: below what the HTTP parser accepts, and uvicorn never sends the 414 it logs for it: such a
+#: handshake hung with no answer. The HTTP parser's own limit (it answers 400) bounds it now.
+WS_MAX_LINE_BYTES = 1024 * 1024
+
+
 def uvicorn_options(server: Any) -> dict[str, Any]:
     """What ``uvicorn.run`` / ``uvicorn.Config`` take from ``ServerSettings``: the HTTP protocol
-    with ``header_timeout_s``."""
+    with ``header_timeout_s``; and the WebSocket handshake's line limit raised (see
+    ``WS_MAX_LINE_BYTES``), set when the server starts, not at import."""
+    import websockets.http11
+
+    websockets.http11.MAX_LINE_LENGTH = max(websockets.http11.MAX_LINE_LENGTH, WS_MAX_LINE_BYTES)
     return {"http": http_protocol(server.header_timeout_s)}
 
 

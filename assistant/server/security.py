@@ -19,7 +19,7 @@ from fastapi import Request
 
 from assistant.auth.authenticator import Authenticator
 from assistant.auth.principal import Principal, Scope
-from assistant.errors import PermissionDeniedError, SessionNotFoundError
+from assistant.errors import PermissionDeniedError, SessionNotFoundError, shown
 from assistant.server.limits import KeyLimits
 
 #: The subprotocol a browser offers its client secret in.
@@ -83,4 +83,4 @@ def check_session(principal: Principal, session_id: str) -> None:
     """A client secret bound to one session opens that one only; another is not found (404:
     nothing confirms that it exists)."""
     if principal.session_id is not None and principal.session_id != session_id:
-        raise SessionNotFoundError(f"no session {session_id!r} (it may have expired)")
+        raise SessionNotFoundError(f"no session {shown(session_id)} (it may have expired)")
