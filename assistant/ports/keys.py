@@ -7,7 +7,7 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 from assistant.auth.keys import StoredKey
-from assistant.errors import AssistantError, StoreError
+from assistant.ports.store_calls import store_call
 
 _T = TypeVar("_T")
 
@@ -40,12 +40,7 @@ class KeyStore(abc.ABC):
         """Release connections."""
 
     async def _call(self, awaitable: Awaitable[_T]) -> _T:
-        try:
-            return await awaitable
-        except AssistantError:
-            raise
-        except (ConnectionError, OSError, TimeoutError) as exc:
-            raise StoreError(f"{self.name}: the key store is unreachable") from exc
+        return await store_call(self.name, "key store", awaitable)
 
     @abc.abstractmethod
     async def _put_impl(self, key: StoredKey) -> None: ...

@@ -7,7 +7,7 @@ import abc
 from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
-from assistant.errors import AssistantError, StoreError
+from assistant.ports.store_calls import store_call
 
 _T = TypeVar("_T")
 
@@ -43,12 +43,7 @@ class Limiter(abc.ABC):
         """Release connections."""
 
     async def _call(self, awaitable: Awaitable[_T]) -> _T:
-        try:
-            return await awaitable
-        except AssistantError:
-            raise
-        except (ConnectionError, OSError, TimeoutError) as exc:
-            raise StoreError(f"{self.name}: the limits store is unreachable") from exc
+        return await store_call(self.name, "limits store", awaitable)
 
     @abc.abstractmethod
     async def _hit_impl(self, name: str, key: str, per_minute: int, cost: int) -> float | None: ...

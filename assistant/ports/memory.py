@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import logging
 import re
 import time
 from collections.abc import Awaitable
@@ -12,15 +11,14 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from assistant.errors import (
-    AssistantError,
     RateLimitError,
     SessionBusyError,
     StoreError,
 )
 from assistant.messages import Message, SessionInfo, TextPart
+from assistant.ports.store_calls import store_call
 
 _T = TypeVar("_T")
-log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------------------
 # Session memory
@@ -231,14 +229,7 @@ class SessionStore(abc.ABC):
         """Release connections."""
 
     async def _call(self, awaitable: Awaitable[_T]) -> _T:
-        try:
-            return await awaitable
-        except AssistantError:
-            raise
-        except (ConnectionError, OSError, TimeoutError) as exc:
-            # The client hears that the store is unavailable; where and why is for the log.
-            log.warning("%s: %s: %s", self.name, type(exc).__name__, exc)
-            raise StoreError(f"{self.name}: the session store is unavailable") from exc
+        return await store_call(self.name, "session store", awaitable)
 
     @abc.abstractmethod
     async def _create_impl(self, info: SessionInfo) -> SessionInfo: ...
