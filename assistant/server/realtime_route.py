@@ -52,8 +52,9 @@ class RealtimeEndpoint:
             require(principal, "client")
         except AssistantError as exc:
             metrics.error(exc.code)
-            await ws.accept(subprotocol)
-            await ws.close(CLOSE_POLICY, _reason(exc))
+            with contextlib.suppress(Exception):  # the client may be gone already
+                await ws.accept(subprotocol)
+                await ws.close(CLOSE_POLICY, _reason(exc))
             return
         await ws.accept(subprotocol)
         session = await _open_session(ws, principal, components, metrics)
@@ -88,8 +89,9 @@ async def _open_session(
         return await orchestrator.open_session(session_id)
     except AssistantError as exc:
         metrics.error(exc.code)
-        await ws.send_text(ErrorEvent.from_exception(exc).model_dump_json())
-        await ws.close(CLOSE_SESSION_NOT_FOUND if exc.code == "session_not_found" else 1011)
+        with contextlib.suppress(Exception):  # the client may be gone already
+            await ws.send_text(ErrorEvent.from_exception(exc).model_dump_json())
+            await ws.close(CLOSE_SESSION_NOT_FOUND if exc.code == "session_not_found" else 1011)
         return None
 
 
