@@ -22,7 +22,6 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(f"the redis limiter needs limits and redis-py ({exc})") from exc
 
-from assistant.errors import StoreError
 from assistant.ports.limits import Limiter
 
 _ACQUIRE = """
@@ -41,6 +40,7 @@ return 1
 
 class RedisLimiter(Limiter):
     name = "redis_limits"
+    backend_errors = (RedisError,)
 
     def __init__(
         self, client: Any, storage_uri: str, *, key_prefix: str = "assistant", **options: Any
@@ -53,12 +53,6 @@ class RedisLimiter(Limiter):
         self._rates = limits.aio.strategies.SlidingWindowCounterRateLimiter(storage)
         self._items: dict[int, limits.RateLimitItem] = {}
         self._acquire = client.register_script(_ACQUIRE)
-
-    async def _call(self, awaitable: Any) -> Any:
-        try:
-            return await super()._call(awaitable)
-        except RedisError as exc:
-            raise StoreError(f"{self.name}: {type(exc).__name__}") from exc
 
     def _item(self, per_minute: int) -> limits.RateLimitItem:
         item = self._items.get(per_minute)

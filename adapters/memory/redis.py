@@ -30,7 +30,6 @@ failover, retrying a request for up to ``retry_s``, and on Sentinel can ``WAIT``
 from __future__ import annotations
 
 import copy
-import logging
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -49,7 +48,7 @@ from adapters.memory.redis_owner import OwnerHeartbeat
 from adapters.memory.redis_pipe import RedisPipe
 from adapters.memory.redis_topology import parse_redis_url
 from adapters.memory.redis_turns import RedisTurns
-from assistant.errors import AssistantError, SessionNotFoundError, StoreError
+from assistant.errors import SessionNotFoundError
 from assistant.messages import Message, SessionInfo
 from assistant.ports import (
     AppendResult,
@@ -61,11 +60,12 @@ from assistant.ports import (
     check_tenant,
 )
 
-log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+
 
 class RedisSessionStore(SessionStore):
     name = "redis"
+    backend_errors = (RedisError,)  # redis-py's errors do not derive from the builtin ones
 
     def __init__(
         self,
@@ -166,17 +166,6 @@ class RedisSessionStore(SessionStore):
         return keys
 
     # -- error mapping -----------------------------------------------------------------------------
-
-    async def _call(self, awaitable: Awaitable[_T]) -> _T:
-        try:
-            return await awaitable
-        except AssistantError:
-            raise
-        except (RedisError, ConnectionError, OSError, TimeoutError) as exc:
-            # redis-py's errors do not derive from the builtin ones. The client hears that the
-            # store is unavailable; where (host:port) and why is for the log.
-            log.warning("%s: %s: %s", self.name, type(exc).__name__, exc)
-            raise StoreError(f"{self.name}: the session store is unavailable") from exc
 
     def _run(self, script: Any, keys: list[str], args: list[str]) -> Awaitable[Any]:
         return self.pipe.evalsha(script.sha, script.script, keys, args)

@@ -17,22 +17,16 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(f"the redis key store needs redis-py: pip install 'assistant[redis]' ({exc})") from exc
 
 from assistant.auth.keys import StoredKey
-from assistant.errors import StoreError
 from assistant.ports.keys import KeyStore
 
 
 class RedisKeyStore(KeyStore):
     name = "redis_keys"
+    backend_errors = (RedisError,)
 
     def __init__(self, client: Any, *, key_prefix: str = "assistant") -> None:
         self.client = client  # a redis-py asyncio client decoding replies (shared, not closed here)
         self.prefix = f"{key_prefix}:auth"
-
-    async def _call(self, awaitable: Any) -> Any:
-        try:
-            return await super()._call(awaitable)
-        except RedisError as exc:
-            raise StoreError(f"{self.name}: {type(exc).__name__}") from exc
 
     async def _put_impl(self, key: StoredKey) -> None:
         await self.client.set(f"{self.prefix}:key:{key.id}", key.model_dump_json())

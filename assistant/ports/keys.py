@@ -14,6 +14,8 @@ _T = TypeVar("_T")
 
 class KeyStore(abc.ABC):
     name: str = "key_store"
+    #: The client library's own exceptions that mean the backend failed (see ``store_call``).
+    backend_errors: tuple[type[Exception], ...] = ()
 
     async def put(self, key: StoredKey) -> None:
         await self._call(self._put_impl(key))
@@ -40,7 +42,7 @@ class KeyStore(abc.ABC):
         """Release connections."""
 
     async def _call(self, awaitable: Awaitable[_T]) -> _T:
-        return await store_call(self.name, "key store", awaitable)
+        return await store_call(self.name, "key store", awaitable, self.backend_errors)
 
     @abc.abstractmethod
     async def _put_impl(self, key: StoredKey) -> None: ...

@@ -14,6 +14,8 @@ _T = TypeVar("_T")
 
 class Limiter(abc.ABC):
     name: str = "limiter"
+    #: The client library's own exceptions that mean the backend failed (see ``store_call``).
+    backend_errors: tuple[type[Exception], ...] = ()
 
     async def hit(self, name: str, key: str, per_minute: int, cost: int = 1) -> float | None:
         """Count ``cost`` against ``per_minute`` (a sliding minute); None when within it, else
@@ -43,7 +45,7 @@ class Limiter(abc.ABC):
         """Release connections."""
 
     async def _call(self, awaitable: Awaitable[_T]) -> _T:
-        return await store_call(self.name, "limits store", awaitable)
+        return await store_call(self.name, "limits store", awaitable, self.backend_errors)
 
     @abc.abstractmethod
     async def _hit_impl(self, name: str, key: str, per_minute: int, cost: int) -> float | None: ...

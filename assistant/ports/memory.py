@@ -116,6 +116,8 @@ class SessionStore(abc.ABC):
 
     name: str = "session_store"
     tenant: str = "default"
+    #: The client library's own exceptions that mean the backend failed (see ``store_call``).
+    backend_errors: tuple[type[Exception], ...] = ()
     #: What each session may store (``SessionLimits``); the default is no limit.
     limits: SessionLimits = SessionLimits()
 
@@ -229,7 +231,7 @@ class SessionStore(abc.ABC):
         """Release connections."""
 
     async def _call(self, awaitable: Awaitable[_T]) -> _T:
-        return await store_call(self.name, "session store", awaitable)
+        return await store_call(self.name, "session store", awaitable, self.backend_errors)
 
     @abc.abstractmethod
     async def _create_impl(self, info: SessionInfo) -> SessionInfo: ...
