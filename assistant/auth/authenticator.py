@@ -82,10 +82,11 @@ class Authenticator:
         parsed = parse_key(credential)
         if parsed is not None:
             return await self._stored(credential, parsed[1], origin)
-        tenant = self._static.get(key_digest(credential, self.pepper))
+        digest = key_digest(credential, self.pepper)
+        tenant = self._static.get(digest)
         if tenant is None:
             raise AuthenticationError("the API key is not valid", code="invalid_api_key")
-        name = f"static:{key_digest(credential, self.pepper)[:12]}"
+        name = f"static:{digest[:12]}"
         return Principal(tenant, frozenset({"client"}), "static_key", key_id=name)
 
     async def stored_key(self, key_id: str) -> StoredKey | None:

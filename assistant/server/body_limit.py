@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from assistant.errors import InvalidRequestError
@@ -32,7 +33,7 @@ class BodyLimit:
         limit = DEFAULT_LIMIT
         if scope["path"] == "/v1/audio/transcriptions":
             limit = self._upload_limit(scope) + _FORM_OVERHEAD
-        declared = dict(scope.get("headers") or ()).get(b"content-length", b"")
+        declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             await _refuse(scope, receive, send, limit)
             return

@@ -6,6 +6,7 @@ its own key. Starlette's ``CORSMiddleware`` writes the headers; this decides who
 
 from __future__ import annotations
 
+from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -25,7 +26,7 @@ class KeyOriginsCORS:
         if scope["type"] != "http" or not scope["path"].startswith(BROWSER_ROUTES):
             await self.app(scope, receive, send)
             return
-        origin = _header(scope, b"origin")
+        origin = Headers(scope=scope).get("origin")
         if origin is None:
             await self.app(scope, receive, send)
             return
@@ -38,10 +39,3 @@ class KeyOriginsCORS:
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)  # no CORS headers: the page cannot read the answer
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers") or ():
-        if key == name:
-            return value.decode("latin-1")
-    return None

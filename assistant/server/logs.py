@@ -13,7 +13,6 @@ import hashlib
 import logging
 import re
 import sys
-from collections.abc import Iterator
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -25,7 +24,8 @@ _SECRETS = re.compile(
     r"(?:sk|pk)_[0-9a-f]{16}_[A-Za-z0-9_-]+|cs_[A-Za-z0-9_.-]+|sess_[0-9a-f]{20}"
     r"|assistant-secret\.[A-Za-z0-9_.-]+|(?i:bearer)\s+\S+|(?<=[\w/])\?[\w%.~-]+=[^\s\"']*"
 )
-_LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access", "assistant", "adapters")
+_UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+_LOGGERS = ("", *_UVICORN_LOGGERS, "assistant", "adapters")
 
 
 def redact(text: str) -> str:
@@ -73,14 +73,10 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for name in _uvicorn_loggers():
+    for name in _UVICORN_LOGGERS:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
-
-
-def _uvicorn_loggers() -> Iterator[str]:
-    yield from ("uvicorn", "uvicorn.error", "uvicorn.access")
 
 
 def install_filter() -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import re
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from assistant.messages import new_id
 from assistant.server.logs import request_id
 
-_SANE = re.compile(rb"[A-Za-z0-9_.-]{1,64}")
+_SANE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class RequestIds:
@@ -21,8 +22,8 @@ class RequestIds:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        given = dict(scope.get("headers") or ()).get(b"x-request-id", b"")
-        rid = given.decode() if _SANE.fullmatch(given) else new_id("req")
+        given = Headers(scope=scope).get("x-request-id", "")
+        rid = given if _SANE.fullmatch(given) else new_id("req")
         token = request_id.set(rid)
 
         async def send_with_id(message: Message) -> None:

@@ -141,13 +141,9 @@ class VoiceSession:
 
     async def transcribe_uploads(self, message: Message) -> Message:
         """Uploaded audio files in a client item, transcribed (refused when audio is off)."""
-        if self.speech is None:
-            if has_pending_audio(message):
-                raise InvalidRequestError(
-                    "audio is not enabled on this server", code="unsupported_content"
-                )
+        if not has_pending_audio(message):
             return message
-        return await transcribe_pending(self.speech, message)
+        return await transcribe_pending(self._require_speech(), message)
 
     async def aclose(self) -> None:
         if self._pipeline is not None:

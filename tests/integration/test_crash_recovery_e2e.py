@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import redis.asyncio as aioredis
 import websockets
 
 from adapters.memory.redis_turns import decode_partial
+from tests.support.processes import free_port
 from tests.support.waiting import wait_for, wait_for_async
 
 pytestmark = pytest.mark.integration
@@ -30,10 +30,6 @@ REPLY = " ".join(f"word{i}" for i in range(80))  # 4 s at 50 ms a token
 LEASE_MS = 30_000
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
