@@ -11,7 +11,8 @@ This module holds the client's events and their parsing; the server's events are
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -184,10 +185,16 @@ def parse_client_event(frame: str | bytes) -> ClientEvent:
 
 
 def _describe(exc: ValidationError) -> str:
+    return describe_problems(exc.errors(include_url=False), whole="event")
+
+
+def describe_problems(problems: Sequence[Mapping[str, Any]], *, whole: str) -> str:
+    """The first three of pydantic's problems as a message: where (past the first part of the
+    location, or ``whole``) and what, both cut short (they may quote the client)."""
     parts = []
-    for problem in exc.errors(include_url=False)[:3]:
-        where = ".".join(str(p) for p in problem["loc"][1:]) or "event"
-        parts.append(f"{_cut(where, 80)}: {_cut(problem['msg'], 200)}")  # both may quote the client
+    for problem in problems[:3]:
+        where = ".".join(str(p) for p in problem.get("loc", ())[1:]) or whole
+        parts.append(f"{_cut(where, 80)}: {_cut(str(problem.get('msg', 'invalid')), 200)}")
     return "; ".join(parts)
 
 

@@ -17,6 +17,7 @@ from assistant.errors import AssistantError, InvalidRequestError
 from assistant.ports import LanguageModel, SessionStore, SpeechToText, TextToSpeech, VoiceActivity
 from assistant.ports.keys import KeyStore
 from assistant.ports.limits import Limiter
+from assistant.protocol.client import describe_problems
 from assistant.server import docs, logs
 from assistant.server.auth_routes import router as auth_router
 from assistant.server.body_limit import BodyLimit
@@ -83,11 +84,7 @@ def create_app(
 
 
 def _describe(exc: RequestValidationError) -> str:
-    problems = []
-    for problem in exc.errors()[:3]:
-        where = ".".join(str(p) for p in problem.get("loc", ())[1:]) or "body"
-        problems.append(f"{where}: {problem.get('msg', 'invalid')}")
-    return "invalid request: " + "; ".join(problems)
+    return "invalid request: " + describe_problems(exc.errors(), whole="body")
 
 
 def _tune_gc(settings: Settings) -> None:
