@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -45,6 +45,22 @@ class LLMSettings(_Section):
     #: The ``scripted`` adapter only: seconds it waits before each token (a slow model, for
     #: demos and tests of long replies; the other adapters ignore it).
     token_delay_s: float = Field(0.0, ge=0, le=60)
+    #: The ``openai_compatible`` adapter (a remote vLLM, Ollama, llama.cpp or assistant server):
+    #: its OpenAI API's base URL, such as ``http://localhost:8000/v1``; ``model`` is then the
+    #: remote model's id and ``token_timeout_s`` the longest wait for its next chunk.
+    base_url: str = ""
+    #: Sent as ``Authorization: Bearer``; never logged, never in an error message.
+    api_key: SecretStr | None = None
+    #: The remote model takes images (a VLM): each is sent as an ``image_url`` part. Off: the
+    #: prompt holds each image's text description instead.
+    image_input: bool = False
+    #: The remote model's context length in tokens (it cannot be asked).
+    context_tokens: int = Field(4096, ge=16)
+    #: Seconds to connect to the remote server.
+    connect_timeout_s: float = Field(5.0, gt=0, le=300)
+    #: More tries after a refused or reset connection or an HTTP 429 / 503, before the first
+    #: token only.
+    retries: int = Field(2, ge=0, le=10)
 
 
 class ASRSettings(_Section):

@@ -21,6 +21,7 @@ from assistant.ports import (
 LLM_ADAPTERS: dict[str, str] = {
     "transformers_local": "adapters.llm.transformers_local",
     "transformers_vlm": "adapters.llm.transformers_vlm",
+    "openai_compatible": "adapters.llm.openai_compatible",
     "scripted": "assistant.testing.language_models",
 }
 MEMORY_ADAPTERS: dict[str, str] = {
