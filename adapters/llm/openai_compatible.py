@@ -16,9 +16,13 @@ once, so the remote sees the disconnect and stops generating.
   ``context_length_exceeded``.
 - Images: with ``image_input`` the model declares the ``images`` capability and each image is sent
   as an ``image_url`` part (``openai_messages``); else the orchestrator sends descriptions.
-- ``count_tokens`` is an estimate, the remote's tokenizer being out of reach: UTF-8 bytes / 4,
-  rounded up (about 4 characters a token in English, 1 a token for CJK). tiktoken's BPE files are
-  not in its wheel (it downloads them), so it cannot be used offline.
+- ``count_tokens`` is an estimate, the remote's tokenizer being out of reach (tiktoken's BPE
+  files are not in its wheel: it downloads them): ASCII bytes / 4 plus other UTF-8 bytes / 2,
+  rounded up (``estimate_tokens``). Against SmolLM2's small-vocabulary tokenizer it gives 0.81 of
+  the true count for this project's README, 0.95 for Python code, 0.87 for Japanese; the larger
+  vocabularies of the models a remote usually serves need fewer tokens. A prompt over the remote's
+  context comes back as ``context_length_exceeded``; ``context_tokens`` set a little low leaves a
+  margin.
 """
 
 from __future__ import annotations
@@ -133,7 +137,7 @@ class OpenAICompatibleLanguageModel(LanguageModel):
         return f"OpenAICompatibleLanguageModel(remote={self.remote!r}, model={self.model!r})"
 
     def count_tokens(self, text: str) -> int:
-        return -(-len(text.encode("utf-8", "replace")) // 4)
+        return estimate_tokens(text)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -287,6 +291,19 @@ class OpenAICompatibleLanguageModel(LanguageModel):
         if status in RETRY_STATUSES:
             return _Retryable(error, _retry_after(response.headers.get("retry-after")))
         return error
+
+
+_ASCII = bytes(range(128))
+
+
+def estimate_tokens(text: str) -> int:
+    """ASCII bytes / 4 + other UTF-8 bytes / 2, rounded up (about 4 English characters a token,
+    1.5 tokens a CJK character)."""
+    if text.isascii():
+        return -(-len(text) // 4)
+    data = text.encode("utf-8", "replace")
+    other = len(data.translate(None, _ASCII))
+    return -(-(len(data) - other + 2 * other) // 4)
 
 
 def _parse_base_url(base_url: str) -> httpx.URL:

@@ -220,11 +220,12 @@ async def test_without_a_usage_chunk_the_deltas_are_counted_and_length_is_report
     assert generation.usage.output_tokens == 2 and generation.finish_reason == "stop"
 
 
-def test_tokens_are_estimated_from_utf8_bytes():
+def test_tokens_are_estimated_from_ascii_and_other_utf8_bytes():
     llm = model(Remote(streamed(b"")))
     assert llm.count_tokens("") == 0
     assert llm.count_tokens("four") == 1 and llm.count_tokens("hello") == 2
-    assert llm.count_tokens("日本語") == 3  # 9 bytes
+    assert llm.count_tokens("日本語") == 5  # 9 bytes / 2, rounded up
+    assert llm.count_tokens("schön") == 2  # 4 ASCII bytes / 4 + 2 bytes / 2
 
 
 # -- retries --------------------------------------------------------------------------------------
