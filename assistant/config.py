@@ -30,6 +30,10 @@ class LLMSettings(_Section):
     adapter: str = "transformers_local"
     #: A local directory or hub id. Empty: the prepared SmolLM2-135M-Instruct under the data dir.
     model: str = ""
+    #: The model's id on the OpenAI-compatible API (``GET /v1/models``, a completion's ``model``).
+    #: Empty: the hub id of ``model``, a local directory's name, else ``smollm2-135m-instruct``
+    #: for the default model or the adapter's name.
+    served_name: str = Field("", max_length=256)
     max_new_tokens: int = Field(256, ge=1, le=8192)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)

@@ -9,6 +9,8 @@ raises it, and checks the README's list against this tree.
     │   │                                                   request_too_large,
     │   │                                                   unsupported_content,
     │   │                                                   response_cancel_not_active,
+    │   │                                                   unsupported_parameter,
+    │   │                                                   unsupported_value,
     │   │   # audio
     │   │                                                   invalid_audio, invalid_audio_bytes,
     │   │                                                   invalid_base64, audio_too_large,
@@ -42,7 +44,8 @@ raises it, and checks the README's list against this tree.
     │   ├── ResponseInProgressError                         response_in_progress
     │   └── SlowClientError                                 slow_client
     ├── NotFoundError               [not_found_error]       not_found
-    │   └── SessionNotFoundError                            session_not_found
+    │   ├── SessionNotFoundError                            session_not_found
+    │   └── ModelNotFoundError                              model_not_found
     ├── ConfigurationError          [configuration_error]   configuration_error
     │   ├── UnknownAdapterError                             unknown_adapter
     │   └── MissingDependencyError                          missing_dependency
@@ -84,13 +87,20 @@ class AssistantError(Exception):
     code: str = "internal_error"
 
     def __init__(
-        self, message: str = "", *, code: str | None = None, event_id: str | None = None
+        self,
+        message: str = "",
+        *,
+        code: str | None = None,
+        event_id: str | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message or self.__class__.__doc__ or self.code)
         if code is not None:
             self.code = code
         #: The client event this error answers, echoed in the ``error`` event.
         self.event_id = event_id
+        #: The request's parameter at fault (``messages[0].content``), in REST error bodies.
+        self.param = param
 
     @property
     def message(self) -> str:
@@ -205,6 +215,12 @@ class SessionNotFoundError(NotFoundError):
     """No session with this id exists (or it expired)."""
 
     code = "session_not_found"
+
+
+class ModelNotFoundError(NotFoundError):
+    """No model with this id is served here (``GET /v1/models`` lists the one that is)."""
+
+    code = "model_not_found"
 
 
 class ConfigurationError(AssistantError):

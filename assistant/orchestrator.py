@@ -67,6 +67,9 @@ class ResponseOverrides:
     instructions: str | None = None
     max_output_tokens: int | None = None
     temperature: float | None = None
+    top_p: float | None = None
+    #: Stop strings: the reply ends before the first of them (``GenerationOptions.stop``).
+    stop: tuple[str, ...] = ()
 
 
 @dataclass
@@ -160,7 +163,7 @@ class Orchestrator:
 
     # -- images ------------------------------------------------------------------------------------
 
-    async def _image_pipeline(self) -> ImagePipeline | None:
+    async def image_pipeline(self) -> ImagePipeline | None:
         """The process's image pipeline (built on the first image), over this tenant's store."""
         root = self._root
         if root.vision is None and root._vision_factory is not None:
@@ -173,10 +176,12 @@ class Orchestrator:
             self._tenant_vision = root.vision.with_store(self.store)
         return self._tenant_vision
 
-    async def _ingest(self, message: Message) -> Message:
+    async def ingest(self, message: Message) -> Message:
+        """``message`` with its client images (``PendingImage``) validated and stored as blobs
+        (content-addressed ``ImagePart``); ``unsupported_content`` without a vision encoder."""
         if not any(isinstance(part, PendingImage) for part in message.content):
             return message
-        vision = await self._image_pipeline()
+        vision = await self.image_pipeline()
         if vision is None:
             raise InvalidRequestError(
                 "this server has no vision encoder configured", code="unsupported_content"
@@ -204,7 +209,7 @@ class Orchestrator:
         """Store a client item, idempotent on its turn id. With the connection's ``lease`` the
         lease is kept for the response that follows; without one it is given back at once.
         Images are validated and stored as blobs first."""
-        message = await self._ingest(message)
+        message = await self.ingest(message)
         if lease is not None:
             return await lease.add(message)
         lease = self.new_lease(session_id)
@@ -234,7 +239,7 @@ class Orchestrator:
             run.prompt = await self._prepare(session_id, overrides, lease)
             pieces: list[str] = []
             lease.keep_alive(StreamingReply(run.item_id, pieces))  # its text, should we die
-            generation = self.llm.stream(run.prompt.prompt, self._options(overrides))
+            generation = self.llm.stream(run.prompt.prompt, self.generation_options(overrides))
             run._generation = generation
             if run.cancelled:
                 generation.cancel()
@@ -264,7 +269,7 @@ class Orchestrator:
             or snapshot.info.instructions
             or self._prompt_settings.instructions
         )
-        vision = await self._image_pipeline() if any(m.images for m in snapshot.messages) else None
+        vision = await self.image_pipeline() if any(m.images for m in snapshot.messages) else None
         render = await self._renderer.for_history(snapshot.messages, vision)
         await self._count_tokens.prepare([instructions, *(m.text for m in snapshot.messages)])
         return self._build(session_id, instructions, snapshot.messages, overrides, render)
@@ -277,23 +282,32 @@ class Orchestrator:
         overrides: ResponseOverrides,
         render: Callable[[Message], PromptMessage],
     ) -> BuiltPrompt:
-        max_new = overrides.max_output_tokens or self._llm_settings.max_new_tokens
-        context = self._prompt_settings.context_tokens or (
-            self.llm.capabilities.context_tokens - max_new
-        )
-        budget = PromptBudget(
-            tokens=max(context, 1), per_message=self.llm.message_overhead_tokens()
-        )
+        budget = self.prompt_budget(overrides)
         return self._prompts.build(
             session_id, instructions, history, budget, self._count_tokens, render
         )
 
-    def _options(self, overrides: ResponseOverrides) -> GenerationOptions:
-        temperature = overrides.temperature
+    @property
+    def instructions(self) -> str:
+        """The system prompt of a response whose session and request set none."""
+        return self._prompt_settings.instructions
+
+    def prompt_budget(self, overrides: ResponseOverrides) -> PromptBudget:
+        """What a prompt may take: the configured context, else the model's minus the reply."""
+        max_new = overrides.max_output_tokens or self._llm_settings.max_new_tokens
+        context = self._prompt_settings.context_tokens or (
+            self.llm.capabilities.context_tokens - max_new
+        )
+        return PromptBudget(tokens=max(context, 1), per_message=self.llm.message_overhead_tokens())
+
+    def generation_options(self, overrides: ResponseOverrides) -> GenerationOptions:
+        """The model's options for a response: the overrides, else the server's settings."""
+        llm = self._llm_settings
         return GenerationOptions(
-            max_new_tokens=overrides.max_output_tokens or self._llm_settings.max_new_tokens,
-            temperature=temperature if temperature is not None else self._llm_settings.temperature,
-            top_p=self._llm_settings.top_p,
+            max_new_tokens=overrides.max_output_tokens or llm.max_new_tokens,
+            temperature=llm.temperature if overrides.temperature is None else overrides.temperature,
+            top_p=llm.top_p if overrides.top_p is None else overrides.top_p,
+            stop=overrides.stop,
         )
 
     async def _store_reply(

@@ -16,6 +16,7 @@ from assistant.errors import (
     ModelError,
     ModelTimeoutError,
 )
+from assistant.ports.stops import StopScan
 
 if TYPE_CHECKING:
     import numpy as np
@@ -64,6 +65,9 @@ class GenerationOptions:
     temperature: float = 0.0  # 0 means greedy
     top_p: float = 1.0
     seed: int | None = None
+    #: The reply ends before the first of these strings (``ports.stops``), applied by the port
+    #: for every adapter; an adapter may also pass them on to a remote server.
+    stop: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -168,9 +172,11 @@ class LanguageModel(abc.ABC):
         chunks = self._stream_impl(prompt, options, generation.cancel_token, generation.usage)
         iterator = chunks.__aiter__()
         stall = _StallTimer(self.token_timeout_s)
+        stops = StopScan(options.stop) if options.stop else None
         try:
             while not generation.cancel_requested:
                 stall.waiting_since = stall.loop.time()
+                stall.task = asyncio.current_task() or stall.task  # the task iterating may change
                 try:
                     delta = await iterator.__anext__()
                 except StopAsyncIteration:
@@ -186,8 +192,14 @@ class LanguageModel(abc.ABC):
                     stall.waiting_since = None  # our consumer's time with a delta is not the model's
                 if generation.first_token_s is None:
                     generation.first_token_s = time.perf_counter() - started
+                if stops is not None:
+                    delta = stops.feed(delta)
                 if delta:
                     yield delta
+                if stops is not None and stops.hit:
+                    break
+            if stops is not None and (tail := stops.flush()):
+                yield tail  # held back as the start of a stop string that did not come
         except AssistantError:
             generation.finish_reason = "error"
             raise
@@ -202,7 +214,9 @@ class LanguageModel(abc.ABC):
             stall.close()
             generation.cancel_token.cancel()  # stops a thread still generating after an early exit
             await _aclose(chunks)
-        if generation.cancel_requested:
+        if stops is not None and stops.hit:
+            generation.finish_reason = "stop"
+        elif generation.cancel_requested:
             generation.finish_reason = "cancelled"
         elif generation.usage.output_tokens >= options.max_new_tokens:
             generation.finish_reason = "length"

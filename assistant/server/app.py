@@ -24,6 +24,9 @@ from assistant.server.body_limit import BodyLimit
 from assistant.server.components import Components, Injected, build_components
 from assistant.server.cors import KeyOriginsCORS
 from assistant.server.metrics import Metrics
+from assistant.server.openai_routes import CHAT_COMPLETIONS_PATH, chat_body_limit
+from assistant.server.openai_routes import router as openai_router
+from assistant.server.openai_schema import problem_param
 from assistant.server.realtime_route import CLOSE_POLICY, CLOSE_SESSION_NOT_FOUND, RealtimeEndpoint
 from assistant.server.request_ids import RequestIds
 from assistant.server.rest import error_response, router
@@ -65,9 +68,13 @@ def create_app(
     app.state.metrics = Metrics()
     app.include_router(router)
     app.include_router(auth_router)
+    app.include_router(openai_router)
     docs.add_routes(app, public=settings.auth.public_docs)
     app.add_middleware(KeyOriginsCORS)
-    app.add_middleware(BodyLimit, upload_limit=lambda scope: settings.voice.max_upload_bytes)
+    app.add_middleware(
+        BodyLimit, upload_limit=lambda scope: settings.voice.max_upload_bytes,
+        route_limits={CHAT_COMPLETIONS_PATH: chat_body_limit(settings)},
+    )  # fmt: skip
     app.add_middleware(RequestIds)
     logs.install_filter()
 
@@ -77,7 +84,8 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_body(_: Request, exc: RequestValidationError):  # type: ignore[no-untyped-def]
-        return error_response(InvalidRequestError(_describe(exc), code="invalid_request"))
+        error = InvalidRequestError(_describe(exc), code="invalid_request", param=_param(exc))
+        return error_response(error)
 
     app.router.routes.append(WebSocketRoute("/v1/realtime", RealtimeEndpoint()))
     return app
@@ -85,6 +93,12 @@ def create_app(
 
 def _describe(exc: RequestValidationError) -> str:
     return "invalid request: " + describe_problems(exc.errors(), whole="body")
+
+
+def _param(exc: RequestValidationError) -> str | None:
+    """The first bad field of a body, as OpenAI names one (``messages[0].content``)."""
+    problems = exc.errors()
+    return problem_param(problems[0].get("loc", ())) if problems else None
 
 
 def _tune_gc(settings: Settings) -> None:

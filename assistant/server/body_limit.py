@@ -4,7 +4,7 @@ declares (``Content-Length``) or sends (chunked) more than its route takes is re
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,15 +22,22 @@ class _TooLarge(BaseException):  # not an Exception: no handler on the way turns
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, upload_limit: Callable[[Scope], int]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        upload_limit: Callable[[Scope], int],
+        route_limits: Mapping[str, int] | None = None,
+    ) -> None:
+        """``route_limits``: paths with a limit of their own (a chat completion's images)."""
         self.app = app
         self._upload_limit = upload_limit
+        self._route_limits = dict(route_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = DEFAULT_LIMIT
+        limit = self._route_limits.get(scope["path"], DEFAULT_LIMIT)
         if scope["path"] == "/v1/audio/transcriptions":
             limit = self._upload_limit(scope) + _FORM_OVERHEAD
         declared = Headers(scope=scope).get("content-length", "")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from assistant.auth.authenticator import Authenticator, parse_static_keys
 from assistant.auth.secret import server_secret
+from assistant.completions import Completions
 from assistant.config import Settings
 from assistant.errors import ConfigurationError
 from assistant.orchestrator import Orchestrator
@@ -41,6 +42,8 @@ class Components:
     limits: KeyLimits
     #: speech to text, VAD and text to speech, built on first use (None: no voice)
     speech: SpeechModels | None = None
+    #: chat completions (``/v1/chat/completions``, stateless or tied to a session)
+    completions: Completions | None = None
 
 
 @dataclass
@@ -98,10 +101,11 @@ async def build_components(
     keys, limiter = _auth_stores(settings, given, store)
     limits = KeyLimits(limiter, settings.limits)
     stack.push_async_callback(limits.aclose)
+    speech = await _speech(settings, given, stack)
     return Components(
         llm=llm, store=store, orchestrator=orchestrator, keys=keys,
-        auth=_authenticator(settings, keys), limits=limits,
-        speech=await _speech(settings, given, stack),
+        auth=_authenticator(settings, keys), limits=limits, speech=speech,
+        completions=Completions(orchestrator, speech=speech),
     )  # fmt: skip
 
 

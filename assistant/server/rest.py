@@ -46,7 +46,8 @@ _STATUS_BY_TYPE = {
 
 
 def error_response(exc: AssistantError) -> JSONResponse:
-    body = {"error": {"type": exc.type, "code": exc.code, "message": exc.message}}
+    body = {"error": {"type": exc.type, "code": exc.code, "message": exc.message,
+                      "param": getattr(exc, "param", None)}}  # fmt: skip
     status = _STATUS_BY_TYPE.get(exc.type, 500)
     if exc.code == "origin_not_allowed":
         status = 403

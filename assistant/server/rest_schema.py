@@ -1,5 +1,5 @@
 """What the REST routes answer, as the OpenAPI schema (``/openapi.json``) tells it: their bodies
-as models, the error envelope (``{"error": {type, code, message}}``) under each status a route
+as models, the error envelope (``{"error": {type, code, message, param}}``) under each status a route
 may answer with, and the multipart form of the transcription upload. The fuzzer checks every
 answer against this schema (``tests/integration/test_fuzz_rest.py``)."""
 
@@ -16,6 +16,8 @@ class ErrorDetail(BaseModel):
     type: str
     code: str  # a code of the one tree (assistant/errors.py)
     message: str
+    #: The request's parameter at fault (``messages[0].content``, OpenAI's ``param``), if known.
+    param: str | None = None
     #: ``rate_limit_error``: seconds until the limit lets the request through (also Retry-After).
     retry_after_s: float | None = None
 
