@@ -35,19 +35,26 @@ class _Wire(BaseModel):
 
 
 class InputText(_Wire):
+    """Typed text."""
+
     type: Literal["input_text"]
     text: str = Field(max_length=200_000)
 
 
 class InputImage(_Wire):
+    """An image, inline: PNG, JPEG, WebP or the first frame of a GIF (the server never fetches
+    a URL)."""
+
     type: Literal["input_image"]
-    image_url: str
+    image_url: str = Field(description="a data URL: data:image/png;base64,...")
 
 
 class InputAudio(_Wire):
+    """An uploaded audio file, transcribed by the server and stored as the user's words."""
+
     type: Literal["input_audio"]
-    audio: str  # base64 of a whole audio file
-    transcript: str | None = None
+    audio: str = Field(description="base64 of a whole audio file (WAV, WebM/Opus, OGG, MP3)")
+    transcript: str | None = Field(None, description="given: stored as is, not transcribed")
 
 
 InputContent = Annotated[InputText | InputImage | InputAudio, Field(discriminator="type")]
@@ -56,7 +63,10 @@ InputContent = Annotated[InputText | InputImage | InputAudio, Field(discriminato
 class InputItem(_Wire):
     """A message the client adds to the conversation."""
 
-    id: str | None = Field(None, min_length=1, max_length=128)  # the client's turn id
+    id: str | None = Field(
+        None, min_length=1, max_length=128,
+        description="the client's turn id: a retried send with the same id is stored once",
+    )  # fmt: skip
     type: Literal["message"] = "message"
     role: Literal["user", "system"] = "user"
     content: list[InputContent] = Field(min_length=1, max_length=64)
@@ -72,62 +82,92 @@ EVENT_ID_MAX = 128
 
 
 class _ClientEvent(_Wire):
-    event_id: str | None = Field(None, max_length=EVENT_ID_MAX)
+    event_id: str | None = Field(
+        None, max_length=EVENT_ID_MAX, description="the client's id; an error it causes echoes it"
+    )
 
 
 class SessionConfig(_Wire):
+    """The session's settings to change; a field left out keeps its value."""
+
     instructions: str | None = Field(None, max_length=100_000)
     max_output_tokens: int | None = Field(None, ge=1, le=8192)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     # voice: ``["text"]`` or ``["text", "audio"]`` (spoken replies); only "pcm16" (16 kHz mono
     # little-endian) is taken as audio format; ``turn_detection: null`` turns server VAD off.
-    modalities: list[Literal["text", "audio"]] | None = Field(None, min_length=1, max_length=2)
-    input_audio_format: str | None = Field(None, max_length=64)
-    output_audio_format: str | None = Field(None, max_length=64)
-    turn_detection: WireTurnDetection | None = None
-    voice: str | None = Field(None, min_length=1, max_length=64)
+    modalities: list[Literal["text", "audio"]] | None = Field(
+        None, min_length=1, max_length=2, description='["text", "audio"]: spoken replies too'
+    )
+    input_audio_format: str | None = Field(None, max_length=64, description='only "pcm16"')
+    output_audio_format: str | None = Field(None, max_length=64, description='only "pcm16"')
+    turn_detection: WireTurnDetection | None = Field(
+        None, description="server VAD settings; null: the client commits the audio buffer"
+    )
+    voice: str | None = Field(
+        None, min_length=1, max_length=64, description="the spoken replies' voice (en-us, ...)"
+    )
 
 
 class SessionUpdate(_ClientEvent):
+    """Change the session's settings; answered with ``session.updated``."""
+
     type: Literal["session.update"]
     session: SessionConfig
 
 
 class ConversationItemCreate(_ClientEvent):
+    """Add a message to the conversation (stored before any reply); answered with
+    ``conversation.item.created``."""
+
     type: Literal["conversation.item.create"]
     item: InputItem
-    previous_item_id: str | None = None
+    previous_item_id: str | None = Field(
+        None, description="echoed in conversation.item.created; the item is appended either way"
+    )
 
 
 class ResponseConfig(_Wire):
+    """This response's settings, over the session's."""
+
     instructions: str | None = Field(None, max_length=100_000)
     max_output_tokens: int | None = Field(None, ge=1, le=8192)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
 
 
 class ResponseCreate(_ClientEvent):
+    """Generate a reply to the conversation so far; streams ``response.*`` events."""
+
     type: Literal["response.create"]
     response: ResponseConfig = Field(default_factory=ResponseConfig)
 
 
 class ResponseCancel(_ClientEvent):
+    """Stop the response in progress (within one token); it ends with ``response.done``,
+    status ``cancelled``."""
+
     type: Literal["response.cancel"]
-    response_id: str | None = None
+    response_id: str | None = Field(None, description="left out: whichever is in progress")
 
 
 # The input audio buffer (binary frames of raw PCM16 append to it too).
 
 
 class InputAudioBufferAppend(_ClientEvent):
+    """Audio for the input buffer (a binary frame of raw PCM16 does the same)."""
+
     type: Literal["input_audio_buffer.append"]
-    audio: str  # base64 of PCM16 little-endian, 16 kHz, mono
+    audio: str = Field(description="base64 of PCM16 little-endian, 16 kHz, mono")
 
 
 class InputAudioBufferCommit(_ClientEvent):
+    """End the spoken turn by hand (without server VAD): the buffer is transcribed and stored."""
+
     type: Literal["input_audio_buffer.commit"]
 
 
 class InputAudioBufferClear(_ClientEvent):
+    """Drop the audio buffered so far."""
+
     type: Literal["input_audio_buffer.clear"]
 
 

@@ -16,10 +16,10 @@ from assistant.messages import ResponseStatus, new_id
 
 
 class WireTurnDetection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
     """``server_vad`` settings; a field left out keeps the server's default. In a session
     ``null`` means no turn detection: the client commits the audio buffer itself."""
+
+    model_config = ConfigDict(extra="forbid")
 
     type: Literal["server_vad"] = "server_vad"
     threshold: float | None = Field(None, gt=0.0, le=1.0)
@@ -37,35 +37,47 @@ class WireTurnDetection(BaseModel):
 
 
 class _ServerEvent(BaseModel):
-    event_id: str = Field(default_factory=lambda: new_id("event"))
+    event_id: str = Field(
+        default_factory=lambda: new_id("event"), description="the server's id of this event"
+    )
 
 
 class WireSession(BaseModel):
+    """The session's settings as they are now."""
+
     id: str
     object: Literal["realtime.session"] = "realtime.session"
     instructions: str | None = None
     max_output_tokens: int | None = None
     temperature: float | None = None
-    modalities: list[str] = ["text"]
+    modalities: list[str] = Field(["text"], description='["text", "audio"]: spoken replies')
     # voice: audio in and out is PCM16 little-endian mono at ``audio_sample_rate``
-    voice: str | None = None
+    voice: str | None = Field(None, description="the spoken replies' voice; null: the default")
     input_audio_format: str = "pcm16"
     output_audio_format: str = "pcm16"
-    audio_sample_rate: int = 16_000
-    turn_detection: WireTurnDetection | None = None
+    audio_sample_rate: int = Field(16_000, description="of audio in and out (PCM16 mono)")
+    turn_detection: WireTurnDetection | None = Field(
+        None, description="server VAD's settings; null: the client commits the audio buffer"
+    )
 
 
 class SessionCreated(_ServerEvent):
+    """The first event on every connection: the new or resumed session."""
+
     type: Literal["session.created"] = "session.created"
     session: WireSession
 
 
 class SessionUpdated(_ServerEvent):
+    """The answer to ``session.update``: the settings now."""
+
     type: Literal["session.updated"] = "session.updated"
     session: WireSession
 
 
 class WireContent(BaseModel):
+    """A stored content part; an image is its sha256 (the blob stays on the server)."""
+
     type: Literal["input_text", "output_text", "input_image", "input_audio"]
     text: str | None = None
     transcript: str | None = None
@@ -73,6 +85,8 @@ class WireContent(BaseModel):
 
 
 class WireItem(BaseModel):
+    """A stored message."""
+
     id: str
     object: Literal["realtime.item"] = "realtime.item"
     type: Literal["message"] = "message"
@@ -82,8 +96,10 @@ class WireItem(BaseModel):
 
 
 class ConversationItemCreated(_ServerEvent):
+    """A message is stored (the client's, or a spoken turn's transcript)."""
+
     type: Literal["conversation.item.created"] = "conversation.item.created"
-    previous_item_id: str | None = None
+    previous_item_id: str | None = Field(None, description="the client's, echoed")
     item: WireItem
 
 
@@ -98,51 +114,71 @@ WireResponseStatus = Literal["in_progress"] | ResponseStatus
 
 
 class WireResponse(BaseModel):
+    """A response: ``in_progress``, then how it ended, its output and usage."""
+
     id: str
     object: Literal["realtime.response"] = "realtime.response"
     status: WireResponseStatus = "in_progress"
-    status_details: dict[str, Any] | None = None
-    output: list[WireItem] = []
+    status_details: dict[str, Any] | None = Field(
+        None, description='why it ended so: {"type", "reason"} or {"type": "failed", "error"}'
+    )
+    output: list[WireItem] = Field([], description="the reply as stored (response.done)")
     usage: WireUsage | None = None
 
 
 class ResponseCreated(_ServerEvent):
+    """A response started."""
+
     type: Literal["response.created"] = "response.created"
     response: WireResponse
 
 
 class _OutputTextEvent(_ServerEvent):
     response_id: str
-    item_id: str
-    output_index: int = 0
-    content_index: int = 0
+    item_id: str = Field(description="the assistant message being written")
+    output_index: int = Field(0, description="always 0: one message per response")
+    content_index: int = Field(0, description="always 0: one text part per message")
 
 
 class ResponseOutputTextDelta(_OutputTextEvent):
+    """The next piece of the reply's text."""
+
     type: Literal["response.output_text.delta"] = "response.output_text.delta"
     delta: str
 
 
 class ResponseOutputTextDone(_OutputTextEvent):
+    """The reply's whole text (also when it was cut short)."""
+
     type: Literal["response.output_text.done"] = "response.output_text.done"
     text: str
 
 
 class ResponseDone(_ServerEvent):
+    """The response ended: ``completed``, ``incomplete`` (max tokens), ``cancelled`` or
+    ``failed``, with its stored output."""
+
     type: Literal["response.done"] = "response.done"
     response: WireResponse
 
 
 class WireError(BaseModel):
+    """What went wrong: ``code`` is stable, ``type`` groups the codes."""
+
     type: str
     code: str
     message: str
-    event_id: str | None = None
+    event_id: str | None = Field(None, description="the client event's id that caused it")
     #: ``rate_limit_error``: seconds until the limit lets the request through again.
-    retry_after_s: float | None = None
+    retry_after_s: float | None = Field(
+        None, description="rate_limit_error: seconds until the limit lets it through again"
+    )
 
 
 class ErrorEvent(_ServerEvent):
+    """A client event was refused, or something failed; the socket stays open (except
+    ``slow_client``)."""
+
     type: Literal["error"] = "error"
     error: WireError
 
@@ -160,30 +196,40 @@ class ErrorEvent(_ServerEvent):
 
 
 class InputAudioBufferSpeechStarted(_ServerEvent):
+    """Server VAD heard speech start (a reply streaming now is interrupted)."""
+
     type: Literal["input_audio_buffer.speech_started"] = "input_audio_buffer.speech_started"
-    audio_start_ms: int  # since the connection's first audio, prefix padding included
-    item_id: str  # the user item the utterance will become
+    audio_start_ms: int = Field(
+        description="since the connection's first audio, prefix padding included"
+    )
+    item_id: str = Field(description="the user item the utterance will become")
 
 
 class InputAudioBufferSpeechStopped(_ServerEvent):
+    """Server VAD heard the speech end."""
+
     type: Literal["input_audio_buffer.speech_stopped"] = "input_audio_buffer.speech_stopped"
-    audio_end_ms: int  # trailing silence included
+    audio_end_ms: int = Field(description="trailing silence included")
     item_id: str
 
 
 class InputAudioBufferCommitted(_ServerEvent):
+    """The buffered audio became a user turn (by server VAD or ``input_audio_buffer.commit``)."""
+
     type: Literal["input_audio_buffer.committed"] = "input_audio_buffer.committed"
     item_id: str
     previous_item_id: str | None = None
 
 
 class InputAudioBufferCleared(_ServerEvent):
+    """The answer to ``input_audio_buffer.clear``."""
+
     type: Literal["input_audio_buffer.cleared"] = "input_audio_buffer.cleared"
 
 
 class _TranscriptionEvent(_ServerEvent):
-    item_id: str
-    content_index: int = 0
+    item_id: str = Field(description="the user message the audio becomes")
+    content_index: int = Field(0, description="the audio part's place in that message")
 
 
 class InputAudioTranscriptionDelta(_TranscriptionEvent):
@@ -197,6 +243,8 @@ class InputAudioTranscriptionDelta(_TranscriptionEvent):
 
 
 class InputAudioTranscriptionCompleted(_TranscriptionEvent):
+    """The final transcript of a spoken turn or an uploaded audio part."""
+
     type: Literal["conversation.item.input_audio_transcription.completed"] = (
         "conversation.item.input_audio_transcription.completed"
     )
@@ -204,6 +252,8 @@ class InputAudioTranscriptionCompleted(_TranscriptionEvent):
 
 
 class InputAudioTranscriptionFailed(_TranscriptionEvent):
+    """The spoken turn could not be transcribed (an ``error`` event follows)."""
+
     type: Literal["conversation.item.input_audio_transcription.failed"] = (
         "conversation.item.input_audio_transcription.failed"
     )
@@ -211,11 +261,15 @@ class InputAudioTranscriptionFailed(_TranscriptionEvent):
 
 
 class ResponseOutputAudioDelta(_OutputTextEvent):  # the same addressing fields as text
+    """The next piece of the spoken reply, sentence by sentence."""
+
     type: Literal["response.output_audio.delta"] = "response.output_audio.delta"
-    delta: str  # base64 of PCM16 little-endian, 16 kHz, mono
+    delta: str = Field(description="base64 of PCM16 little-endian, 16 kHz, mono")
 
 
 class ResponseOutputAudioDone(_OutputTextEvent):
+    """The spoken reply is complete (or was cut short)."""
+
     type: Literal["response.output_audio.done"] = "response.output_audio.done"
 
 
