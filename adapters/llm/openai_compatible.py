@@ -186,9 +186,8 @@ class OpenAICompatibleLanguageModel(LanguageModel):
         }
         if self.model:
             request["model"] = self.model
-        stop = getattr(options, "stop", ())
-        if stop:
-            request["stop"] = list(stop)
+        if options.stop:  # the port applies them too; the remote stops sooner
+            request["stop"] = list(options.stop)
         if options.seed is not None:
             request["seed"] = options.seed
         return request

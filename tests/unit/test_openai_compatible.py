@@ -196,8 +196,6 @@ async def test_the_request_is_an_openai_streamed_chat_completion_with_the_bearer
 
 
 async def test_stop_strings_are_passed_on_to_the_remote():
-    if "stop" not in GenerationOptions.__dataclass_fields__:
-        pytest.skip("GenerationOptions has no stop field yet")
     remote = Remote(streamed(sse(delta("Hi", "stop"))))
     llm = model(remote)
     await run(llm, options=GenerationOptions(max_new_tokens=5, stop=("\nUser:", "###")))
