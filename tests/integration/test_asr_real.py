@@ -19,6 +19,7 @@ from assistant.ports import SAMPLE_RATE
 from assistant.voice.audio import decode_audio_file
 from assistant.voice.turn_detection import SpeechStarted, SpeechStopped, TurnDetector
 from tests.support.audio import (
+    SENTENCES,
     encode_webm_opus,
     read_wav,
     require_speech_tools,
@@ -28,20 +29,6 @@ from tests.support.audio import (
 )
 
 pytestmark = pytest.mark.integration
-
-#: Sentences tiny.en transcribes word for word from espeak-ng, with the words checked.
-SENTENCES = {
-    "weather": ("What is the weather like in London today?", ["weather", "london", "today"]),
-    "lights": ("Turn on the kitchen lights and play some music.", ["kitchen", "lights", "music"]),
-    "table": (
-        "I would like to book a table for two people tomorrow evening.",
-        ["book", "table", "people", "tomorrow", "evening"],
-    ),
-    "account": (
-        "Hello, my name is Alice and I need help with my account.",
-        ["hello", "alice", "help", "account"],
-    ),
-}
 
 
 @pytest.fixture(scope="module")

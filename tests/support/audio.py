@@ -46,6 +46,21 @@ def chunks(audio: np.ndarray, seconds: float = 0.1) -> Iterator[bytes]:
 # -- real speech ------------------------------------------------------------------------------------
 
 
+#: Sentences tiny.en transcribes word for word from espeak-ng, with the words checked.
+SENTENCES = {
+    "weather": ("What is the weather like in London today?", ["weather", "london", "today"]),
+    "lights": ("Turn on the kitchen lights and play some music.", ["kitchen", "lights", "music"]),
+    "table": (
+        "I would like to book a table for two people tomorrow evening.",
+        ["book", "table", "people", "tomorrow", "evening"],
+    ),
+    "account": (
+        "Hello, my name is Alice and I need help with my account.",
+        ["hello", "alice", "help", "account"],
+    ),
+}
+
+
 def require_speech_tools() -> None:
     """espeak-ng and sox are part of the set-up: their absence fails a test rather than skips it."""
     for tool in ("espeak-ng", "sox"):

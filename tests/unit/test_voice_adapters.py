@@ -1,13 +1,11 @@
 """The other speech adapters: transformers Whisper on a tiny random model (saved to a temporary
-directory with a processor built offline from tiny.en's tokenizer), openai-whisper against a
-stand-in ``whisper`` module (the package is not a dependency), and the espeak-ng voice."""
+directory with a processor built offline from tiny.en's tokenizer), openai-whisper (the real
+package) on a tiny random checkpoint, and the espeak-ng voice. The real tiny.en through
+openai-whisper: tests/integration/test_openai_whisper_real.py."""
 
 from __future__ import annotations
 
-import importlib
 import shutil
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -15,6 +13,7 @@ import pytest
 from assistant.config import ASRSettings, Settings
 from assistant.errors import ConfigurationError, InvalidRequestError
 from assistant.ports import SAMPLE_RATE
+from tests.support.tiny_whisper import save_tiny_openai_whisper, save_tiny_transformers_whisper
 
 # -- transformers -----------------------------------------------------------------------------------
 
@@ -23,32 +22,7 @@ from assistant.ports import SAMPLE_RATE
 def tiny_whisper_dir(tmp_path_factory):
     """A random 1-layer WhisperForConditionalGeneration and a WhisperProcessor, save_pretrained."""
     pytest.importorskip("transformers")
-    from transformers import (
-        WhisperConfig,
-        WhisperFeatureExtractor,
-        WhisperForConditionalGeneration,
-        WhisperProcessor,
-        WhisperTokenizerFast,
-    )
-
-    from adapters.asr.faster_whisper import default_model_dir
-
-    tokenizer = WhisperTokenizerFast(tokenizer_file=str(default_model_dir() / "tokenizer.json"))
-    start = tokenizer.convert_tokens_to_ids("<|startoftranscript|>")
-    config = WhisperConfig(
-        vocab_size=len(tokenizer), d_model=16, encoder_layers=1, decoder_layers=1,
-        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
-        decoder_ffn_dim=32, max_target_positions=64, decoder_start_token_id=start,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.eos_token_id,
-    )  # fmt: skip
-    import torch
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-whisper")
-    WhisperForConditionalGeneration(config).save_pretrained(folder)
-    WhisperProcessor(WhisperFeatureExtractor(), tokenizer).save_pretrained(folder)
-    return folder
+    return save_tiny_transformers_whisper(tmp_path_factory.mktemp("tiny-whisper"))
 
 
 async def test_transformers_whisper_loads_a_directory_and_transcribes(tiny_whisper_dir):
@@ -90,58 +64,68 @@ def test_transformers_whisper_through_the_registry(tiny_whisper_dir, tmp_path):
         TransformersWhisperSTT.from_path(tmp_path / "missing")
 
 
-# -- openai-whisper (a stand-in module) --------------------------------------------------------------
+# -- openai-whisper (the real package, a tiny random checkpoint) -------------------------------------
 
 
-class _FakeWhisperModel:
-    is_multilingual = False
-
-    def __init__(self) -> None:
-        self.calls: list[dict] = []
-
-    def transcribe(self, audio, **options):
-        self.calls.append({"samples": audio.shape[0], **options})
-        return {"text": " hello there ", "language": "en", "segments": []}
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    pytest.importorskip("whisper")
+    return save_tiny_openai_whisper(tmp_path_factory.mktemp("openai-whisper") / "tiny.pt")
 
 
-@pytest.fixture
-def openai_whisper(monkeypatch):
-    loaded: list[tuple] = []
-    fake = types.ModuleType("whisper")
+async def test_openai_whisper_loads_a_checkpoint_file(tiny_checkpoint, recwarn):
+    import whisper.model
 
-    def load_model(name, device=None, download_root=None, in_memory=False):
-        loaded.append((name, device, download_root))
-        return _FakeWhisperModel()
+    from adapters.asr.openai_whisper import OpenAIWhisperSTT
 
-    fake.load_model = load_model
-    monkeypatch.setitem(sys.modules, "whisper", fake)
-    sys.modules.pop("adapters.asr.openai_whisper", None)
-    module = importlib.import_module("adapters.asr.openai_whisper")
-    yield module, loaded
-    sys.modules.pop("adapters.asr.openai_whisper", None)
-
-
-async def test_openai_whisper_loads_a_checkpoint_file(openai_whisper, tmp_path):
-    module, loaded = openai_whisper
-    checkpoint = tmp_path / "tiny.en.pt"
-    checkpoint.write_bytes(b"not really")
-    stt = module.OpenAIWhisperSTT.from_path(checkpoint)
-    assert loaded[0][:2] == (str(checkpoint), "cpu")
-    transcript = await stt.transcribe(np.zeros(SAMPLE_RATE, np.float32), prompt="greetings")
-    assert (transcript.text, transcript.language, transcript.duration_s) == ("hello there", "en", 1.0)
-    call = stt.model.calls[0]
-    assert call["fp16"] is False and call["language"] == "en" and call["initial_prompt"] == "greetings"
-    with pytest.raises(InvalidRequestError):
-        await stt.transcribe(np.zeros(10, np.float32), language="de")
+    stt = OpenAIWhisperSTT.from_path(tiny_checkpoint)
+    assert isinstance(stt.model, whisper.model.Whisper) and stt.model.dims.n_audio_state == 16
+    assert stt.capabilities.languages == ("en",)
+    noise = (0.1 * np.random.default_rng(0).standard_normal(SAMPLE_RATE)).astype(np.float32)
+    transcript = await stt.transcribe(noise, prompt="greetings")  # a random model: some text
+    assert isinstance(transcript.text, str)
+    assert (transcript.language, transcript.duration_s) == ("en", 1.0)
+    # fp16 on the CPU would warn "FP16 is not supported on CPU; using FP32 instead"
+    assert not [w for w in recwarn if "FP16" in str(w.message)]
+    with pytest.raises(InvalidRequestError) as info:
+        await stt.transcribe(noise, language="de")
+    assert info.value.code == "unsupported_language"
+    assert (await stt.transcribe(np.zeros(0, np.float32))).text == ""
 
 
-def test_openai_whisper_never_downloads_by_itself(openai_whisper, tmp_path):
-    module, loaded = openai_whisper
-    with pytest.raises(ConfigurationError, match="nothing is downloaded"):
-        module.OpenAIWhisperSTT.from_path("base", download_root=tmp_path)
-    (tmp_path / "base.pt").write_bytes(b"x")  # already downloaded: loaded by name
-    module.OpenAIWhisperSTT.from_path("base", download_root=tmp_path)
-    assert loaded == [("base", "cpu", str(tmp_path))]
+def test_openai_whisper_never_downloads_by_itself(tiny_checkpoint, tmp_path):
+    from adapters.asr.openai_whisper import OpenAIWhisperSTT
+
+    with pytest.raises(ConfigurationError, match="nothing is downloaded.*path of a local .pt"):
+        OpenAIWhisperSTT.from_path("base", download_root=tmp_path)
+    shutil.copyfile(tiny_checkpoint, tmp_path / "base.pt")  # "downloaded": loaded by its path
+    stt = OpenAIWhisperSTT.from_path("base", download_root=tmp_path)
+    assert stt.model.dims.n_audio_state == 16  # the file there, not openai's base
+
+
+def test_openai_whisper_refuses_what_it_cannot_load(tmp_path):
+    pytest.importorskip("whisper")
+    from adapters.asr.openai_whisper import OpenAIWhisperSTT
+
+    with pytest.raises(ConfigurationError, match="no openai-whisper checkpoint at"):
+        OpenAIWhisperSTT.from_path(tmp_path / "missing.pt")
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigurationError, match="cannot load the openai-whisper checkpoint"):
+        OpenAIWhisperSTT.from_path(tmp_path / "broken.pt")
+
+
+def test_openai_whisper_through_the_registry(tiny_checkpoint, tmp_path):
+    from adapters.asr.openai_whisper import prepare
+    from assistant.registry import build_speech_to_text
+
+    asr = ASRSettings(adapter="openai_whisper", model=str(tiny_checkpoint), beam_size=2)
+    settings = Settings(data_dir=tmp_path, asr=asr)
+    stt = build_speech_to_text(settings)
+    assert (stt.name, stt.beam_size) == ("openai_whisper", 2)
+    assert prepare(settings, progress=False) == [
+        f"speech to text: openai-whisper {tiny_checkpoint} (configured; nothing to prepare)"
+    ]
+    assert not (tmp_path / "models").exists()  # a checkpoint of one's own: nothing converted
 
 
 # -- espeak-ng -------------------------------------------------------------------------------------
