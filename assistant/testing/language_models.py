@@ -1,13 +1,13 @@
 """Language models that need no weights. ``ScriptedLM`` (the ``scripted`` adapter) answers with a
 fixed reply, or echoes the last user message, one word per token, optionally slowed down: for
 benchmarks of the gateway ("an instant model"), demos without a model, and tests of everything
-around the model. ``FailingLM`` fails mid-reply."""
+around the model. ``DeltasLM`` yields given deltas as they are; ``FailingLM`` fails mid-reply."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from assistant.config import Settings
 from assistant.ports import (
@@ -56,6 +56,28 @@ class ScriptedLM(LanguageModel):
                 await asyncio.sleep(self.token_delay_s)
             usage.output_tokens += 1
             yield word if index == 0 else f" {word}"
+
+
+class DeltasLM(LanguageModel):
+    """Yields the given deltas as they are, one token each: a stream split exactly so, for tests
+    of what the port does with it whatever the split (stop strings)."""
+
+    name = "deltas"
+
+    def __init__(self, deltas: Sequence[str]) -> None:
+        self.deltas = list(deltas)
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    async def _stream_impl(
+        self, prompt: Prompt, options: GenerationOptions, cancel: CancelToken, usage: Usage
+    ) -> AsyncIterator[str]:
+        for delta in self.deltas[: options.max_new_tokens]:
+            if cancel.cancelled:
+                return
+            usage.output_tokens += 1
+            yield delta
 
 
 class FailingLM(LanguageModel):

@@ -1,0 +1,317 @@
+"""The OpenAI-compatible routes in process (scripted model, in-memory store): the shapes of a
+completion, its chunks and the models; the refusals, each a 400 (or 404) naming its parameter in
+OpenAI's error shape; the session tie; and a client that goes away cancelling the generation."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import wave
+
+import numpy as np
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from assistant.config import LimitsSettings, LLMSettings, Settings, VisionSettings, VoiceSettings
+from assistant.server.app import create_app
+from assistant.server.openai_routes import served_model_id
+from assistant.testing.language_models import ScriptedLM
+from assistant.testing.memory import MemoryStore
+from assistant.testing.speech import FakeSTT
+
+CHAT = "/v1/chat/completions"
+LONG_REPLY = " ".join(f"w{i}" for i in range(200))
+
+
+def user(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+@pytest.fixture
+def make(tmp_path):
+    clients = []
+
+    def make(llm=None, store=None, **sections) -> TestClient:
+        settings = Settings(data_dir=tmp_path, llm=LLMSettings(adapter="scripted"), **sections)
+        store = store or MemoryStore()
+        app = create_app(
+            settings, llm=llm or ScriptedLM(), store=store, stt=FakeSTT(text="hi there")
+        )
+        client = TestClient(app)
+        client.__enter__()
+        client.store = store
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def http(make) -> TestClient:
+    return make()
+
+
+def events(text: str) -> list[dict | str]:
+    out: list[dict | str] = []
+    for block in text.split("\n\n"):
+        if block.startswith("data: "):
+            data = block[len("data: ") :]
+            out.append(data if data == "[DONE]" else orjson.loads(data))
+    return out
+
+
+def test_a_completion_and_its_usage(http):
+    response = http.post(CHAT, json={"model": "scripted", "messages": user("hello there")})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["object"] == "chat.completion" and body["model"] == "scripted"
+    choice = body["choices"][0]
+    assert choice["message"] == {
+        "role": "assistant",
+        "content": "You said: hello there",
+        "refusal": None,
+    }
+    assert choice["finish_reason"] == "stop"
+    usage = body["usage"]
+    assert usage["completion_tokens"] == 4 and usage["prompt_tokens"] > 0
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert http.store.infos == {}  # stateless: nothing stored
+
+
+def test_max_tokens_and_stop_end_the_reply(http):
+    body = http.post(CHAT, json={"messages": user("a b c d"), "max_completion_tokens": 3}).json()
+    assert body["choices"][0]["message"]["content"] == "You said: a"
+    assert body["choices"][0]["finish_reason"] == "length"
+    body = http.post(CHAT, json={"messages": user("a b c d"), "stop": [" c", "zz"]}).json()
+    assert body["choices"][0]["message"]["content"] == "You said: a b"
+    assert body["choices"][0]["finish_reason"] == "stop"
+
+
+def test_a_stream_of_chunks_with_usage_then_done(http):
+    body = {"messages": user("one two"), "stream": True, "stream_options": {"include_usage": True}}
+    response = http.post(CHAT, json=body)
+    assert response.headers["content-type"].startswith("text/event-stream")
+    chunks = events(response.text)
+    assert chunks[-1] == "[DONE]"
+    first, *deltas, last, usage, _ = chunks
+    assert first["object"] == "chat.completion.chunk"
+    assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert "".join(c["choices"][0]["delta"]["content"] for c in deltas) == "You said: one two"
+    assert all(c["choices"][0]["finish_reason"] is None and c["usage"] is None for c in deltas)
+    assert last["choices"][0] == {
+        "index": 0,
+        "delta": {},
+        "logprobs": None,
+        "finish_reason": "stop",
+    }
+    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 4
+    assert len({c["id"] for c in chunks[:-1]}) == 1
+    plain = events(http.post(CHAT, json={"messages": user("x"), "stream": True}).text)
+    assert all("usage" not in c for c in plain[:-1])  # usage only when asked for
+
+
+@pytest.mark.parametrize(
+    ("extra", "param", "code"),
+    [
+        ({"n": 2}, "n", "unsupported_value"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools", "unsupported_parameter"),
+        ({"response_format": {"type": "json_object"}}, "response_format", "unsupported_value"),
+        ({"logprobs": True}, "logprobs", "unsupported_parameter"),
+        ({"presence_penalty": 0.5}, "presence_penalty", "unsupported_value"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "invalid_request"),
+        ({"temperature": 3}, "temperature", "invalid_request"),
+        ({"frobnicate": 1}, "frobnicate", "invalid_request"),
+        ({"messages": [{"role": "tool", "content": "42", "tool_call_id": "c"}]}, "messages[0].role",
+         "unsupported_value"),
+        ({"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages[0].content",
+         "invalid_request"),
+        ({"messages": [{"role": "system", "content": [{"type": "image_url", "image_url": {
+            "url": "data:,"}}]}]}, "messages[0].content[0].type", "unsupported_value"),
+        ({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {
+            "data": "AAAA", "format": "midi"}}]}]}, "messages[0].content[0].input_audio.format",
+         "unsupported_audio_format"),
+    ],
+)  # fmt: skip
+def test_what_is_not_supported_is_a_400_naming_the_parameter(http, extra, param, code):
+    response = http.post(CHAT, json={"messages": user("hi"), **extra})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and error["code"] == code
+    assert error["type"] == "invalid_request_error" and error["message"]
+
+
+def test_harmless_parameters_are_accepted(http):
+    extra = {"user": "u-1", "seed": 7, "presence_penalty": 0, "metadata": {"k": "v"}, "n": 1,
+             "logprobs": False, "response_format": {"type": "text"}, "store": False}  # fmt: skip
+    assert http.post(CHAT, json={"messages": user("hi"), **extra}).status_code == 200
+
+
+def test_models_and_unknown_ids_are_404s_in_one_shape(http):
+    listed = http.get("/v1/models").json()
+    assert listed["object"] == "list" and [m["id"] for m in listed["data"]] == ["scripted"]
+    card = http.get("/v1/models/scripted").json()
+    assert card == {**listed["data"][0], "object": "model"} and isinstance(card["created"], int)
+    for response in (
+        http.get("/v1/models/gpt-4o"),
+        http.post(CHAT, json={"model": "gpt-4o", "messages": user("hi")}),
+    ):
+        assert response.status_code == 404
+        assert response.json()["error"] == {
+            "type": "not_found_error", "code": "model_not_found", "param": "model",
+            "message": "the model 'gpt-4o' does not exist; this server serves 'scripted'",
+        }  # fmt: skip
+
+
+def test_the_served_model_id():
+    def served(**llm) -> str:
+        return served_model_id(Settings(llm=LLMSettings(**llm)))
+
+    assert served() == "smollm2-135m-instruct"
+    assert served(served_name="house-model") == "house-model"
+    assert (
+        served(model="HuggingFaceTB/SmolLM2-360M-Instruct") == "HuggingFaceTB/SmolLM2-360M-Instruct"
+    )
+    assert served(model="/srv/models/my-llama/") == "my-llama"
+    assert served(adapter="scripted", model="a fixed reply") == "scripted"
+
+
+def test_system_messages_are_the_instructions(http):
+    llm = http.app.state.components.llm
+    messages = [{"role": "developer", "content": "Be terse."},
+                {"role": "user", "content": [{"type": "text", "text": "hi"}]}]  # fmt: skip
+    assert http.post(CHAT, json={"messages": messages}).status_code == 200
+    assert [(m.role, m.text) for m in llm.prompts[-1].messages] == [
+        ("system", "Be terse."),
+        ("user", "hi"),
+    ]
+
+
+def wav_base64(seconds: float = 0.5) -> str:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1), out.setsampwidth(2), out.setframerate(16_000)
+        out.writeframes(
+            (np.sin(np.arange(int(seconds * 16_000)) / 3) * 8000).astype("<i2").tobytes()
+        )
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_input_audio_is_transcribed_into_the_prompt(http):
+    part = {"type": "input_audio", "input_audio": {"data": wav_base64(), "format": "wav"}}
+    messages = [{"role": "user", "content": [part]}]
+    body = http.post(CHAT, json={"messages": messages}).json()
+    assert body["choices"][0]["message"]["content"] == "You said: hi there"
+
+
+def test_without_vision_or_voice_images_and_audio_are_refused(make):
+    http = make(vision=VisionSettings(enabled=False), voice=VoiceSettings(enabled=False))
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    audio = {"type": "input_audio", "input_audio": {"data": wav_base64(), "format": "wav"}}
+    for part in (image, audio):
+        response = http.post(CHAT, json={"messages": [{"role": "user", "content": [part]}]})
+        assert (
+            response.status_code == 400
+            and response.json()["error"]["code"] == "unsupported_content"
+        )
+
+
+def test_a_body_past_the_chat_limit_is_413_and_under_it_is_read(make):
+    http = make(
+        vision=VisionSettings(max_image_bytes=1024), voice=VoiceSettings(max_upload_bytes=1024)
+    )
+    big = [{"type": "text", "text": "x" * 150_000}] * 7  # 1.05 MB: over 1 MiB, under this limit
+    response = http.post(CHAT, json={"messages": [{"role": "user", "content": big}]})
+    assert (
+        response.status_code == 400
+        and response.json()["error"]["code"] == "context_length_exceeded"
+    )
+    response = http.post(CHAT, json={"messages": [{"role": "user", "content": big * 2}]})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+
+
+def test_a_session_tie_stores_the_new_turn_and_the_reply(http):
+    created = http.portal.call(http.app.state.components.orchestrator.open_session)
+    history = [
+        *user("old question"),
+        {"role": "assistant", "content": "old answer"},
+        *user("new one"),
+    ]
+    headers = {"X-Session-Id": created.id}
+    body = http.post(CHAT, json={"messages": history}, headers=headers).json()
+    assert body["choices"][0]["message"]["content"] == "You said: new one"
+    stored = http.get(f"/v1/sessions/{created.id}/messages").json()["data"]
+    assert [(m["role"], m["content"][0]["text"]) for m in stored] == [
+        ("user", "new one"), ("assistant", "You said: new one")]  # fmt: skip
+    # ``user`` naming a session of the caller's tenant ties too; the prompt is the stored history.
+    http.post(CHAT, json={"messages": user("third"), "user": created.id})
+    llm = http.app.state.components.llm
+    assert [m.text for m in llm.prompts[-1].messages][1:] == [
+        "new one",
+        "You said: new one",
+        "third",
+    ]
+    missing = http.post(CHAT, json={"messages": user("x")}, headers={"X-Session-Id": "sess_nope"})
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "session_not_found"
+    ends = http.post(
+        CHAT, json={"messages": [{"role": "assistant", "content": "hi"}]}, headers=headers
+    )
+    assert ends.status_code == 400 and ends.json()["error"]["code"] == "no_input"
+
+
+def test_the_keys_limits_hold_with_retry_after(make):
+    http = make(api_keys="acme:sk-test-0123456789abcdef", limits=LimitsSettings(requests_per_minute=2))
+    headers = {"Authorization": "Bearer sk-test-0123456789abcdef"}
+    assert http.post(CHAT, json={"messages": user("hi")}).status_code == 200  # open: not limited
+    codes = [
+        http.post(CHAT, json={"messages": user("hi")}, headers=headers).status_code
+        for _ in range(3)
+    ]
+    assert codes == [200, 200, 429]
+    refused = http.post(CHAT, json={"messages": user("hi")}, headers=headers)
+    assert (
+        int(refused.headers["Retry-After"]) >= 1
+        and refused.json()["error"]["code"] == "rate_limited"
+    )
+
+
+def test_a_client_that_goes_away_cancels_the_generation(make):
+    llm = ScriptedLM(LONG_REPLY, token_delay_s=0.01)
+    http = make(llm=llm)
+    app = http.app
+    body = orjson.dumps({"messages": user("go"), "stream": True})
+    scope = {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+        "method": "POST", "scheme": "http", "path": CHAT, "raw_path": CHAT.encode(),
+        "query_string": b"", "root_path": "", "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+    }  # fmt: skip
+
+    async def drive() -> list[bytes]:
+        gone = asyncio.Event()
+        sent: list[bytes] = []
+        requests = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive():
+            if requests:
+                return requests.pop()
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            if message["type"] == "http.response.body":
+                sent.append(message["body"])
+                if len(sent) == 3:  # the role chunk and two deltas: the client hangs up
+                    gone.set()
+
+        await app(scope, receive, send)
+        return sent
+
+    sent = http.portal.call(drive)
+    assert 3 <= len(sent) < 10 and b"[DONE]" not in b"".join(sent)
+    assert app.state.metrics._counts.responses["cancelled"] == 1
+    assert llm.prompts and 0 < app.state.metrics._counts.output_tokens < 200
