@@ -85,13 +85,15 @@ def build_vision_encoder(settings: Settings) -> VisionEncoder:
 
 def build_image_pipeline(settings: Settings, llm: LanguageModel, store: SessionStore) -> Any:
     """The vision encoder, and a projector when the language model takes embeddings, behind the
-    core's ``ImagePipeline`` (blocking: loads weights)."""
+    core's ``ImagePipeline`` (blocking: loads weights). A model that takes images itself gets
+    their pixels and needs no encoder: none is built (a gateway in front of a remote vision model
+    loads no torch)."""
     from assistant.vision.images import ImageLimits
     from assistant.vision.pipeline import ImagePipeline
 
-    encoder = build_vision_encoder(settings)
+    encoder = None if llm.capabilities.images else build_vision_encoder(settings)
     projector = None
-    if llm.capabilities.embeddings:
+    if encoder is not None and llm.capabilities.embeddings:
         module = importlib.import_module("adapters.vision.projector")
         projector = module.build(
             settings, encoder=encoder.capabilities, table=llm.input_embeddings

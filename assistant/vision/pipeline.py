@@ -5,6 +5,8 @@ what the language model takes, with the expensive part cached in the store.
     ImagePart --cache hit?--> embeddings (N, H)
               --miss--> blob --> decode --> VisionEncoder --> ImageProjector --> cache --> (N, H)
     ImagePart --> a short description (top classes), for a model that takes text only
+    ImagePart --> blob --> decode --> pixels, for a model that takes images itself (no encoder:
+                  a remote or native vision-language model needs none)
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from assistant.errors import InvalidRequestError
+from assistant.errors import ConfigurationError, InvalidRequestError
 from assistant.messages import ImagePart, PendingImage
 from assistant.ports import ImageFeatures, ImageProjector, SessionStore, VisionEncoder
 from assistant.vision.images import DecodedImage, ImageLimits, decode_image
@@ -35,7 +37,7 @@ class VisionStats:
 class ImagePipeline:
     def __init__(
         self,
-        encoder: VisionEncoder,
+        encoder: VisionEncoder | None,
         projector: ImageProjector | None,
         store: SessionStore,
         *,
@@ -91,7 +93,7 @@ class ImagePipeline:
 
     async def describe(self, part: ImagePart) -> str:
         """A short text for a model that takes no images: the encoder's top classes."""
-        key = f"desc:{self.encoder.name}:{self.top_k}:{part.sha256}"
+        key = f"desc:{self._encoder().name}:{self.top_k}:{part.sha256}"
         cached = await self.store.cache_get(key)
         if cached is not None:
             self.stats.cache_hits += 1
@@ -117,8 +119,14 @@ class ImagePipeline:
 
     async def _features(self, part: ImagePart) -> ImageFeatures:
         pixels = await self.pixels(part)
+        encoder = self._encoder()
         self.stats.encoder_calls += 1
-        return await self.encoder.encode(pixels)
+        return await encoder.encode(pixels)
+
+    def _encoder(self) -> VisionEncoder:
+        if self.encoder is None:
+            raise ConfigurationError("no vision encoder is built: the model takes images itself")
+        return self.encoder
 
 
 def describe_features(features: ImageFeatures, top_k: int) -> str:

@@ -7,6 +7,8 @@ port answers ``model_error`` and its socket goes on."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import json
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 import websockets
+from PIL import Image
 
 from tests.support.processes import free_port
 from tests.support.server import ServerProcess, serve_env
@@ -57,8 +60,9 @@ def _gateway_env(data_dir: Path, redis_server, base_url: str, **more: str) -> di
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory, redis_server, model_server):
-    """A: the gateway whose model is B."""
-    env = _gateway_env(tmp_path_factory.mktemp("gateway"), redis_server, model_server.url("/v1"))
+    """A: the gateway whose model is B, sending it images themselves."""
+    env = _gateway_env(tmp_path_factory.mktemp("gateway"), redis_server, model_server.url("/v1"),
+                       ASSISTANT_LLM__IMAGE_INPUT="true")  # fmt: skip
     with ServerProcess(env) as server:
         yield server
 
@@ -116,6 +120,34 @@ async def test_a_conversation_on_the_gateway_is_answered_by_the_remote_model(
     assert await _session_keys(redis_server, 6)  # A stored the session ...
     assert not await _session_keys(redis_server, 5)  # ... B, stateless, nothing
     # A runs no model of its own: torch is not even loaded
+    assert "libtorch" not in Path(f"/proc/{gateway.pid}/maps").read_text()
+
+
+def _png_data_url(pixels) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+async def test_an_image_on_the_gateway_reaches_the_remote_model_itself(gateway, model_server):
+    from skimage import data
+
+    item = {"type": "message", "role": "user", "content": [
+        {"type": "input_text", "text": "What animal is this?"},
+        {"type": "input_image", "image_url": _png_data_url(data.chelsea())},
+    ]}  # fmt: skip
+    async with websockets.connect(gateway.ws_url + "/v1/realtime") as ws:
+        await _next(ws, "session.created")
+        await ws.send(json.dumps({"type": "conversation.item.create", "item": item}))
+        await _next(ws, "conversation.item.created")
+        await ws.send(json.dumps({"type": "response.create"}))
+        done, _ = await _next(ws, "response.done")
+    assert done["response"]["status"] == "completed", done
+    reply = done["response"]["output"][0]["content"][0]["text"]
+    # B's text-only model got the image's description from B's own encoder: the pixels went over
+    assert reply.startswith("You said: [Image 1:") and "cat" in reply, reply
+    assert reply.endswith("What animal is this?")
+    # A handed the pixels on: it loaded no vision encoder (nor torch) of its own
     assert "libtorch" not in Path(f"/proc/{gateway.pid}/maps").read_text()
 
 
