@@ -69,7 +69,7 @@ def schemas() -> dict[str, Any]:
     server events as it writes them."""
     models = [(m, "validation") for m in event_models(ClientEvent)]
     models += [(m, "serialization") for m in event_models(ServerEvent)]
-    _, top = models_json_schema(models, ref_template=_REF, schema_generator=_EveryFieldSent)  # type: ignore[arg-type]
+    _, top = models_json_schema(models, ref_template=_REF, schema_generator=_EveryFieldSent)
     found = top["$defs"]
     for schema in found.values():
         _drop_discriminators(schema)
@@ -156,24 +156,34 @@ def _channel(names: list[str]) -> dict[str, Any]:
             "event and the socket stays open."
         ),
         "messages": {name: {"$ref": f"#/components/messages/{name}"} for name in names},
-        "bindings": {"ws": {
-            "bindingVersion": "0.1.0",
-            "method": "GET",
-            "query": {"type": "object", "properties": {"session_id": {
-                "type": "string",
-                "description": "resume this session of the caller's tenant; left out: a new "
-                "session (a client secret bound to a session opens that one)",
-            }}},
-            "headers": {"type": "object", "properties": {
-                "Authorization": {"type": "string", "description": "Bearer <key or client secret>"},
-                "Sec-WebSocket-Protocol": {"type": "string", "description": (
-                    f"browsers: '{REALTIME_PROTOCOL}, {header}' (the server accepts "
-                    f"'{REALTIME_PROTOCOL}'); a secret is never read from the URL"
-                )},
-                "Origin": {"type": "string", "description": "checked against the key's origins"},
-            }},
-        }},  # fmt: skip
+        "bindings": {"ws": _ws_binding(header)},
         "x-close-codes": CLOSE_CODES,
+    }
+
+
+def _ws_binding(header: str) -> dict[str, Any]:
+    """The handshake: ``?session_id=`` and the headers that carry the credentials."""
+    session_id = (
+        "resume this session of the caller's tenant; left out: a new session (a client secret "
+        "bound to a session opens that one)"
+    )
+    protocols = (
+        f"browsers: '{REALTIME_PROTOCOL}, {header}' (the server accepts '{REALTIME_PROTOCOL}'); "
+        "a secret is never read from the URL"
+    )
+    headers = {
+        "Authorization": {"type": "string", "description": "Bearer <key or client secret>"},
+        "Sec-WebSocket-Protocol": {"type": "string", "description": protocols},
+        "Origin": {"type": "string", "description": "checked against the key's origins"},
+    }
+    return {
+        "bindingVersion": "0.1.0",
+        "method": "GET",
+        "query": {
+            "type": "object",
+            "properties": {"session_id": {"type": "string", "description": session_id}},
+        },
+        "headers": {"type": "object", "properties": headers},
     }
 
 
@@ -214,21 +224,28 @@ def document() -> dict[str, Any]:
             ),
         },
         "defaultContentType": "application/json",
-        "servers": {"local": {
-            "host": "127.0.0.1:8000", "protocol": "ws",
-            "description": "assistant serve's default address (wss:// behind TLS)",
-            "security": [{"$ref": "#/components/securitySchemes/bearer"},
-                         {"$ref": "#/components/securitySchemes/clientSecretSubprotocol"}],
-        }},  # fmt: skip
+        "servers": {
+            "local": {
+                "host": "127.0.0.1:8000",
+                "protocol": "ws",
+                "description": "assistant serve's default address (wss:// behind TLS)",
+                "security": [
+                    {"$ref": "#/components/securitySchemes/bearer"},
+                    {"$ref": "#/components/securitySchemes/clientSecretSubprotocol"},
+                ],
+            }
+        },  # fmt: skip
         "channels": {"realtime": _channel(list(found))},
         "operations": {
             "receiveClientEvents": {
-                "action": "receive", "channel": {"$ref": "#/channels/realtime"},
+                "action": "receive",
+                "channel": {"$ref": "#/channels/realtime"},
                 "summary": "The client's events (and binary audio frames), handled in order.",
                 "messages": [{"$ref": in_channel.format(n)} for n in client],
             },
             "sendServerEvents": {
-                "action": "send", "channel": {"$ref": "#/channels/realtime"},
+                "action": "send",
+                "channel": {"$ref": "#/channels/realtime"},
                 "summary": "The server's events, in the order they happen.",
                 "messages": [{"$ref": in_channel.format(n)} for n in server],
             },

@@ -217,7 +217,9 @@ def within(given: Any, sent: Any, where: str = "") -> list[str]:
     if isinstance(given, list):
         if not isinstance(sent, list) or len(sent) != len(given):
             return [f"{where}: not the same list"]
-        return [p for i, (a, b) in enumerate(zip(given, sent)) for p in within(a, b, f"{where}[{i}]")]
+        return [
+            p for i, (a, b) in enumerate(zip(given, sent)) for p in within(a, b, f"{where}[{i}]")
+        ]
     return [] if given == sent else [f"{where}: {given!r} is sent as {sent!r}"]
 
 
@@ -256,7 +258,9 @@ def test_every_example_event_is_one_the_models_take():
 
 
 def test_the_example_check_finds_a_made_up_field_and_a_made_up_event():
-    assert check_server_event({"type": "response.finished"}) == ["no server event 'response.finished'"]
+    assert check_server_event({"type": "response.finished"}) == [
+        "no server event 'response.finished'"
+    ]
     wrong = {"type": "input_audio_buffer.committed", "item_id": "msg_1", "item": "msg_1"}
     assert check_server_event(wrong) == [".item: no such field"]
 
