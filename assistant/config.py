@@ -29,6 +29,7 @@ class LLMSettings(_Section):
     #: Adapter name, looked up in ``assistant.registry`` (``transformers_local``, ...).
     adapter: str = "transformers_local"
     #: A local directory or hub id. Empty: the prepared SmolLM2-135M-Instruct under the data dir.
+    #: The ``langchain`` adapter: the chat model's import path ``package.module:attribute``.
     model: str = ""
     #: The model's id on the OpenAI-compatible API (``GET /v1/models``, a completion's ``model``).
     #: Empty: the hub id of ``model``, a local directory's name, else ``smollm2-135m-instruct``

@@ -22,6 +22,8 @@ LLM_ADAPTERS: dict[str, str] = {
     "transformers_local": "adapters.llm.transformers_local",
     "transformers_vlm": "adapters.llm.transformers_vlm",
     "openai_compatible": "adapters.llm.openai_compatible",
+    #: Any LangChain chat model; ``ASSISTANT_LLM__MODEL`` is its import path ``pkg.module:attr``.
+    "langchain": "adapters.langchain.language_model",
     "scripted": "assistant.testing.language_models",
 }
 MEMORY_ADAPTERS: dict[str, str] = {

@@ -42,7 +42,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         f"AssistantChatModel needs langchain-core: pip install 'assistant[langchain]' ({exc})"
     ) from exc
 
-from adapters.langchain.messages import from_langchain
+from adapters.langchain.messages import from_langchain, to_domain
 from assistant.config import Settings
 from assistant.ports import GenerationOptions, LanguageModel
 from assistant.vision.images import DEFAULT_LIMITS, ImageLimits
@@ -98,6 +98,9 @@ class AssistantChatModel(BaseChatModel):
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     #: The language model itself (in process; not serialised).
     language_model: Any = Field(default=None, exclude=True)
+    #: Or the server's own completions (``assistant.completions.Completions``): the path of
+    #: ``POST /v1/chat/completions``, images through the image pipeline (in process, a store).
+    completions: Any = Field(default=None, exclude=True)
     #: ``messages.Describe``: pixels -> a text description, for a language model that takes no
     #: images (in process).
     describe_images: Any = Field(default=None, exclude=True)
@@ -108,19 +111,31 @@ class AssistantChatModel(BaseChatModel):
 
     @model_validator(mode="after")
     def _one_mode(self) -> AssistantChatModel:
-        if (self.base_url is None) == (self.language_model is None):
-            raise ValueError("AssistantChatModel takes base_url (a server) or language_model, one of them")
+        given = [self.base_url, self.language_model, self.completions]
+        if sum(x is not None for x in given) != 1:
+            raise ValueError(
+                "AssistantChatModel takes one of base_url (a server), language_model or completions"
+            )
         return self
 
     @classmethod
-    def in_process(cls, settings: Settings | None = None, **fields: Any) -> AssistantChatModel:
-        """The configured language model (``assistant.registry``; blocking: it loads weights),
-        and for images the configured vision encoder (loaded on the first image). ``settings``
+    def in_process(
+        cls, settings: Settings | None = None, *, store: Any = None, **fields: Any
+    ) -> AssistantChatModel:
+        """The configured language model (``assistant.registry``; blocking: it loads weights).
+        With a session ``store``, replies take the server's own path (``assistant.completions``:
+        the server's instructions when the messages bring none, the prompt budget, images through
+        the image pipeline, projected for a model that takes embeddings); without one, the
+        messages go to the model as they are, images described by the configured vision encoder
+        (loaded on the first image) or given as pixels to a model that takes images. ``settings``
         None: read from the environment (``ASSISTANT_*``), as ``assistant serve`` does."""
         from assistant import registry
 
         settings = settings or Settings()
         llm = registry.build_language_model(settings)
+        if store is not None:
+            return cls(completions=_completions(settings, llm, store), model=settings.llm.served_name
+                       or llm.name, **fields)  # fmt: skip
         vision = settings.vision
         limits = ImageLimits(max_bytes=vision.max_image_bytes, max_pixels=vision.max_image_pixels)
         describe = _EncoderDescriber(settings) if vision.enabled else None
@@ -134,7 +149,7 @@ class AssistantChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        mode = {"base_url": self.base_url} if self.base_url else {"language_model": self._model_name()}
+        mode = {"base_url": self.base_url} if self.base_url else {"in_process": self._model_name()}
         return {**mode, "model": self.model, "max_tokens": self.max_tokens, "temperature": self.temperature}
 
     def bind_tools(self, tools: Sequence[Any], *, tool_choice: str | None = None, **kwargs: Any) -> Any:
@@ -148,6 +163,24 @@ class AssistantChatModel(BaseChatModel):
         if self.model:
             return self.model
         return self.language_model.name if self.language_model is not None else "assistant"
+
+    async def _start(self, messages: list[BaseMessage], options: GenerationOptions) -> Any:
+        """A generation or a completion: both iterate deltas and end with ``usage`` and
+        ``finish_reason``; ``aclose`` stops either."""
+        if self.completions is not None:
+            from assistant.completions import ResponseOverrides
+
+            overrides = ResponseOverrides(
+                max_output_tokens=options.max_new_tokens, temperature=options.temperature,
+                top_p=options.top_p, stop=options.stop,
+            )  # fmt: skip
+            return await self.completions.start(to_domain(messages), overrides)
+        llm = self._llm()
+        prompt = await from_langchain(
+            messages, pixels=llm.capabilities.images, describe=self.describe_images,
+            limits=self.image_limits,
+        )  # fmt: skip
+        return llm.stream(prompt, options)
 
     def _llm(self) -> LanguageModel:
         """The language model for the running loop: the given one, or the remote adapter (one
@@ -184,13 +217,7 @@ class AssistantChatModel(BaseChatModel):
     async def _chunks(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
     ) -> AsyncIterator[ChatGenerationChunk]:
-        options = self._options(stop, kwargs)
-        llm = self._llm()
-        prompt = await from_langchain(
-            messages, pixels=llm.capabilities.images, describe=self.describe_images,
-            limits=self.image_limits,
-        )  # fmt: skip
-        generation = llm.stream(prompt, options)
+        generation = await self._start(messages, self._options(stop, kwargs))
         try:
             async for delta in generation:
                 yield ChatGenerationChunk(message=AIMessageChunk(content=delta))
@@ -286,3 +313,21 @@ class _EncoderDescriber:
         encoder = self._encoder or await asyncio.to_thread(self._load)
         return describe_features(await encoder.encode(pixels), self.settings.vision.top_k)
 
+
+def _completions(settings: Settings, llm: LanguageModel, store: Any) -> Any:
+    """The server's completions over ``llm`` and ``store`` (the image pipeline built on the
+    first image), as ``server.components`` builds them."""
+    import functools
+
+    from assistant import registry
+    from assistant.completions import Completions
+    from assistant.orchestrator import Orchestrator
+
+    vision_factory = None
+    if settings.vision.enabled:
+        vision_factory = functools.partial(registry.build_image_pipeline, settings, llm, store)
+    orchestrator = Orchestrator(
+        llm, store, llm_settings=settings.llm, prompt_settings=settings.prompt,
+        memory_settings=settings.memory, vision_factory=vision_factory,
+    )  # fmt: skip
+    return Completions(orchestrator)

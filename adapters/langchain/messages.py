@@ -47,7 +47,7 @@ def png_block(pixels: np.ndarray) -> dict[str, Any]:
 
 
 def _content(message: PromptMessage, image_input: bool) -> str | list[dict[str, Any]]:
-    if not message.images:
+    if not message.images or not image_input:
         return message.text.replace(IMAGE_MARKER, "")
     pieces = message.text.split(IMAGE_MARKER)
     blocks: list[dict[str, Any]] = []
@@ -55,7 +55,7 @@ def _content(message: PromptMessage, image_input: bool) -> str | list[dict[str, 
         if piece:
             blocks.append({"type": "text", "text": piece})
         image = message.images[index] if index < len(pieces) - 1 else None
-        if image is not None and image_input and image.pixels is not None:
+        if image is not None and image.pixels is not None:
             blocks.append(png_block(image.pixels))
     return blocks
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from collections.abc import AsyncIterator, Sequence
 
 from assistant.config import Settings
@@ -78,6 +79,34 @@ class DeltasLM(LanguageModel):
                 return
             usage.output_tokens += 1
             yield delta
+
+
+class GatedLM(ScriptedLM):
+    """A ``ScriptedLM`` that yields its first word, then waits until ``release`` is set: a test
+    sees a delta arrive while the model is still generating. ``closed`` is set once the
+    generation has ended (run out, cancelled or closed), from any thread."""
+
+    name = "gated"
+
+    def __init__(self, reply: str | None = None) -> None:
+        super().__init__(reply)
+        self.release = threading.Event()
+        self.closed = threading.Event()
+
+    async def _stream_impl(
+        self, prompt: Prompt, options: GenerationOptions, cancel: CancelToken, usage: Usage
+    ) -> AsyncIterator[str]:
+        words = super()._stream_impl(prompt, options, cancel, usage)
+        try:
+            first = True
+            async for word in words:
+                yield word
+                while first and not self.release.is_set() and not cancel.cancelled:
+                    await asyncio.sleep(0.005)  # the poll interval of a test's gate
+                first = False
+        finally:
+            await words.aclose()
+            self.closed.set()
 
 
 class FailingLM(LanguageModel):
