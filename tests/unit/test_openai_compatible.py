@@ -226,6 +226,14 @@ def test_tokens_are_estimated_from_ascii_and_other_utf8_bytes():
     assert llm.count_tokens("schön") == 2  # 4 ASCII bytes / 4 + 2 bytes / 2
 
 
+async def test_after_done_the_body_is_read_to_its_end_so_the_connection_is_kept():
+    body = Body([sse(delta("ok", "stop")), b": the chunked body's end\n\n"])
+    llm = model(Remote(streamed(body)))
+    _, deltas = await run(llm)
+    await llm.aclose()
+    assert deltas == ["ok"] and body.sent == 2
+
+
 # -- retries --------------------------------------------------------------------------------------
 
 
