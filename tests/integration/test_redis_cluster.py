@@ -85,3 +85,48 @@ def test_conversations_through_a_real_cluster(cluster):
     everything = [key for keys in by_node.values() for key in keys]
     assert any(":blob:" in key for key in everything), everything
     assert any(":cache:" in key for key in everything), everything  # the image's description
+
+
+async def test_langgraph_checkpoints_on_a_real_cluster(cluster):
+    """RedisCheckpointSaver with redis-py's Cluster clients, sync and async: each thread's four
+    keys share a hash tag (one node; its scripts run there), threads spread over the nodes, and
+    listing every thread scans them all."""
+    from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+    from redis.cluster import RedisCluster
+
+    from adapters.langchain import RedisCheckpointSaver
+
+    sync = RedisCluster(host="127.0.0.1", port=cluster.ports[0])
+    async_client = AsyncRedisCluster(host="127.0.0.1", port=cluster.ports[0])
+    saver = RedisCheckpointSaver(client=sync, async_client=async_client, tenant="cl")
+    try:
+        threads = [f"thread-{n}" for n in range(9)]
+        for n, thread in enumerate(threads):
+            stored = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+            version = saver.get_next_version(None, None)
+            checkpoint = {"v": 4, "id": f"1f0-{n:04}", "ts": "2025-01-01T00:00:00+00:00",
+                          "channel_values": {"n": n}, "channel_versions": {"n": version},
+                          "versions_seen": {}, "updated_channels": ["n"]}  # fmt: skip
+            made = saver.put(stored, checkpoint, {"step": n}, {"n": version}) if n % 2 else (
+                await saver.aput(stored, checkpoint, {"step": n}, {"n": version}))
+            await saver.aput_writes(made, [("n", n + 100)], "task")
+        for n, thread in enumerate(threads):
+            found = await saver.aget_tuple({"configurable": {"thread_id": thread}})
+            assert found.checkpoint["channel_values"] == {"n": n}
+            assert found.pending_writes == [("task", "n", n + 100)]
+            assert saver.get_tuple({"configurable": {"thread_id": thread}}).metadata["step"] == n
+        assert sorted(t.config["configurable"]["thread_id"] for t in saver.list(None)) == threads
+        assert len([t async for t in saver.alist(None)]) == len(threads)
+        by_node = keys_by_node(cluster)
+        for thread in threads:
+            holders = {port: [k for k in keys if f"{{{thread}}}" in k] for port, keys in by_node.items()}
+            holding = {port: keys for port, keys in holders.items() if keys}
+            assert len(holding) == 1 and len(next(iter(holding.values()))) == 4, holders
+        assert sum(1 for keys in by_node.values() if any(":lg:" in k for k in keys)) >= 2, by_node
+        await saver.adelete_thread(threads[0])
+        saver.delete_thread(threads[1])
+        assert not any(f"{{{t}}}" in k for keys in keys_by_node(cluster).values() for k in keys
+                       for t in threads[:2])  # fmt: skip
+    finally:
+        sync.close()
+        await async_client.aclose()
