@@ -9,11 +9,13 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import WebSocketRoute
 
 from assistant.config import Settings
-from assistant.errors import AssistantError, InvalidRequestError
+from assistant.errors import AssistantError, InvalidJSONError, InvalidRequestError
 from assistant.ports import LanguageModel, SessionStore, SpeechToText, TextToSpeech, VoiceActivity
 from assistant.ports.keys import KeyStore
 from assistant.ports.limits import Limiter
@@ -81,6 +83,12 @@ def create_app(
     @app.exception_handler(AssistantError)
     async def _assistant_error(_: Request, exc: AssistantError):  # type: ignore[no-untyped-def]
         return error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):  # type: ignore[no-untyped-def]
+        if exc.status_code == 400:  # FastAPI: a body it cannot parse (not UTF-8, ...)
+            return error_response(InvalidJSONError(f"the body cannot be read: {exc.detail}"))
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_body(_: Request, exc: RequestValidationError):  # type: ignore[no-untyped-def]

@@ -20,10 +20,12 @@ from pathlib import PurePath
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from assistant.auth.keys import parse_key
 from assistant.auth.principal import Principal
+from assistant.auth.tokens import PREFIX as CLIENT_SECRET_PREFIX
 from assistant.completions import Completion, Completions
 from assistant.config import Settings
-from assistant.errors import ModelNotFoundError, SessionNotFoundError, shown
+from assistant.errors import AuthenticationError, ModelNotFoundError, SessionNotFoundError, shown
 from assistant.orchestrator import ResponseOverrides
 from assistant.server.openai_schema import (
     COMPLETION_OK,
@@ -34,7 +36,7 @@ from assistant.server.openai_schema import (
 )
 from assistant.server.openai_stream import CompletionAnswer
 from assistant.server.rest_schema import AUTH_ERRORS, errors
-from assistant.server.security import check_session, requires
+from assistant.server.security import authenticate, bearer, check_session, requires
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,25 @@ def chat_body_limit(settings: Settings) -> int:
     return raw * 4 // 3 + 1024 * 1024
 
 
+async def openai_caller(request: Request) -> Principal:
+    """Route dependency: a caller with the ``client`` scope. In open mode a bearer that is none
+    of this server's credentials (OpenAI's clients always send an ``api_key``) counts as none;
+    a malformed or revoked ``sk_``/``pk_`` key, or a bad client secret, is still refused."""
+    try:
+        return await requires("client")(request)
+    except AuthenticationError as exc:
+        components = request.app.state.components
+        credential = bearer(request.headers) or ""
+        foreign = parse_key(credential) is None and not credential.startswith(CLIENT_SECRET_PREFIX)
+        if exc.code != "invalid_api_key" or not components.auth.open_mode or not foreign:
+            raise
+    principal = await authenticate(
+        components.auth, components.limits, None, request.headers.get("origin")
+    )
+    request.state.principal = principal
+    return principal
+
+
 def _card(request: Request) -> ModelCard:
     settings: Settings = request.app.state.settings
     completions: Completions = request.app.state.components.completions
@@ -74,14 +95,14 @@ def _card(request: Request) -> ModelCard:
 
 
 @router.get("/v1/models", response_model=ModelList, responses=errors(*AUTH_ERRORS))
-async def list_models(request: Request, _: Principal = Depends(requires("client"))) -> JSONResponse:
+async def list_models(request: Request, _: Principal = Depends(openai_caller)) -> JSONResponse:
     """The model this server serves, as OpenAI lists models."""
     return JSONResponse(ModelList(data=[_card(request)]).model_dump())
 
 
 @router.get("/v1/models/{model_id}", response_model=ModelCard, responses=errors(*AUTH_ERRORS, 404))
 async def get_model(
-    model_id: str, request: Request, _: Principal = Depends(requires("client"))
+    model_id: str, request: Request, _: Principal = Depends(openai_caller)
 ) -> JSONResponse:
     """The served model by its id; any other id is 404 ``model_not_found``."""
     card = _card(request)
@@ -101,7 +122,7 @@ def _no_model(model_id: str, served: str) -> ModelNotFoundError:
     responses={**COMPLETION_OK, **errors(400, *AUTH_ERRORS, 404, 409, 413, 500, 503)},
 )  # fmt: skip
 async def chat_completions(
-    body: CompletionRequest, request: Request, principal: Principal = Depends(requires("client"))
+    body: CompletionRequest, request: Request, principal: Principal = Depends(openai_caller)
 ) -> CompletionAnswer:
     """A chat completion as OpenAI's: ``messages`` with text, ``image_url`` (data URLs) and
     ``input_audio`` parts; ``stream`` for server-sent events. See the README for what is not

@@ -149,6 +149,8 @@ def problem_param(loc: Sequence[str | int]) -> str | None:
     param = ""
     for segment in loc[1:]:
         if isinstance(segment, int):
+            if not param:
+                break  # a place in a body that is not JSON
             param += f"[{segment}]"
         elif segment.isidentifier() and segment not in _TYPE_NAMES:
             param += f".{segment}" if param else segment

@@ -17,7 +17,8 @@ EXAMPLES = 40
 #: The routes the README documents (the auth routes come on top).
 DOCUMENTED = {
     "GET /v1/sessions/{session_id}/messages", "POST /v1/audio/transcriptions", "GET /healthz",
-    "GET /readyz", "GET /metrics",
+    "GET /readyz", "GET /metrics", "POST /v1/chat/completions", "GET /v1/models",
+    "GET /v1/models/{model_id}",
 }  # fmt: skip
 
 

@@ -14,7 +14,14 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from assistant.config import LimitsSettings, LLMSettings, Settings, VisionSettings, VoiceSettings
+from assistant.config import (
+    AuthSettings,
+    LimitsSettings,
+    LLMSettings,
+    Settings,
+    VisionSettings,
+    VoiceSettings,
+)
 from assistant.server.app import create_app
 from assistant.server.openai_routes import served_model_id
 from assistant.testing.language_models import ScriptedLM
@@ -315,3 +322,21 @@ def test_a_client_that_goes_away_cancels_the_generation(make):
     assert 3 <= len(sent) < 10 and b"[DONE]" not in b"".join(sent)
     assert app.state.metrics._counts.responses["cancelled"] == 1
     assert llm.prompts and 0 < app.state.metrics._counts.output_tokens < 200
+
+
+def test_in_open_mode_an_api_key_that_is_none_of_the_servers_is_no_key(make):
+    open_server = make()
+    assert open_server.get("/v1/models", headers={"Authorization": "Bearer unused"}).status_code == 200
+    revoked = "Bearer sk_" + "0" * 16 + "_" + "x" * 32  # a key's shape, but no such key
+    refused = open_server.get("/v1/models", headers={"Authorization": revoked})
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+    closed = make(auth=AuthSettings(open=False))
+    refused = closed.get("/v1/models", headers={"Authorization": "Bearer unused"})
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_a_body_that_is_not_json_is_a_400_in_the_error_shape(http):
+    response = http.post(CHAT, content=b"\xff\xfe{", headers={"content-type": "application/json"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
+    response = http.post(CHAT, content=b"{", headers={"content-type": "application/json"})
+    assert response.status_code == 400 and response.json()["error"]["param"] is None
