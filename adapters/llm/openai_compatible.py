@@ -105,9 +105,10 @@ class OpenAICompatibleLanguageModel(LanguageModel):
     ) -> None:
         url = _parse_base_url(base_url)
         self.remote = _host_port(url)
-        auth = (url.username, url.password) if url.username else None  # kept out of the URL
-        self._endpoint = str(url.copy_with(username=None, password=None)).rstrip("/")
-        self._endpoint += "/chat/completions"
+        # user:password in the URL: sent as basic auth when there is no key, kept out of the URL
+        auth = (url.username, url.password) if url.username and not api_key else None
+        path = url.path.rstrip("/") + "/chat/completions"  # a query (Azure's api-version) stays
+        self._endpoint = url.copy_with(username=None, password=None, path=path)
         self.model = model
         self.retries = max(retries, 0)
         self.token_timeout_s = read_timeout_s

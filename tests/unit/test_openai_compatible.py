@@ -249,11 +249,14 @@ async def test_a_refused_connection_is_retried_before_the_first_token():
 
 async def test_retries_run_out_into_a_model_error_naming_the_remote_only():
     remote = Remote(httpx.ConnectError("[Errno 111] Connection refused"))
-    llm = model(remote, retries=1, base_url="http://bob:hunter22@gpu-box:8000/v1?token=xyz")
+    llm = model(remote, retries=1, base_url="http://bob:hunter22@gpu-box:8000/v1?token=xyz",
+                api_key=None)  # fmt: skip
     with pytest.raises(ModelError) as failed:
         await run(llm)
     await llm.aclose()
     assert len(remote.requests) == 2
+    assert str(remote.requests[0].url) == "http://gpu-box:8000/v1/chat/completions?token=xyz"
+    assert remote.requests[0].headers["authorization"].startswith("Basic ")  # from the URL
     assert failed.value.code == "model_error"
     message = failed.value.message
     assert "gpu-box:8000" in message and "unreachable" in message and "refused" in message
