@@ -22,6 +22,7 @@ import pytest
 import websockets
 import yaml
 
+from tests.support import compose_file as cf
 from tests.support import docker_files as df
 from tests.support.processes import end, free_port
 from tests.support.waiting import wait_for
@@ -49,7 +50,7 @@ def image_env(tmp_path, redis_url: str) -> dict[str, str]:
     for step in final_stage("ENV"):
         env.update({k: v for k, v in df.env_of(step).items() if k != "PATH"})
     compose = yaml.safe_load((df.ROOT / "docker" / "compose.yaml").read_text())
-    env.update(df.environment(compose["services"]["assistant"], VARIABLES))
+    env.update(cf.environment(compose["services"]["assistant"], VARIABLES))
     assert env["ASSISTANT_API_KEYS"] == VARIABLES["ASSISTANT_API_KEYS"]
     env.update({
         "ASSISTANT_REDIS_URL": redis_url, "ASSISTANT_DATA_DIR": str(tmp_path),

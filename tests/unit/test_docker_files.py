@@ -12,6 +12,7 @@ import re
 import pytest
 import yaml
 
+from tests.support import compose_file as cf
 from tests.support import docker_files as df
 
 DOCKERFILE = (df.ROOT / "docker" / "Dockerfile").read_text()
@@ -30,13 +31,13 @@ def test_the_dockerfile_agrees_with_the_code():
 
 
 def test_compose_agrees_with_the_code(compose):
-    assert df.compose_problems(compose, DOCKERFILE) == []
+    assert cf.compose_problems(compose, DOCKERFILE) == []
 
 
 def test_every_assistant_variable_is_a_setting():
-    names = set(df.env_file_names(EXAMPLE_ENV))
+    names = set(cf.env_file_names(EXAMPLE_ENV))
     names |= {
-        n for s in yaml.safe_load(COMPOSE_TEXT)["services"].values() for n in df.environment(s)
+        n for s in yaml.safe_load(COMPOSE_TEXT)["services"].values() for n in cf.environment(s)
     }
     names |= set(re.findall(r"\bASSISTANT_\w+", COMPOSE_TEXT + DOCKERFILE + EXAMPLE_ENV))
     assert {"ASSISTANT_REDIS_URL", "ASSISTANT_LLM__BASE_URL", "ASSISTANT_AUTH__SECRET"} <= names
@@ -54,7 +55,7 @@ def test_a_misspelt_or_unknown_setting_is_caught(compose):
     env = compose["services"]["assistant-gpu"]["environment"]
     env["ASSISTANT_LLM__BASEURL"] = env.pop("ASSISTANT_LLM__BASE_URL")
     env["ASSISTANT_LLM__IMAGE_INPUT"] = "perhaps"
-    found = df.compose_problems(compose, DOCKERFILE)
+    found = cf.compose_problems(compose, DOCKERFILE)
     assert (
         "assistant-gpu: ASSISTANT_LLM__BASEURL: no setting 'baseurl' (assistant/config.py)" in found
     )
@@ -91,7 +92,7 @@ def test_broken_wiring_is_caught(compose):
     services["redis"]["command"] = ["redis-server"]
     services["vllm"]["command"] = ["--model", "m", "--tensor-parallel-size", "2"]
     services["assistant-gpu"]["environment"]["ASSISTANT_LLM__ADAPTER"] = "openai"
-    found = df.compose_problems(compose, DOCKERFILE)
+    found = cf.compose_problems(compose, DOCKERFILE)
     assert "assistant: ASSISTANT_REDIS_URL does not name the redis service" in found
     assert "assistant: does not wait for a healthy redis" in found
     assert (
