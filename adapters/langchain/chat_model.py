@@ -84,6 +84,11 @@ class _LoopThread:
         finally:
             future.cancel()  # the consumer left early: the generation is cancelled and closed
 
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
 
 class AssistantChatModel(BaseChatModel):
     """A chat model over a running assistant server (``base_url``) or over any ``LanguageModel``
@@ -281,6 +286,12 @@ class AssistantChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
+
+    def close(self) -> None:
+        """Stop the private loop thread of the sync methods (they start it again if called)."""
+        thread, self._loop_thread = self._loop_thread, None
+        if thread is not None:
+            thread.stop()
 
     async def aclose(self) -> None:
         """Close the remote connections made on this loop (the given language model stays)."""

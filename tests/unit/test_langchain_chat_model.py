@@ -69,6 +69,11 @@ def test_the_sync_methods_answer_too():
     reply = model.invoke([SystemMessage("x"), HumanMessage("hi")])
     assert reply.response_metadata == {"finish_reason": "stop", "model_name": "my-model"}
     assert reply.usage_metadata["total_tokens"] == reply.usage_metadata["input_tokens"] + 3
+    thread = model._loop_thread._thread
+    model.close()
+    assert not thread.is_alive()
+    assert model.invoke("again").content == "You said: again"  # a new loop thread
+    model.close()
 
 
 @pytest.mark.timeout(60)  # a stream that waited for the whole reply would hang here
