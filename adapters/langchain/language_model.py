@@ -9,7 +9,8 @@ instance, a ``LangChainLanguageModel``, or a zero-argument factory returning eit
 
 Generation options reach the wrapped model through ``model.bind(...)``, and only those it has a
 field for: ``max_new_tokens`` as ``max_tokens`` (or ``max_completion_tokens``, ``num_predict``,
-``max_output_tokens``, the first the model has), ``temperature``, ``top_p`` and ``seed``. A model
+``max_output_tokens``, the first the model has), ``temperature``, ``top_p`` and ``seed``; stop
+strings go as the ``stop`` argument every LangChain chat model takes. A model
 that takes none of them (a fake one) gets none; ``generation_kwargs`` names them explicitly
 (``{"max_new_tokens": "max_tokens"}``; ``{}`` binds nothing). Usage comes from the chunks'
 ``usage_metadata``, else is estimated (``count_tokens``: about four characters a token; the
@@ -117,7 +118,8 @@ class LangChainLanguageModel(LanguageModel):
         reported: dict[str, int] = {}
         counted = 0  # a running estimate, so that the port sees the length grow
         texts: list[str] = []
-        chunks = self.bound(options).astream(messages)
+        # ``stop`` is every chat model's own parameter; the port cuts the reply there as well
+        chunks = self.bound(options).astream(messages, stop=list(options.stop) or None)
         try:
             async for chunk in chunks:
                 if cancel.cancelled:
@@ -133,10 +135,11 @@ class LangChainLanguageModel(LanguageModel):
                     yield str(text)
         finally:
             await chunks.aclose()  # stops the wrapped model's stream (its HTTP response)
-        usage.input_tokens = reported.get("input_tokens") or sum(
-            self._count(m.text) + self.message_overhead_tokens() for m in prompt.messages
-        )
-        usage.output_tokens = reported.get("output_tokens") or self._count("".join(texts))
+            # also when the port stopped early (a stop string, a cancel): what was seen so far
+            usage.input_tokens = reported.get("input_tokens") or sum(
+                self._count(m.text) + self.message_overhead_tokens() for m in prompt.messages
+            )
+            usage.output_tokens = reported.get("output_tokens") or self._count("".join(texts))
 
 
 def load_object(path: str) -> Any:

@@ -41,7 +41,7 @@ class RecordingChatModel(GenericFakeChatModel):
         self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:  # fmt: skip
-        self.calls.append((messages, kwargs))
+        self.calls.append((messages, {**kwargs, **({"stop": stop} if stop else {})}))
         yield from super()._stream(messages, stop, run_manager, **kwargs)
         if self.usage is not None:
             total = sum(self.usage.values())

@@ -60,15 +60,19 @@ async def test_options_are_bound_where_the_model_has_fields_and_usage_is_its_own
     assert llm.generation_kwargs == {"max_new_tokens": "max_tokens", "temperature": "temperature"}
     the_prompt = prompt(("system", "be kind", ()), ("user", "hello", ()), ("assistant", "hi!", ()),
                         ("user", "again", ()))  # fmt: skip
-    deltas, generation = await collect(llm, the_prompt, GenerationOptions(max_new_tokens=9, temperature=0.5))
-    assert "".join(deltas) == HELLO
+    options = GenerationOptions(max_new_tokens=9, temperature=0.5, stop=("at a time",))
+    deltas, generation = await collect(llm, the_prompt, options)
+    assert "".join(deltas) == "Hello from LangChain, one word "  # the port cuts at the stop string
     messages, kwargs = model.calls[-1]
-    assert kwargs == {"max_tokens": 9, "temperature": 0.5}
+    assert kwargs == {"max_tokens": 9, "temperature": 0.5, "stop": ["at a time"]}
     assert [(m.type, m.content) for m in messages] == [
         ("system", "be kind"), ("human", "hello"), ("ai", "hi!"), ("human", "again"),
     ]  # fmt: skip
-    assert (generation.usage.input_tokens, generation.usage.output_tokens) == (11, 7)
     assert generation.finish_reason == "stop"
+    assert generation.usage.input_tokens > 0  # estimated: the usage chunk never came
+    deltas, generation = await collect(llm, the_prompt)
+    assert "".join(deltas) == HELLO and "stop" not in model.calls[-1][1]
+    assert (generation.usage.input_tokens, generation.usage.output_tokens) == (11, 7)
 
 
 async def test_a_model_without_option_fields_gets_none_and_usage_is_estimated():
