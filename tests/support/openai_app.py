@@ -69,7 +69,10 @@ class RawCall:
     """One request straight into the app (ASGI), as a server hands it over; its client hangs up
     at ``hang_up()`` (or after ``hang_up_after`` body chunks)."""
 
-    def __init__(self, app, body: dict, *, key: str | None = None, hang_up_after: int = 0) -> None:
+    def __init__(
+        self, app, body: dict, *, key: str | None = None, hang_up_after: int = 0,
+        extra_headers: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
         self.app = app
         self.body = orjson.dumps(body)
         headers = [
@@ -78,6 +81,7 @@ class RawCall:
         ]
         if key:
             headers.append((b"authorization", f"Bearer {key}".encode()))
+        headers += [(k.lower().encode(), v.encode()) for k, v in (extra_headers or {}).items()]
         self.scope = {
             "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
             "method": "POST", "scheme": "http", "path": CHAT, "raw_path": CHAT.encode(),

@@ -59,6 +59,20 @@ def test_a_client_that_goes_away_cancels_the_generation(make):
     assert llm.prompts and 0 < app.state.metrics._counts.output_tokens < 200
 
 
+def test_a_session_tied_reply_cut_short_is_stored_interrupted(make):
+    http = make(llm=ScriptedLM(LONG_REPLY, token_delay_s=0.01))
+    session = http.portal.call(http.app.state.components.orchestrator.open_session)
+    body = {"messages": user("go"), "stream": True}
+    call = RawCall(http.app, body, hang_up_after=3, extra_headers={"X-Session-Id": session.id})
+    assert http.portal.call(call).status == 200
+    stored = http.get(f"/v1/sessions/{session.id}/messages").json()["data"]
+    assert [(m["role"], m["status"]) for m in stored] == [
+        ("user", "completed"),
+        ("assistant", "interrupted"),
+    ]
+    assert stored[1]["content"][0]["text"].startswith("w0 w1")
+
+
 def test_a_generating_place_is_held_until_the_reply_ends(make):
     key = "sk-test-0123456789abcdef"
     http = make(llm=ScriptedLM(LONG_REPLY, token_delay_s=0.01), api_keys=f"acme:{key}",
