@@ -153,14 +153,28 @@ def train_projector(
     return module.run(settings, images, captions, out, module.TrainConfig(**config))
 
 
+#: Prepared by ``prepare-models`` beside the configured adapters (when installed): (settings
+#: section, table, adapter name).
+ALSO_PREPARED: tuple[tuple[str, dict[str, str], str], ...] = (("asr", ASR_ADAPTERS, "openai_whisper"),)
+
+
 def prepare_models(settings: Settings, *, progress: bool = True) -> list[str]:
     """Prepare what the configured adapters need on disk (once; later calls return at once).
     Each adapter module may define ``prepare(settings, progress=...) -> list[str]`` (lines to show)."""
     lines: list[str] = []
-    for module in (
+    modules = [
         _module("llm", LLM_ADAPTERS, settings.llm.adapter),
         _module("asr", ASR_ADAPTERS, settings.asr.adapter),
-    ):
+    ]
+    # Also what switching adapters by one setting needs offline, when its package is installed:
+    # the openai-whisper checkpoint (written from the bundled tiny.en in about a second).
+    for kind, table, name in ALSO_PREPARED:
+        if name != getattr(getattr(settings, kind), "adapter"):
+            try:
+                modules.append(_module(kind, table, name))
+            except MissingDependencyError:
+                continue
+    for module in modules:
         prepare = getattr(module, "prepare", None)
         if prepare is not None:
             lines.extend(prepare(settings, progress=progress))

@@ -184,7 +184,11 @@ def build(settings: Settings) -> OpenAIWhisperSTT:
 
 
 def prepare(settings: Settings, *, progress: bool = True) -> list[str]:
-    """What ``assistant prepare-models`` shows for speech to text (the checkpoint written once)."""
+    """What ``assistant prepare-models`` shows for speech to text (the checkpoint written once).
+    Also run when another speech adapter is configured, so switching to this one works offline."""
+    if settings.asr.adapter != "openai_whisper":
+        where = prepared_checkpoint(settings.models_dir, progress=progress)
+        return [f"openai-whisper tiny.en (for ASSISTANT_ASR__ADAPTER=openai_whisper) in {where}"]
     model = settings.asr.model
     if model not in DEFAULT_MODELS:
         return [f"speech to text: openai-whisper {model} (configured; nothing to prepare)"]
