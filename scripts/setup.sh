@@ -9,14 +9,14 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 step() { printf '\n==> %s\n' "$*"; }
 
-step "system packages: redis-server, redis-sentinel; espeak-ng and sox (speech for the voice tests)"
+step "system packages: redis-server, redis-sentinel; espeak-ng and sox (speech for the voice tests); chromium (the widget's browser tests)"
 missing=()
 # Each tool is also the name of its Debian package.
-for tool in redis-server redis-sentinel espeak-ng sox; do
+for tool in redis-server redis-sentinel espeak-ng sox chromium; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "found $(command -v redis-server): $(redis-server --version | cut -d' ' -f3); redis-sentinel; espeak-ng; sox"
+  echo "found $(command -v redis-server): $(redis-server --version | cut -d' ' -f3); redis-sentinel; espeak-ng; sox; chromium"
 elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
@@ -27,7 +27,7 @@ elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
 else
   echo "missing: ${missing[*]}. Install them (e.g. 'sudo apt-get install ${missing[*]}'," >&2
   echo "'brew install redis espeak-ng sox'); or set ASSISTANT_REDIS_URL to a Redis you run" >&2
-  echo "elsewhere (redis-sentinel, espeak-ng and sox are only needed by the tests)." >&2
+  echo "elsewhere (redis-sentinel, espeak-ng, sox and chromium are only needed by the tests)." >&2
   exit 1
 fi
 

@@ -32,6 +32,7 @@ from assistant.server.openai_schema import problem_param
 from assistant.server.realtime_route import CLOSE_POLICY, CLOSE_SESSION_NOT_FOUND, RealtimeEndpoint
 from assistant.server.request_ids import RequestIds
 from assistant.server.rest import error_response, router
+from assistant.server.web import router as web_router
 
 __all__ = ["CLOSE_POLICY", "CLOSE_SESSION_NOT_FOUND", "Components", "app_from_env", "create_app"]
 
@@ -70,6 +71,7 @@ def create_app(
     app.state.metrics = Metrics()
     app.include_router(router)
     app.include_router(auth_router)
+    app.include_router(web_router)  # widget.js and the demo page at /
     app.include_router(openai_router)
     docs.add_routes(app, public=settings.auth.public_docs)
     app.add_middleware(KeyOriginsCORS)
