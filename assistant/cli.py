@@ -54,7 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     embedded = None
     with stop_on_signals() as signals:
         try:
-            for line in prepare_models(settings, progress=True):
+            for line in prepare_models(settings, progress=True, also=False):
                 print(line, file=sys.stderr)
             if not settings.redis_url:
                 embedded = start_embedded_redis(settings)

@@ -158,9 +158,12 @@ def train_projector(
 ALSO_PREPARED: tuple[tuple[str, dict[str, str], str], ...] = (("asr", ASR_ADAPTERS, "openai_whisper"),)
 
 
-def prepare_models(settings: Settings, *, progress: bool = True) -> list[str]:
+def prepare_models(
+    settings: Settings, *, progress: bool = True, also: bool = True
+) -> list[str]:
     """Prepare what the configured adapters need on disk (once; later calls return at once).
-    Each adapter module may define ``prepare(settings, progress=...) -> list[str]`` (lines to show)."""
+    Each adapter module may define ``prepare(settings, progress=...) -> list[str]`` (lines to show).
+    ``also``: ``ALSO_PREPARED`` too (``prepare-models``; ``serve`` prepares only what it runs)."""
     lines: list[str] = []
     modules = [
         _module("llm", LLM_ADAPTERS, settings.llm.adapter),
@@ -168,7 +171,7 @@ def prepare_models(settings: Settings, *, progress: bool = True) -> list[str]:
     ]
     # Also what switching adapters by one setting needs offline, when its package is installed:
     # the openai-whisper checkpoint (written from the bundled tiny.en in about a second).
-    for kind, table, name in ALSO_PREPARED:
+    for kind, table, name in ALSO_PREPARED if also else ():
         if name != getattr(getattr(settings, kind), "adapter"):
             try:
                 modules.append(_module(kind, table, name))
