@@ -1,5 +1,5 @@
 """The ``assistant`` command: ``serve``, ``chat``, ``prepare-models``, ``transcribe``,
-``train-projector``, ``keys``, ``protocol-schema`` and ``bench``.
+``train-projector``, ``keys``, ``kb``, ``protocol-schema`` and ``bench``.
 
 Every command takes ``--data-dir`` (default ``ASSISTANT_DATA_DIR`` or a per-user directory); all
 other settings come from ``ASSISTANT_*`` environment variables (see the README).
@@ -243,9 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     transcribe.set_defaults(func=cmd_transcribe)
 
-    from assistant import cli_keys, cli_protocol
+    from assistant import cli_kb, cli_keys, cli_protocol
 
     cli_keys.add_commands(commands, add)
+    cli_kb.add_commands(commands, add)
     cli_protocol.add_commands(commands)
 
     train = add(

@@ -118,15 +118,16 @@ def build_image_pipeline(settings: Settings, llm: LanguageModel, store: SessionS
 
 def build_knowledge(settings: Settings, *, redis_url: str) -> Any:
     """The knowledge bases (``assistant.knowledge.service.KnowledgeService``): the store beside
-    the sessions, the configured embedder (blocking: loads it), the document reader, and the
-    embedded retriever over them. Close it with ``await service.store.aclose()``."""
-    from assistant.knowledge.retriever import EmbeddedRetriever
+    the sessions, the configured embedder (loaded on its first use), the document reader, and
+    the embedded retriever over them. Close it with ``await service.store.aclose()``."""
+    from assistant.knowledge.retriever import EmbeddedRetriever, LazyEmbedder
     from assistant.knowledge.service import KnowledgeService
 
     store = _module("knowledge", KNOWLEDGE_ADAPTERS, settings.memory.adapter).build(
         settings, redis_url=redis_url
     )
-    embedder = _module("embedder", EMBEDDER_ADAPTERS, settings.knowledge.embedder).build(settings)
+    module = _module("embedder", EMBEDDER_ADAPTERS, settings.knowledge.embedder)
+    embedder = LazyEmbedder(lambda: module.build(settings))
     reader = _module("reader", {"default": "adapters.knowledge.reader"}, "default").build(settings)
     retriever = EmbeddedRetriever(
         store, embedder, semantic_weight=settings.knowledge.semantic_weight

@@ -5,6 +5,9 @@ search), so every worker answers from what any of them ingested."""
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
 
 from assistant.knowledge.search import HybridIndex
 from assistant.ports.retrieval import Embedder, KnowledgeStore, Passage, Retriever
@@ -42,3 +45,24 @@ class EmbeddedRetriever(Retriever):
             return []
         vector = (await self.embedder.embed([query]))[0]
         return index.search(vector, query, k)
+
+
+class LazyEmbedder(Embedder):
+    """An embedder built by ``factory`` (blocking: loads the model) on its first use, so a
+    command or a server that never embeds never loads it."""
+
+    def __init__(self, factory: Callable[[], Embedder]) -> None:
+        self._factory = factory
+        self._built: Embedder | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> Embedder:
+        with self._lock:
+            if self._built is None:
+                self._built = self._factory()
+                self.name, self.dimensions = self._built.name, self._built.dimensions
+            return self._built
+
+    def _embed_impl(self, texts: list[str]) -> Any:
+        return self.model.embed_blocking(texts)

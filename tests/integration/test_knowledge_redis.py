@@ -24,14 +24,8 @@ def embedder():
 
 
 def _service(redis_url: str, embedder, tenant: str = "acme"):
-    import adapters.knowledge.minilm as minilm
-
-    original = minilm.build
-    minilm.build = lambda settings: embedder  # one model for both "workers" (loaded once)
-    try:
-        service = build_knowledge(Settings(), redis_url=redis_url)
-    finally:
-        minilm.build = original
+    service = build_knowledge(Settings(), redis_url=redis_url)
+    service.embedder = service.retriever.embedder = embedder  # one model for both "workers"
     service.store = service.store.for_tenant(tenant)
     service.retriever.store = service.store
     return service
