@@ -122,3 +122,26 @@ async def test_the_retriever_reloads_when_the_version_changes():
     hits = await service.search("help", "do gift cards expire")
     assert hits[0].chunk.filename == "b.md" and retriever.reloads == 2
     assert await service.search("other", "gift cards") == []
+
+
+async def test_grounding_numbers_sources_cites_them_and_falls_back():
+    from assistant.config import BotSettings
+    from assistant.knowledge.answer import BotProfile, ground
+
+    service = _service()
+    await service.add("help", "returns.md", (CORPUS / "returns.md").read_bytes())
+    await service.add("help", "payments.pdf", (CORPUS / "payments.pdf").read_bytes())
+    default = BotProfile.from_settings(BotSettings())
+    assert await ground(service.retriever, default, "default", "refund", 3) is None  # no kb
+    profile = BotProfile.from_stored({"knowledge_base": "help", "threshold": 0.3}, default)
+    grounding = await ground(service.retriever, profile, "default", "error code E-402", 2)
+    assert grounding.answerable and grounding.passages[0].chunk.filename == "payments.pdf"
+    text = grounding.user_text("What is E-402?")
+    assert text.splitlines()[1].startswith("[1] (Payments and loyalty, page 1) Payments")
+    assert text.endswith("Question: What is E-402?")
+    cited = grounding.citations("Your bank declined it [1].")
+    assert [(c["filename"], c["page"], c["index"]) for c in cited] == [("payments.pdf", 1, 22)]
+    assert "E-402" in cited[0]["quote"] and cited[0]["type"] == "file_citation"
+    assert len(grounding.citations("Declined.")) == len(grounding.passages)  # none cited: all
+    nothing = await ground(service.retriever, profile, "default", "poem about the sea", 2)
+    assert not nothing.answerable and nothing.fallback == BotSettings().fallback

@@ -1,0 +1,100 @@
+"""The answering policy of a support bot, transport-agnostic (the turn path calls it):
+
+    grounding = await ground(retriever, profile, tenant, query, k)
+    grounding.answerable        False: no passage reached the profile's threshold; the reply is
+                                ``profile.fallback``, no model call, stored ``unanswered``
+    grounding.user_text(text)   the current user turn as the model reads it: the numbered sources,
+                                then the question (the passages go into the user turn, not into
+                                the system prompt, so the history's prefix, and the model's KV
+                                cache of it, stay the same from turn to turn)
+    grounding.citations(reply)  the sources as OpenAI-style ``file_citation`` annotations: those
+                                the reply cites as ``[n]`` at their marker, else all of them at
+                                the reply's end
+
+``query`` is the user's words: typed text, an audio part's transcript, an image's labels."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from assistant.config import BotSettings
+from assistant.ports.retrieval import Passage, Retriever
+
+_MARKER = re.compile(r"\[(\d{1,2})\]")
+_QUOTE_CHARS = 240
+
+
+@dataclass(frozen=True)
+class BotProfile:
+    """A tenant's bot (stored per tenant; ``BotSettings`` is the default of one that has none)."""
+
+    name: str = "Assistant"
+    instructions: str = ""
+    welcome: str = ""
+    knowledge_base: str = ""
+    threshold: float = 0.22
+    fallback: str = ""
+
+    @classmethod
+    def from_settings(cls, bot: BotSettings) -> BotProfile:
+        return cls(**bot.model_dump())
+
+    @classmethod
+    def from_stored(cls, stored: dict[str, Any] | None, default: BotProfile) -> BotProfile:
+        if not stored:
+            return default
+        known = {k: v for k, v in stored.items() if k in cls.__dataclass_fields__}
+        return cls(**{**default.__dict__, **known})
+
+
+@dataclass(frozen=True)
+class Grounding:
+    passages: tuple[Passage, ...] = field(default=())  # those at or above the threshold
+    fallback: str = ""
+
+    @property
+    def answerable(self) -> bool:
+        return bool(self.passages)
+
+    def user_text(self, question: str) -> str:
+        lines = ["Answer from these sources only, citing them as [1], [2]:"]
+        for n, passage in enumerate(self.passages, 1):
+            chunk = passage.chunk
+            where = " > ".join(x for x in (chunk.title, chunk.heading) if x)
+            page = f", page {chunk.page}" if chunk.page else ""
+            lines.append(f"[{n}] ({where}{page}) {chunk.text.strip()}")
+        lines += ["", f"Question: {question}"]
+        return "\n".join(lines)
+
+    def citations(self, reply: str) -> list[dict[str, Any]]:
+        """``file_citation`` annotations (dicts, JSON-ready), in the order they are cited."""
+        cited: dict[int, int] = {}
+        for match in _MARKER.finditer(reply):
+            number = int(match.group(1))
+            if 1 <= number <= len(self.passages):
+                cited.setdefault(number, match.start())
+        if not cited:
+            cited = dict.fromkeys(range(1, len(self.passages) + 1), len(reply))
+        out = []
+        for number, index in cited.items():
+            chunk = self.passages[number - 1].chunk
+            out.append({
+                "type": "file_citation", "file_id": chunk.document_id,
+                "filename": chunk.filename, "index": index, "number": number,
+                "title": chunk.title, "heading": chunk.heading, "page": chunk.page,
+                "quote": chunk.text.strip()[:_QUOTE_CHARS],
+            })  # fmt: skip
+        return out
+
+
+async def ground(
+    retriever: Retriever, profile: BotProfile, tenant: str, query: str, k: int
+) -> Grounding | None:
+    """None when the profile names no knowledge base (the plain assistant answers)."""
+    if not profile.knowledge_base:
+        return None
+    hits = await retriever.search(tenant, profile.knowledge_base, query, k) if query.strip() else []
+    passing = tuple(p for p in hits if p.score >= profile.threshold)
+    return Grounding(passing, profile.fallback)
