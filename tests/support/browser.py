@@ -236,12 +236,13 @@ class WidgetPage:
 
     def bubbles(self) -> list[tuple[str, str]]:
         """(role, text) of each message in the thread, the welcome and indicators left out."""
-        return self.page.evaluate(
+        found = self.page.evaluate(
             """() => [...document.querySelector('assistant-widget').shadowRoot
                  .querySelectorAll('.msg:not(.welcome):not(.typing)')]
                  .map((node) => [node.classList.contains('user') ? 'user' : 'assistant',
                                  node.querySelector('.body').textContent])"""
         )
+        return [(role, text.strip()) for role, text in found]
 
     def foreign_requests(self, server: str, host: str | None = None) -> list[str]:
         """Requests to any origin but ``server`` (and the host page's own ``host``), other than
