@@ -36,7 +36,11 @@ function makeCredentials(server, key, ttlSeconds) {
         body: JSON.stringify(body)
       });
     } catch (e) {
-      throw new WidgetError("network", String(e));
+      // Refused before any answer could be read: a CORS preflight the server turned down (this
+      // page's origin is not the key's) or no server at all; an opaque request tells them apart.
+      var reachable = await fetch(server + "/healthz", {mode: "no-cors", credentials: "omit", cache: "no-store"})
+        .then(function () { return true; }, function () { return false; });
+      throw new WidgetError(reachable ? "origin_not_allowed" : "network", String(e));
     }
     var answer = await response.json().catch(function () { return {}; });
     if (!response.ok) {
