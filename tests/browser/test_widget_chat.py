@@ -172,7 +172,7 @@ def test_server_errors_are_shown_in_words(scripted_server, widget):
     assert not alert.is_visible()
 
 
-def test_unread_badge_events_and_locale(scripted_server, widget):
+def test_unread_badge_events_locale_users_and_reset(scripted_server, widget):
     widget.goto(scripted_server.url("/"))
     page = widget.page
     page.evaluate("() => AssistantWidget.send('ping')")  # while the panel is closed
@@ -190,3 +190,26 @@ def test_unread_badge_events_and_locale(scripted_server, widget):
     page.evaluate("() => AssistantWidget.setLocale('de-AT')")
     assert page.locator("textarea").get_attribute("placeholder") == "Nachricht schreiben…"
     assert page.locator(".close").get_attribute("aria-label") == "Chat schließen"
+
+    anonymous = widget.status()["sessionId"]
+    page.evaluate("() => AssistantWidget.setUser({id: 'customer-1', name: 'Ann'})")
+    page.evaluate("() => AssistantWidget.send('as Ann')")
+    widget.wait_replies(1)
+    ann = widget.status()["sessionId"]
+    assert ann not in (None, anonymous)
+    assert widget.bubbles() == [("user", "as Ann"), ("assistant", "You said: as Ann")]
+    page.evaluate("() => AssistantWidget.setUser(null)")  # back to the visitor's own
+    widget.wait("() => document.querySelector('assistant-widget').shadowRoot"
+                ".querySelector('.msg.user .body')?.textContent === 'ping'")  # fmt: skip
+    assert widget.status()["sessionId"] == anonymous
+    page.evaluate("() => AssistantWidget.setUser({id: 'customer-1', name: 'Ann'})")
+    widget.wait("() => document.querySelector('assistant-widget').shadowRoot"
+                ".querySelector('.msg.user .body')?.textContent === 'as Ann'")  # fmt: skip
+    assert widget.status()["sessionId"] == ann  # her own conversation, resumed
+    page.evaluate("() => { AssistantWidget.close(); AssistantWidget.reset(); }")  # logout
+    assert widget.status()["sessionId"] is None and widget.bubbles() == []
+    page.reload()
+    widget.wait("() => window.__probe && window.__probe.readyAt !== null")
+    assert widget.status()["sessionId"] is None  # forgotten: nothing to resume
+    page.evaluate("() => AssistantWidget.setUser({id: 'customer-1'})")  # Ann signs in again
+    assert widget.status()["sessionId"] is None and widget.bubbles() == []  # a new start

@@ -288,7 +288,7 @@ function makeController(settings) {
 
   // -- the session's owner --------------------------------------------------------------------
 
-  function newConversation() {
+  function stopConversation() {
     voice.stop();
     connection.disconnect();
     onClosed();
@@ -296,6 +296,10 @@ function makeController(settings) {
     view.showAlert("");
     state.pending = [];
     state.ever = false;
+  }
+
+  function newConversation() {
+    stopConversation();
     forgetSession();
     if (view.isOpen()) connection.connect();
   }
@@ -306,9 +310,11 @@ function makeController(settings) {
     user = next;
     credentials.setUser(user);
     if (!changed) return;
-    newConversation();
+    stopConversation();
     state.sessionId = storage.sessionId(user && user.id); // this user's own conversation, if any
-    if (state.sessionId) connection.connect();
+    thread.clear();
+    if (!state.sessionId) thread.welcome(welcomeText());
+    if (state.sessionId || view.isOpen()) connection.connect();
   }
 
   return {
@@ -323,7 +329,9 @@ function makeController(settings) {
     toggle: function () { view.setOpen(!view.isOpen()); },
     send: function (text) { return submit(text, false); },
     setUser: setUser,
-    reset: function () { // logout: no user, no session
+    reset: function () { // logout: the user, and every session this page kept, forgotten
+      stopConversation();
+      forgetSession(); // the user's
       user = null;
       credentials.setUser(null);
       newConversation();
