@@ -35,6 +35,8 @@ SOURCES = (
     "images.js", "view.js", "thread.js", "voice.js", "controller.js", "api.js",
 )  # fmt: skip
 #: (the name the widget knows it by, file, version, licence, licence files) of each vendored library.
+#: Copied unchanged from the npm registry's tarballs (``npm pack marked@18.2.1 dompurify@3.5.0``:
+#: lib/marked.umd.js, sha256 of the tarball d66c5213...8e34b8ca; dist/purify.min.js, faa5f2bf...58ec20).
 VENDORED = (
     ("marked", "marked.umd.js", "18.2.1", "MIT", ("marked.LICENSE",)),
     ("DOMPurify", "purify.min.js", "3.5.0", "Apache-2.0 or MPL-2.0",
