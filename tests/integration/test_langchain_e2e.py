@@ -5,7 +5,6 @@ LangChain chat model (``ASSISTANT_LLM__ADAPTER=langchain``) answering a WebSocke
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import json
@@ -24,6 +23,7 @@ from PIL import Image
 from adapters.langchain import AssistantChatModel
 from tests.support.langchain_models import HELLO
 from tests.support.server import ServerProcess, serve_env
+from tests.support.ws import next_event
 
 pytestmark = [
     pytest.mark.integration,
@@ -134,23 +134,14 @@ def test_a_langgraph_thread_resumes_in_another_process(redis_server):
     assert second["shown"] == ["my order is 1234", "You said: my order is 1234", "where is it?"]
 
 
-async def _next(ws, kind: str) -> tuple[dict, list[dict]]:
-    seen: list[dict] = []
-    while True:
-        event = json.loads(await asyncio.wait_for(ws.recv(), 60))
-        seen.append(event)
-        if event["type"] == kind:
-            return event, seen[:-1]
-
-
 async def test_a_langchain_model_answers_a_websocket_turn_in_a_server(langchain_server):
     async with websockets.connect(langchain_server.ws_url + "/v1/realtime") as ws:
-        await _next(ws, "session.created")
+        await next_event(ws, "session.created")
         item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
         await ws.send(json.dumps({"type": "conversation.item.create", "item": item}))
-        await _next(ws, "conversation.item.created")
+        await next_event(ws, "conversation.item.created")
         await ws.send(json.dumps({"type": "response.create"}))
-        done, before = await _next(ws, "response.done")
+        done, before = await next_event(ws, "response.done")
     deltas = [e["delta"] for e in before if e["type"] == "response.output_text.delta"]
     assert done["response"]["status"] == "completed", done
     assert len(deltas) >= 5 and "".join(deltas) == HELLO

@@ -21,6 +21,7 @@ from skimage import data as samples
 from tests.support.audio import require_speech_tools, speak
 from tests.support.server import ServerProcess, link_prepared_models, serve_env
 from tests.support.waiting import wait_for
+from tests.support.ws import next_event
 
 pytestmark = pytest.mark.integration
 MODEL = "smollm2-135m-instruct"
@@ -123,8 +124,7 @@ async def _ws_turn(ws, text: str) -> None:
     item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
     await ws.send(json.dumps({"type": "conversation.item.create", "item": item}))
     await ws.send(json.dumps({"type": "response.create", "response": {"max_output_tokens": 8}}))
-    while json.loads(await asyncio.wait_for(ws.recv(), 60))["type"] != "response.done":
-        pass
+    await next_event(ws, "response.done")
 
 
 async def test_a_rest_turn_and_a_websocket_client_share_a_session(server, client):

@@ -6,7 +6,6 @@ port answers ``model_error`` and its socket goes on."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import io
@@ -23,6 +22,7 @@ from PIL import Image
 from tests.support.processes import free_port
 from tests.support.server import ServerProcess, serve_env
 from tests.support.waiting import wait_for_async
+from tests.support.ws import next_event
 
 pytestmark = pytest.mark.integration
 
@@ -69,20 +69,10 @@ def gateway(tmp_path_factory, redis_server, model_server):
         yield server
 
 
-async def _next(ws, kind: str) -> tuple[dict, list[dict]]:
-    """The first event of type ``kind`` and every event before it."""
-    seen: list[dict] = []
-    while True:
-        event = json.loads(await asyncio.wait_for(ws.recv(), 60))
-        seen.append(event)
-        if event["type"] == kind:
-            return event, seen[:-1]
-
-
 async def _say(ws, text: str) -> None:
     item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
     await ws.send(json.dumps({"type": "conversation.item.create", "item": item}))
-    await _next(ws, "conversation.item.created")
+    await next_event(ws, "conversation.item.created")
 
 
 def _metric(server: ServerProcess, line_start: str) -> float:
@@ -122,12 +112,12 @@ async def test_a_conversation_on_the_gateway_is_answered_by_the_remote_model(
     gateway, model_server, redis_server
 ):
     async with websockets.connect(gateway.ws_url + "/v1/realtime") as ws:
-        session_id = (await _next(ws, "session.created"))[0]["session"]["id"]
+        session_id = (await next_event(ws, "session.created"))[0]["session"]["id"]
         replies = []
         for text in ("Hello over there", "And once more"):
             await _say(ws, text)
             await ws.send(json.dumps({"type": "response.create"}))
-            done, before = await _next(ws, "response.done")
+            done, before = await next_event(ws, "response.done")
             deltas = [e["delta"] for e in before if e["type"] == "response.output_text.delta"]
             assert done["response"]["status"] == "completed", done
             replies.append(done["response"]["output"][0]["content"][0]["text"])
@@ -158,11 +148,11 @@ async def test_an_image_on_the_gateway_reaches_the_remote_model_itself(gateway, 
         {"type": "input_image", "image_url": _png_data_url(data.chelsea())},
     ]}  # fmt: skip
     async with websockets.connect(gateway.ws_url + "/v1/realtime") as ws:
-        await _next(ws, "session.created")
+        await next_event(ws, "session.created")
         await ws.send(json.dumps({"type": "conversation.item.create", "item": item}))
-        await _next(ws, "conversation.item.created")
+        await next_event(ws, "conversation.item.created")
         await ws.send(json.dumps({"type": "response.create"}))
-        done, _ = await _next(ws, "response.done")
+        done, _ = await next_event(ws, "response.done")
     assert done["response"]["status"] == "completed", done
     reply = done["response"]["output"][0]["content"][0]["text"]
     # B's text-only model got the image's description from B's own encoder: the pixels went over
@@ -176,12 +166,12 @@ async def test_cancel_on_the_gateway_closes_the_remote_stream(gateway, model_ser
     cancelled = 'assistant_responses_total{status="cancelled"}'
     before = _metric(model_server, cancelled)
     async with websockets.connect(gateway.ws_url + "/v1/realtime") as ws:
-        await _next(ws, "session.created")
+        await next_event(ws, "session.created")
         await _say(ws, LONG)
         await ws.send(json.dumps({"type": "response.create"}))
-        await _next(ws, "response.output_text.delta")
+        await next_event(ws, "response.output_text.delta")
         await ws.send(json.dumps({"type": "response.cancel"}))
-        done, _ = await _next(ws, "response.done")
+        done, _ = await next_event(ws, "response.done")
         assert done["response"]["status"] == "cancelled", done
         reply = done["response"]["output"][0]["content"][0]["text"]
         assert reply.startswith("You said:") and len(reply.split()) < 202  # cut short
@@ -202,18 +192,18 @@ async def test_a_refused_connection_is_a_model_error_and_the_socket_goes_on(
                        ASSISTANT_LLM__RETRIES="1")  # fmt: skip
     with ServerProcess(env) as gateway:
         async with websockets.connect(gateway.ws_url + "/v1/realtime") as ws:
-            await _next(ws, "session.created")
+            await next_event(ws, "session.created")
             await _say(ws, "Is anyone there?")
             await ws.send(json.dumps({"type": "response.create", "event_id": "ev_1"}))
-            error, _ = await _next(ws, "error")
+            error, _ = await next_event(ws, "error")
             assert error["error"]["code"] == "model_error", error
             assert error["error"]["event_id"] == "ev_1"
             assert f"127.0.0.1:{closed}" in error["error"]["message"]
-            done, _ = await _next(ws, "response.done")
+            done, _ = await next_event(ws, "response.done")
             assert done["response"]["status"] == "failed"
             # the socket is still usable
             update = {"type": "session.update", "session": {"instructions": "Be brief."}}
             await ws.send(json.dumps(update))
-            updated, _ = await _next(ws, "session.updated")
+            updated, _ = await next_event(ws, "session.updated")
             assert updated["session"]["instructions"] == "Be brief."
             await _say(ws, "Still there?")

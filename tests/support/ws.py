@@ -1,7 +1,10 @@
-"""Helpers for tests that talk to /v1/realtime through Starlette's TestClient."""
+"""Helpers for tests that talk to /v1/realtime: through Starlette's TestClient (``until``,
+``turn``) or a real server with a ``websockets`` client (``next_event``)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
 #: The events of one spoken turn with server VAD, in the order they must come.
@@ -25,6 +28,17 @@ def until(ws: Any, kind: str, limit: int = 2000) -> list[dict]:
         if events[-1]["type"] == kind:
             return events
     raise AssertionError(f"no {kind} in {[e['type'] for e in events][-20:]}")
+
+
+async def next_event(ws: Any, kind: str, timeout_s: float = 60) -> tuple[dict, list[dict]]:
+    """The first event of type ``kind`` from a ``websockets`` client, and every event before it
+    (each awaited at most ``timeout_s``)."""
+    seen: list[dict] = []
+    while True:
+        event = json.loads(await asyncio.wait_for(ws.recv(), timeout_s))
+        if event["type"] == kind:
+            return event, seen
+        seen.append(event)
 
 
 def turn(ws: Any, text: str, *image_urls: str, item_id: str | None = None) -> str:
