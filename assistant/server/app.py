@@ -22,7 +22,7 @@ from assistant.ports.limits import Limiter
 from assistant.protocol.client import describe_problems
 from assistant.server import docs, logs
 from assistant.server.auth_routes import router as auth_router
-from assistant.server.body_limit import BodyLimit
+from assistant.server.body_limit import BodyLimit, upload_body_limit
 from assistant.server.components import Components, Injected, build_components
 from assistant.server.cors import KeyOriginsCORS
 from assistant.server.metrics import Metrics
@@ -31,7 +31,7 @@ from assistant.server.openai_routes import router as openai_router
 from assistant.server.openai_schema import problem_param
 from assistant.server.realtime_route import CLOSE_POLICY, CLOSE_SESSION_NOT_FOUND, RealtimeEndpoint
 from assistant.server.request_ids import RequestIds
-from assistant.server.rest import error_response, router
+from assistant.server.rest import TRANSCRIPTIONS_PATH, error_response, router
 from assistant.server.web import router as web_router
 
 __all__ = ["CLOSE_POLICY", "CLOSE_SESSION_NOT_FOUND", "Components", "app_from_env", "create_app"]
@@ -76,9 +76,12 @@ def create_app(
     docs.add_routes(app, public=settings.auth.public_docs)
     app.add_middleware(KeyOriginsCORS)
     app.add_middleware(
-        BodyLimit, upload_limit=lambda scope: settings.voice.max_upload_bytes,
-        route_limits={CHAT_COMPLETIONS_PATH: chat_body_limit(settings)},
-    )  # fmt: skip
+        BodyLimit,
+        route_limits={
+            TRANSCRIPTIONS_PATH: upload_body_limit(settings.voice.max_upload_bytes),
+            CHAT_COMPLETIONS_PATH: chat_body_limit(settings),
+        },
+    )
     app.add_middleware(RequestIds)
     logs.install_filter()
 

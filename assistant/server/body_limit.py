@@ -4,7 +4,7 @@ declares (``Content-Length``) or sends (chunked) more than its route takes is re
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -17,20 +17,20 @@ DEFAULT_LIMIT = 1024 * 1024
 _FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the other fields of an upload form
 
 
+def upload_body_limit(max_upload_bytes: int) -> int:
+    """The body a multipart upload of a file of at most ``max_upload_bytes`` may take."""
+    return max_upload_bytes + _FORM_OVERHEAD
+
+
 class _TooLarge(BaseException):  # not an Exception: no handler on the way turns it into a 400
     pass
 
 
 class BodyLimit:
-    def __init__(
-        self,
-        app: ASGIApp,
-        upload_limit: Callable[[Scope], int],
-        route_limits: Mapping[str, int] | None = None,
-    ) -> None:
-        """``route_limits``: paths with a limit of their own (a chat completion's images)."""
+    def __init__(self, app: ASGIApp, route_limits: Mapping[str, int] | None = None) -> None:
+        """``route_limits``: paths with a limit of their own (an upload, a chat completion's
+        images); every other path takes ``DEFAULT_LIMIT``."""
         self.app = app
-        self._upload_limit = upload_limit
         self._route_limits = dict(route_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -38,8 +38,6 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         limit = self._route_limits.get(scope["path"], DEFAULT_LIMIT)
-        if scope["path"] == "/v1/audio/transcriptions":
-            limit = self._upload_limit(scope) + _FORM_OVERHEAD
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             await _refuse(scope, receive, send, limit)

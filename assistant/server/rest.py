@@ -33,6 +33,8 @@ from assistant.server.security import caller, check_session, requires
 
 router = APIRouter()
 
+TRANSCRIPTIONS_PATH = "/v1/audio/transcriptions"
+
 _STATUS_BY_TYPE = {
     "invalid_request_error": 400,
     "authentication_error": 401,
@@ -122,7 +124,7 @@ async def metrics(request: Request) -> Response:
 
 
 @router.post(
-    "/v1/audio/transcriptions", response_model=None, responses=TRANSCRIPTION_RESPONSES,
+    TRANSCRIPTIONS_PATH, response_model=None, responses=TRANSCRIPTION_RESPONSES,
     openapi_extra=TRANSCRIPTION_FORM,
 )  # fmt: skip
 async def audio_transcriptions(

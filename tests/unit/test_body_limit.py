@@ -58,7 +58,7 @@ def test_a_declared_body_over_the_limit_is_refused_before_it_is_read(tmp_path):
 
 async def test_the_body_is_read_only_up_to_the_limit():
     """At the ASGI level: the app reading the whole body gets no more than the limit."""
-    from assistant.server.body_limit import BodyLimit
+    from assistant.server.body_limit import BodyLimit, upload_body_limit
 
     pulled, sent = [], []
 
@@ -73,7 +73,7 @@ async def test_the_body_is_read_only_up_to_the_limit():
         while (await receive())["more_body"]:  # an app that buffers everything
             pass
 
-    limited = BodyLimit(app, upload_limit=lambda scope: 100_000)
+    limited = BodyLimit(app, {"/v1/audio/transcriptions": upload_body_limit(100_000)})
     scope = {"type": "http", "path": "/v1/audio/transcriptions", "headers": [], "method": "POST"}
     await limited(scope, receive, send)
     assert len(pulled) == 3  # 64 KiB x 3 passes 100,000 + 64 KiB of form overhead
