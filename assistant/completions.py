@@ -47,7 +47,6 @@ from assistant.orchestrator import Orchestrator, ResponseOverrides, ResponseRun
 from assistant.ports import FinishReason, Generation, Usage
 from assistant.prompt import build_prompt, current_turn_start
 from assistant.rendering import MessageRenderer
-from assistant.token_counts import TokenCounter
 from assistant.voice.models import SpeechModels
 from assistant.voice.uploads import transcribe_pending
 
@@ -116,11 +115,9 @@ class Completions:
         self.orchestrator = orchestrator
         self.speech = speech
         self.created = int(time.time())  #: unix seconds: the model's ``created`` on /v1/models
-        llm = orchestrator.llm
-        self._count = TokenCounter(llm.count_tokens, context_tokens=llm.capabilities.context_tokens)
 
     def for_tenant(self, tenant: str) -> Completions:
-        """The same over ``tenant``'s sessions and store (its token counts shared)."""
+        """The same over ``tenant``'s sessions and store."""
         view = copy.copy(self)
         view.orchestrator = self.orchestrator.for_tenant(tenant)
         return view
@@ -173,9 +170,10 @@ class Completions:
         vision = await orchestrator.image_pipeline() if any(m.images for m in messages) else None
         render = await MessageRenderer(orchestrator.llm).for_history(messages, vision)
         instructions = overrides.instructions or orchestrator.instructions
-        await self._count.prepare([instructions, *(m.text for m in messages)])
+        count = orchestrator.token_counter
+        await count.prepare([instructions, *(m.text for m in messages)])
         budget = orchestrator.prompt_budget(overrides)
-        built = build_prompt(instructions, messages, budget, self._count, render)
+        built = build_prompt(instructions, messages, budget, count, render)
         generation = orchestrator.llm.stream(
             built.prompt, orchestrator.generation_options(overrides)
         )

@@ -122,8 +122,9 @@ class Orchestrator:
         self._llm_settings = llm_settings
         self._prompt_settings = prompt_settings
         self._memory_settings = memory_settings
-        # Token counts of history messages, so a turn only tokenizes what is new (on the loop).
-        self._count_tokens = TokenCounter(
+        # Token counts of message texts, so a turn only tokenizes what is new (on the loop);
+        # shared by the tenant views and the stateless completions (``assistant.completions``).
+        self.token_counter = TokenCounter(
             llm.count_tokens, context_tokens=llm.capabilities.context_tokens
         )
         self._renderer = MessageRenderer(llm)
@@ -271,7 +272,7 @@ class Orchestrator:
         )
         vision = await self.image_pipeline() if any(m.images for m in snapshot.messages) else None
         render = await self._renderer.for_history(snapshot.messages, vision)
-        await self._count_tokens.prepare([instructions, *(m.text for m in snapshot.messages)])
+        await self.token_counter.prepare([instructions, *(m.text for m in snapshot.messages)])
         return self._build(session_id, instructions, snapshot.messages, overrides, render)
 
     def _build(
@@ -284,7 +285,7 @@ class Orchestrator:
     ) -> BuiltPrompt:
         budget = self.prompt_budget(overrides)
         return self._prompts.build(
-            session_id, instructions, history, budget, self._count_tokens, render
+            session_id, instructions, history, budget, self.token_counter, render
         )
 
     @property
