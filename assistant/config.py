@@ -111,6 +111,14 @@ class VoiceSettings(_Section):
     partial_interval_s: float = Field(1.0, gt=0)
     #: Whisper decodes a worker runs at once; partials are skipped while all are busy.
     transcribe_concurrency: int = Field(1, ge=1, le=64)
+    #: Silence that ends a turn when the streaming transcript looks like a finished sentence
+    #: ("What time do you open?", ``assistant.voice.end_of_turn``); not below
+    #: ``silence_duration_ms`` turns the adaptive wait off.
+    eager_silence_ms: int = Field(200, ge=0, le=10_000)
+    #: Start the reply to a turn that looks finished at the first pause, before its silence wait
+    #: ends, into a buffer: sent once the turn ends, dropped unseen and unstored if the user goes
+    #: on speaking (``assistant.voice.speculation``).
+    early_response: bool = True
 
 
 def voice_default(name: str) -> Any:
@@ -291,6 +299,9 @@ class KnowledgeSettings(_Section):
     chunk_overlap: int = Field(120, ge=0, le=5_000)
     #: Largest file accepted (bigger: ``document_too_large``, nothing read or stored).
     max_document_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    #: Files one ``POST /v1/knowledge/{kb}/documents`` takes; its body may be this many times
+    #: ``max_document_bytes`` (and the form's overhead), more is refused as it streams in (413).
+    max_upload_files: int = Field(5, ge=1, le=100)
     #: Passages put into the prompt per turn (numbered sources).
     top_k: int = Field(3, ge=1, le=20)
     #: Weight of the semantic score (cosine) in a passage's score; the rest is the lexical

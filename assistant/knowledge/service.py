@@ -11,7 +11,7 @@ import numpy as np
 
 from assistant.config import KnowledgeSettings
 from assistant.errors import KnowledgeNotFoundError, shown
-from assistant.knowledge.ingest import check_kb, document_id, embedding_text, prepare
+from assistant.knowledge.ingest import Prepared, check_kb, document_id, embedding_text, prepare
 from assistant.ports.retrieval import (
     Document,
     DocumentReader,
@@ -40,13 +40,28 @@ class KnowledgeService:
         self.store, self.embedder, self.reader = store, embedder, reader
         self.retriever, self.settings = retriever, settings
 
+    def for_tenant(self, tenant: str) -> KnowledgeService:
+        """The same service over ``tenant``'s knowledge bases (the retriever is shared: it keeps
+        an index per tenant and knowledge base)."""
+        return KnowledgeService(self.store.for_tenant(tenant), self.embedder, self.reader,
+                                self.retriever, self.settings)  # fmt: skip
+
     async def add(self, kb: str, filename: str, data: bytes) -> Added:
         """Ingest one file; ``DocumentError`` (nothing stored) when it cannot be."""
         check_kb(kb)
-        previous = await self.store.document(kb, document_id(filename))
-        prepared = await asyncio.to_thread(
+        return await self.put(kb, await self.prepare(filename, data))
+
+    async def prepare(self, filename: str, data: bytes) -> Prepared:
+        """Check, read and split a file (off the event loop); nothing is stored. ``DocumentError``
+        when it cannot be ingested: a caller adding several files prepares them all first."""
+        return await asyncio.to_thread(
             prepare, self.reader, filename, data, max_bytes=self.settings.max_document_bytes
         )
+
+    async def put(self, kb: str, prepared: Prepared) -> Added:
+        """Embed and store a prepared file, unless the knowledge base holds the same bytes."""
+        check_kb(kb)
+        previous = await self.store.document(kb, prepared.document.id)
         if previous is not None and previous.sha256 == prepared.document.sha256:
             return Added(previous, "unchanged")
         texts = [embedding_text(c) for c in prepared.chunks]

@@ -25,6 +25,8 @@ from assistant.server.auth_routes import router as auth_router
 from assistant.server.body_limit import BodyLimit, upload_body_limit
 from assistant.server.components import Components, Injected, build_components
 from assistant.server.cors import KeyOriginsCORS
+from assistant.server.knowledge_routes import DOCUMENTS_PATH_PATTERN, documents_body_limit
+from assistant.server.knowledge_routes import router as knowledge_router
 from assistant.server.metrics import Metrics
 from assistant.server.openai_routes import CHAT_COMPLETIONS_PATH, chat_body_limit
 from assistant.server.openai_routes import router as openai_router
@@ -73,6 +75,7 @@ def create_app(
     app.include_router(auth_router)
     app.include_router(web_router)  # widget.js and the demo page at /
     app.include_router(openai_router)
+    app.include_router(knowledge_router)
     docs.add_routes(app, public=settings.auth.public_docs)
     app.add_middleware(KeyOriginsCORS)
     app.add_middleware(
@@ -80,6 +83,7 @@ def create_app(
         route_limits={
             TRANSCRIPTIONS_PATH: upload_body_limit(settings.voice.max_upload_bytes),
             CHAT_COMPLETIONS_PATH: chat_body_limit(settings),
+            DOCUMENTS_PATH_PATTERN: documents_body_limit(settings),
         },
     )
     app.add_middleware(RequestIds)

@@ -4,6 +4,7 @@ declares (``Content-Length``) or sends (chunked) more than its route takes is re
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from starlette.datastructures import Headers
@@ -27,17 +28,28 @@ class _TooLarge(BaseException):  # not an Exception: no handler on the way turns
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, route_limits: Mapping[str, int] | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, route_limits: Mapping[str | re.Pattern[str], int] | None = None
+    ) -> None:
         """``route_limits``: paths with a limit of their own (an upload, a chat completion's
-        images); every other path takes ``DEFAULT_LIMIT``."""
+        images), each exact or a compiled pattern the whole path matches (a route with a path
+        parameter); every other path takes ``DEFAULT_LIMIT``."""
         self.app = app
-        self._route_limits = dict(route_limits or {})
+        table = dict(route_limits or {})
+        self._exact = {k: v for k, v in table.items() if isinstance(k, str)}
+        self._patterns = [(k, v) for k, v in table.items() if not isinstance(k, str)]
+
+    def limit(self, path: str) -> int:
+        exact = self._exact.get(path)
+        if exact is not None:
+            return exact
+        return next((v for k, v in self._patterns if k.fullmatch(path)), DEFAULT_LIMIT)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self._route_limits.get(scope["path"], DEFAULT_LIMIT)
+        limit = self.limit(scope["path"])
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             await _refuse(scope, receive, send, limit)

@@ -9,6 +9,7 @@ import functools
 import ipaddress
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from assistant.auth.authenticator import Authenticator, parse_static_keys
 from assistant.auth.secret import server_secret
@@ -22,12 +23,16 @@ from assistant.ports.limits import Limiter
 from assistant.registry import (
     build_image_pipeline,
     build_key_store,
+    build_knowledge,
     build_language_model,
     build_limiter,
     build_session_store,
 )
 from assistant.server.limits import KeyLimits
 from assistant.voice.models import SpeechModels
+
+if TYPE_CHECKING:
+    from assistant.knowledge.service import KnowledgeService
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,8 @@ class Components:
     speech: SpeechModels | None = None
     #: chat completions (``/v1/chat/completions``, stateless or tied to a session)
     completions: Completions | None = None
+    #: the knowledge bases and bot profiles (``/v1/knowledge``, ``/v1/bot/profile``)
+    knowledge: LazyKnowledge | None = None
 
 
 @dataclass
@@ -102,11 +109,42 @@ async def build_components(
     limits = KeyLimits(limiter, settings.limits)
     stack.push_async_callback(limits.aclose)
     speech = await _speech(settings, given, stack)
+    knowledge = LazyKnowledge(settings)
+    stack.push_async_callback(knowledge.aclose)
     return Components(
         llm=llm, store=store, orchestrator=orchestrator, keys=keys,
         auth=_authenticator(settings, keys), limits=limits, speech=speech,
-        completions=Completions(orchestrator, speech=speech),
+        completions=Completions(orchestrator, speech=speech), knowledge=knowledge,
     )  # fmt: skip
+
+
+class LazyKnowledge:
+    """The process's one knowledge service (``registry.build_knowledge``), built on its first use:
+    a server that never touches a knowledge base imports neither torch nor the readers'
+    libraries, and the embedding model loads only when something is first embedded."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._service: KnowledgeService | None = None
+        self._lock = asyncio.Lock()
+
+    async def service(self) -> KnowledgeService:
+        if self._service is None:
+            async with self._lock:
+                if self._service is None:
+                    if not self._settings.redis_url:
+                        raise ConfigurationError("knowledge bases need Redis: ASSISTANT_REDIS_URL")
+                    self._service = await asyncio.to_thread(
+                        build_knowledge, self._settings, redis_url=self._settings.redis_url
+                    )
+        return self._service
+
+    async def for_tenant(self, tenant: str) -> KnowledgeService:
+        return (await self.service()).for_tenant(tenant)
+
+    async def aclose(self) -> None:
+        if self._service is not None:
+            await self._service.store.aclose()
 
 
 def _auth_stores(

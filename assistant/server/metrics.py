@@ -26,6 +26,7 @@ class _TurnCounters(Collector):
         self.events_in: Tally[str] = Tally()
         self.errors: Tally[str] = Tally()
         self.responses: Tally[str] = Tally()
+        self.early: Tally[str] = Tally()
         self.output_tokens = 0
 
     def collect(self) -> Iterator[CounterMetricFamily]:
@@ -33,6 +34,7 @@ class _TurnCounters(Collector):
             ("assistant_client_events", "Client events received", "type", self.events_in),
             ("assistant_errors", "Error events sent, by code", "code", self.errors),
             ("assistant_responses", "Responses finished, by status", "status", self.responses),
+            ("assistant_voice_early_responses", "Early spoken replies", "outcome", self.early),
         ):
             family = CounterMetricFamily(name, doc, labels=[label])
             for value, count in sorted(tally.items()):
@@ -66,6 +68,10 @@ class Metrics:
     def response(self, status: str, output_tokens: int) -> None:
         self._counts.responses[status] += 1
         self._counts.output_tokens += output_tokens
+
+    def early_response(self, outcome: str) -> None:
+        """An early reply to a spoken turn ``started``, ``committed`` or ``dropped``."""
+        self._counts.early[outcome] += 1
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

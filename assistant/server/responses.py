@@ -8,10 +8,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncGenerator
 from typing import Protocol
 
 from assistant.auth.principal import Principal
 from assistant.errors import AssistantError, InvalidRequestError, ResponseInProgressError
+from assistant.messages import Message
 from assistant.orchestrator import Orchestrator, ResponseOverrides, ResponseRun
 from assistant.protocol import ResponseConfig
 from assistant.protocol import fast_json as hot
@@ -19,6 +21,7 @@ from assistant.server.limits import KeyLimits
 from assistant.server.metrics import Metrics
 from assistant.server.outbox import Outbox
 from assistant.turn_lease import TurnLease
+from assistant.voice.speculation import Speculation
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,37 @@ class Responses:
                 "response.done",
                 event_id=event_id,
             )
+        places = await self._take_places(event_id)
+        overrides = self._overrides(config)
+        run = self._orchestrator.start_response()
+        self.running = run
+        self._outbox.emit(hot.response_created(run.id))
+        self._task = asyncio.create_task(self._stream(run, overrides, event_id, places))
+
+    def speculate(self, message: Message) -> Speculation:
+        """An early reply to ``message``, a spoken turn not stored yet (``assistant.voice.
+        speculation``): generated into a buffer with the session's defaults; nothing sent."""
+        return Speculation(
+            self._orchestrator, self._lease, message, self._overrides(ResponseConfig()),
+            before=self.wait,
+        ).start()  # fmt: skip
+
+    async def adopt(self, speculation: Speculation) -> None:
+        """The pending ``speculation`` (its user message now stored) is committed and becomes the
+        response: ``response.created``, its buffered deltas at once, then the rest, as any
+        response. The key's limits are checked first (refused: it stays pending)."""
+        if self.running is not None:
+            raise ResponseInProgressError(f"response {self.running.id} is still in progress")
+        places = await self._take_places(None)
+        speculation.commit()
+        run = speculation.run
+        self.running = run
+        self._outbox.emit(hot.response_created(run.id))
+        deltas = speculation.deltas()
+        stream = self._stream(run, speculation.overrides, None, places, deltas)
+        self._task = asyncio.create_task(stream)
+
+    async def _take_places(self, event_id: str | None) -> contextlib.AsyncExitStack:
         places = contextlib.AsyncExitStack()
         if self._limits is not None and self._principal is not None:
             await self._limits.request(self._principal)
@@ -83,15 +117,14 @@ class Responses:
             if self.running is not None:  # another start won the race while this one waited
                 await places.aclose()
                 raise ResponseInProgressError("a response is in progress", event_id=event_id)
-        overrides = ResponseOverrides(
+        return places
+
+    def _overrides(self, config: ResponseConfig) -> ResponseOverrides:
+        return ResponseOverrides(
             instructions=config.instructions,
             max_output_tokens=config.max_output_tokens or self.max_output_tokens,
             temperature=config.temperature if config.temperature is not None else self.temperature,
         )
-        run = self._orchestrator.start_response()
-        self.running = run
-        self._outbox.emit(hot.response_created(run.id))
-        self._task = asyncio.create_task(self._stream(run, overrides, event_id, places))
 
     def cancel(self, response_id: str | None, event_id: str | None = None) -> None:
         """``response.cancel``: ``response_cancel_not_active`` when there is none to cancel."""
@@ -131,13 +164,15 @@ class Responses:
         overrides: ResponseOverrides,
         event_id: str | None,
         places: contextlib.AsyncExitStack,
+        deltas: AsyncGenerator[str, None] | None = None,
     ) -> None:
         started = time.perf_counter()
         pieces: list[str] = []
         outbox = self._outbox
         speech = self.voice.start(run) if self.voice is not None else None
         try:
-            deltas = self._orchestrator.respond(self._session_id, run, overrides, self._lease)
+            if deltas is None:
+                deltas = self._orchestrator.respond(self._session_id, run, overrides, self._lease)
             # aclosing: if this task is cancelled, the reply is still stored before it ends.
             async with contextlib.aclosing(deltas):
                 async for delta in deltas:

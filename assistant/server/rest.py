@@ -47,9 +47,13 @@ _STATUS_BY_TYPE = {
 }
 
 
+def error_detail(exc: AssistantError) -> dict[str, object]:
+    return {"type": exc.type, "code": exc.code, "message": exc.message,
+            "param": getattr(exc, "param", None)}  # fmt: skip
+
+
 def error_response(exc: AssistantError) -> JSONResponse:
-    body = {"error": {"type": exc.type, "code": exc.code, "message": exc.message,
-                      "param": getattr(exc, "param", None)}}  # fmt: skip
+    body = {"error": error_detail(exc)}
     status = _STATUS_BY_TYPE.get(exc.type, 500)
     if exc.code == "origin_not_allowed":
         status = 403

@@ -4,12 +4,18 @@ audio in (binary PCM16 frames, ``input_audio_buffer.*``) through the connection'
 turns stored and answered, barge-in, the session's voice settings, and spoken replies
 (``response.output_audio.delta``).
 
+Early replies: at a pause whose words look finished (``TurnPaused``) the reply starts at once into
+a buffer (``Responses.speculate``); when the turn ends with the same transcript and its message
+is stored, that reply becomes the turn's response (``Responses.adopt``); if voice comes back, the
+buffer is cleared, or the final transcript differs, it is dropped: nothing sent, nothing stored.
+
 What it needs from the connection is passed in: the outbox to emit into, the responses to start
 and interrupt, and a way to store a message as the session's writer.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -57,10 +63,13 @@ from assistant.voice.pipeline import (
     TranscriptCompleted,
     TranscriptDelta,
     TranscriptFailed,
+    TurnPaused,
+    TurnResumed,
     VoiceConfig,
     VoiceEvent,
     VoicePipeline,
 )
+from assistant.voice.speculation import Speculation
 from assistant.voice.spoken_reply import SpokenReply
 from assistant.voice.uploads import has_pending_audio, transcribe_pending
 
@@ -93,6 +102,8 @@ class VoiceSession:
         self._tts: TextToSpeech | None = None
         self._tts_voice: str | None = None
         self._spoken: SpokenReply | None = None
+        self._early: Speculation | None = None  # the early reply to the turn being spoken
+        self._dropped: set[Speculation] = set()  # dropped, their generation still ending
         responses.voice = self
 
     # -- the connection's side ---------------------------------------------------------------------
@@ -137,6 +148,7 @@ class VoiceSession:
         if "turn_detection" in config.model_fields_set:
             self.config = voice_config_from_wire(self.config, self._defaults, config.turn_detection)
             if self._pipeline is not None:
+                self._drop_early()
                 self._pipeline.configure(self.config)
 
     async def transcribe_uploads(self, message: Message) -> Message:
@@ -148,6 +160,9 @@ class VoiceSession:
     async def aclose(self) -> None:
         if self._pipeline is not None:
             await self._pipeline.aclose()
+        self._drop_early()
+        for speculation in list(self._dropped):
+            await speculation.wait()
 
     # -- spoken replies (``Responses.voice``) ------------------------------------------------------
 
@@ -203,7 +218,12 @@ class VoiceSession:
             emit(InputAudioBufferSpeechStopped(audio_end_ms=event.audio_end_ms, item_id=event.item_id))  # fmt: skip
         elif isinstance(event, BufferCommitted):
             emit(InputAudioBufferCommitted(item_id=event.item_id))
+        elif isinstance(event, TurnPaused):
+            self._speculate(event)
+        elif isinstance(event, TurnResumed):
+            self._drop_early()
         elif isinstance(event, BufferCleared):
+            self._drop_early()
             emit(InputAudioBufferCleared())
         elif isinstance(event, TranscriptDelta):
             emit(InputAudioTranscriptionDelta(item_id=event.item_id, delta=event.delta))
@@ -211,6 +231,7 @@ class VoiceSession:
             exc = event.error
             wire = WireError(type=exc.type, code=exc.code, message=exc.message)
             emit(InputAudioTranscriptionFailed(item_id=event.item_id, error=wire))
+            self._drop_early()
             self._outbox.emit_error(exc)
         elif isinstance(event, TranscriptCompleted):
             emit(InputAudioTranscriptionCompleted(item_id=event.item_id, transcript=event.transcript))  # fmt: skip
@@ -224,20 +245,69 @@ class VoiceSession:
             self._spoken.stop()
 
     async def _add_spoken_turn(self, event: TranscriptCompleted) -> None:
-        """Store the transcript as the user's message; answer it when the server VAD ended it."""
+        """Store the transcript as the user's message; answer it when the server VAD ended it
+        (with the early reply when it was made from this very transcript)."""
+        early, self._early = self._early, None
+        same = (event.item_id, event.transcript)
+        if early is not None and (early.message.id, early.transcript) != same:
+            self._drop(early)
+            early = None
         if not event.transcript.strip():
             return  # noise the VAD took for speech: nothing to store or answer
         try:
             await self._responses.wait()  # a reply still running is stored first
-            part = AudioPart(transcript=event.transcript, duration_s=round(event.duration_s, 3))
-            message = Message(id=event.item_id, role="user", content=(part,))
+            message = _spoken(event.item_id, event.transcript, event.duration_s)
             result = await self._add_message(message)
         except AssistantError as exc:
+            if early is not None:
+                self._drop(early)
             self._outbox.emit_error(exc)
             return
         self._outbox.emit(ConversationItemCreated(item=wire_item(result.message)))
-        if event.by_vad and self.config.create_response and self._responses.running is None:
-            await self._responses.start(ResponseConfig())
+        if not (event.by_vad and self.config.create_response and self._responses.running is None):
+            if early is not None:
+                self._drop(early)
+            return
+        if early is not None and early.outcome == "pending" and early.matches_store():
+            try:
+                await self._responses.adopt(early)
+                self._metrics.early_response("committed")
+                return
+            except AssistantError:
+                pass  # refused (the key's limits): the normal start says why
+        if early is not None:
+            self._drop(early)
+        await self._responses.start(ResponseConfig())
+
+    def _speculate(self, event: TurnPaused) -> None:
+        """The words so far look finished: start the reply, into a buffer."""
+        self._drop_early()
+        if not self.config.create_response or self._responses.running is not None:
+            return
+        message = _spoken(event.item_id, event.transcript, None)
+        self._early = self._responses.speculate(message)
+        self._metrics.early_response("started")
+
+    def _drop_early(self) -> None:
+        early, self._early = self._early, None
+        if early is not None:
+            self._drop(early)
+
+    def _drop(self, early: Speculation) -> None:
+        """Nothing of it is sent or stored; its generation ends in the background."""
+        if early.outcome != "pending":
+            return
+        early.drop()
+        self._metrics.early_response("dropped")
+        self._dropped.add(early)
+        task = asyncio.ensure_future(early.wait())
+        task.add_done_callback(lambda _: self._dropped.discard(early))
+
+
+def _spoken(item_id: str, transcript: str, duration_s: float | None) -> Message:
+    duration = None if duration_s is None else round(duration_s, 3)
+    part = AudioPart(transcript=transcript, duration_s=duration)
+    return Message(id=item_id, role="user", content=(part,))
 
 
 class _Speaker:

@@ -44,10 +44,12 @@ def voice_config_from_wire(
         threshold=_given(wire.threshold, base.threshold),
         prefix_padding_ms=_given(wire.prefix_padding_ms, base.prefix_padding_ms),
         silence_duration_ms=_given(wire.silence_duration_ms, base.silence_duration_ms),
+        eager_silence_ms=_given(wire.eager_silence_ms, base.eager_silence_ms),
         min_speech_ms=base.min_speech_ms,
     )
     return current.with_turn_detection(
-        detection, create_response=wire.create_response, interrupt_response=wire.interrupt_response
+        detection, create_response=wire.create_response, interrupt_response=wire.interrupt_response,
+        early_response=_given(wire.early_response, defaults.early_response),
     )
 
 
@@ -59,6 +61,8 @@ def voice_config_to_wire(config: VoiceConfig) -> WireTurnDetection | None:
         threshold=detection.threshold,
         prefix_padding_ms=detection.prefix_padding_ms,
         silence_duration_ms=detection.silence_duration_ms,
+        eager_silence_ms=detection.eager_silence_ms,
+        early_response=config.early_response,
         create_response=config.create_response,
         interrupt_response=config.interrupt_response,
     )

@@ -16,6 +16,12 @@ the turn ends or soon after. Only when speech went on past it (or the client com
 is the utterance decoded again. Partial decodes give way when the process's speech model is busy
 (``gate``); final ones queue.
 
+Adaptive end of turn: when that settled decode's words look like a finished sentence
+(``assistant.voice.end_of_turn``), the detector is hurried (the turn ends after
+``eager_silence_ms`` rather than ``silence_duration_ms``) and, with ``early_response``, a
+``TurnPaused`` tells the sink it may start the reply; voice coming back before the turn ends
+takes both back (``TurnResumed``).
+
 Times (``audio_start_ms`` / ``audio_end_ms``) count from the connection's first audio.
 """
 
@@ -23,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -32,6 +37,20 @@ from assistant.config import VoiceSettings, voice_default
 from assistant.errors import AssistantError, InvalidRequestError
 from assistant.ports import SAMPLE_RATE, SpeechToText, VoiceActivityStream
 from assistant.voice.audio import pcm16_to_float
+from assistant.voice.end_of_turn import end_of_turn
+from assistant.voice.events import (
+    BufferCleared,
+    BufferCommitted,
+    Sink,
+    SpeechBegan,
+    SpeechEnded,
+    TranscriptCompleted,
+    TranscriptDelta,
+    TranscriptFailed,
+    TurnPaused,
+    TurnResumed,
+    VoiceEvent,
+)
 from assistant.voice.streaming_transcript import SampleBuffer, StreamingTranscriber, Utterance
 from assistant.voice.turn_detection import (
     SpeechStarted,
@@ -49,7 +68,7 @@ MIN_COMMIT_MS = 100
 _MS = SAMPLE_RATE // 1000  # samples per millisecond
 
 
-# -- configuration and events ---------------------------------------------------------------------
+# -- configuration ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -64,6 +83,8 @@ class VoiceConfig:
     max_chunk_bytes: int = voice_default("max_chunk_bytes")
     partial_interval_s: float = voice_default("partial_interval_s")
     language: str | None = None
+    #: ``TurnPaused`` / ``TurnResumed`` are sent (the reply may start before the turn ends).
+    early_response: bool = voice_default("early_response")
 
     @classmethod
     def from_settings(cls, voice: VoiceSettings, language: str | None = None) -> VoiceConfig:
@@ -73,11 +94,13 @@ class VoiceConfig:
                 threshold=voice.threshold,
                 prefix_padding_ms=voice.prefix_padding_ms,
                 silence_duration_ms=voice.silence_duration_ms,
+                eager_silence_ms=voice.eager_silence_ms,
                 min_speech_ms=voice.min_speech_ms,
                 max_speech_ms=int(voice.max_turn_s * 1000),
             )
         return cls(
             turn_detection=detection,
+            early_response=voice.early_response,
             max_turn_s=voice.max_turn_s,
             max_chunk_bytes=voice.max_chunk_bytes,
             partial_interval_s=voice.partial_interval_s,
@@ -86,66 +109,17 @@ class VoiceConfig:
 
     def with_turn_detection(
         self, detection: TurnDetectionConfig | None, *, create_response: bool = True,
-        interrupt_response: bool = True,
+        interrupt_response: bool = True, early_response: bool | None = None,
     ) -> VoiceConfig:
         if detection is not None:
             detection = replace(detection, max_speech_ms=int(self.max_turn_s * 1000))
+        early = self.early_response if early_response is None else early_response
         return replace(
             self, turn_detection=detection, create_response=create_response,
-            interrupt_response=interrupt_response,
+            interrupt_response=interrupt_response, early_response=early,
         )
 
 
-@dataclass(frozen=True)
-class SpeechBegan:
-    item_id: str
-    audio_start_ms: int
-
-
-@dataclass(frozen=True)
-class SpeechEnded:
-    item_id: str
-    audio_end_ms: int
-
-
-@dataclass(frozen=True)
-class BufferCommitted:
-    item_id: str
-
-
-@dataclass(frozen=True)
-class BufferCleared:
-    pass
-
-
-@dataclass(frozen=True)
-class TranscriptDelta:
-    item_id: str
-    delta: str
-
-
-@dataclass(frozen=True)
-class TranscriptCompleted:
-    item_id: str
-    transcript: str
-    duration_s: float
-    #: The server VAD ended the turn (rather than the client's commit).
-    by_vad: bool
-    #: A decode made while the user spoke was the final one (no decode after the turn ended).
-    from_stream: bool = False
-
-
-@dataclass(frozen=True)
-class TranscriptFailed:
-    item_id: str
-    error: AssistantError
-
-
-VoiceEvent = (
-    SpeechBegan | SpeechEnded | BufferCommitted | BufferCleared | TranscriptDelta
-    | TranscriptCompleted | TranscriptFailed
-)
-Sink = Callable[[VoiceEvent], Awaitable[None]]
 
 
 # -- the pipeline ----------------------------------------------------------------------------------
@@ -168,6 +142,7 @@ class VoicePipeline:
         self.transcriber = StreamingTranscriber(
             stt, self.buffer, self._on_delta, gate=gate or asyncio.Semaphore(1),
             interval_s=config.partial_interval_s, language=config.language,
+            on_settled=self._on_settled,
         )  # fmt: skip
         self._utterance: Utterance | None = None
         self._finals: set[asyncio.Task[None]] = set()
@@ -262,6 +237,8 @@ class VoicePipeline:
             window_end = self._origin + self._windows * width
             if self._utterance is not None and probs[k] >= silence:
                 self._utterance.voiced_end = window_end
+                if self._utterance.paused:
+                    await self._resumed(self._utterance)
             for event in events:
                 if isinstance(event, SpeechStarted):
                     await self._on_started(event, window_end)
@@ -326,6 +303,24 @@ class VoicePipeline:
     async def _on_delta(self, utterance: Utterance, delta: str) -> None:
         await self.sink(TranscriptDelta(utterance.item_id, delta))
 
+    async def _on_settled(self, utterance: Utterance) -> None:
+        """A final candidate is ready while the turn waits for its silence."""
+        if self._detector is None or utterance is not self._utterance:
+            return
+        if not end_of_turn(utterance.text).finished:
+            return
+        self._detector.hurry()
+        utterance.paused = True
+        if self.config.early_response:
+            await self.sink(TurnPaused(utterance.item_id, utterance.text))
+
+    async def _resumed(self, utterance: Utterance) -> None:
+        utterance.paused = False
+        if self._detector is not None:
+            self._detector.hurry(False)
+        if self.config.early_response:
+            await self.sink(TurnResumed(utterance.item_id))
+
     def _abandon(self) -> None:
         """Forget the buffer and the turn in progress; detection starts afresh."""
         if self._utterance is not None:
@@ -362,6 +357,8 @@ __all__ = [
     "TranscriptCompleted",
     "TranscriptDelta",
     "TranscriptFailed",
+    "TurnPaused",
+    "TurnResumed",
     "VoiceConfig",
     "VoiceEvent",
     "VoicePipeline",

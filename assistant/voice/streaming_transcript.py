@@ -9,6 +9,8 @@ utterances (Whisper): the growing audio is re-transcribed in the background.
   it would hear once the turn ends. If no voiced audio came after it, it is the final transcript.
 - ``final_text`` returns that, waiting for it if it is still running; otherwise (speech went on, or
   the client committed mid-speech) it decodes the committed audio once more.
+- When a final candidate is ready while the turn still waits for its silence, ``on_settled`` hears
+  of it (the pipeline then judges whether the words look finished: adaptive wait, early reply).
 
 Positions are absolute sample indices of the connection's audio (see ``SampleBuffer``).
 """
@@ -89,6 +91,8 @@ class Utterance:
     emitted: list[str] = field(default_factory=list)  # words sent as deltas
     task: asyncio.Task[None] | None = None  # the decode in flight
     closed: bool = False
+    #: A final candidate looked finished at this pause (until voice comes again).
+    paused: bool = False
 
     def __post_init__(self) -> None:
         self.voiced_end = max(self.voiced_end, self.start)
@@ -99,6 +103,7 @@ class Utterance:
 
 
 DeltaSink = Callable[[Utterance, str], Awaitable[None]]
+SettledSink = Callable[[Utterance], Awaitable[None]]
 
 
 class StreamingTranscriber:
@@ -111,10 +116,12 @@ class StreamingTranscriber:
         gate: asyncio.Semaphore,
         interval_s: float = 1.0,
         language: str | None = None,
+        on_settled: SettledSink | None = None,
     ) -> None:
         self.stt = stt
         self.buffer = buffer
         self.on_delta = on_delta
+        self.on_settled = on_settled
         self.gate = gate
         self.interval_s = interval_s
         self.language = language
@@ -176,6 +183,8 @@ class StreamingTranscriber:
             return
         if delta:
             await self.on_delta(utterance, delta)
+        if candidate and self.on_settled is not None and utterance.final_ready():
+            await self.on_settled(utterance)
         self.schedule(utterance)
 
 

@@ -7,10 +7,16 @@ on. It is a small state machine over the windows:
     idle ──p >= threshold──> pending ──speech lasts min_speech_ms──> speaking   (SpeechStarted)
     pending ──a window below neg_threshold──> idle                               (a blip: ignored)
     speaking ──silence lasts silence_duration_ms──> idle                        (SpeechStopped)
+    speaking, hurried ──silence lasts eager_silence_ms──> idle                  (SpeechStopped)
     speaking ──speech lasts max_speech_ms──> idle                               (SpeechStopped)
 
 Hysteresis as Silero's own segmentation: speech starts at ``threshold`` and only a window below
 ``neg_threshold`` counts as silence; a window in between neither starts nor ends anything.
+
+The silence needed is adaptive: the caller (the pipeline, once the transcript of the words so far
+looks like a finished sentence: ``assistant.voice.end_of_turn``) may ``hurry`` the detector during
+a silence, which then ends the turn after ``eager_silence_ms`` instead; speech (a window at or
+above ``threshold``) takes the hurry back.
 
 Times are milliseconds since the detector was created or reset, as Realtime's ``audio_start_ms`` /
 ``audio_end_ms``: the start includes ``prefix_padding_ms`` of audio before the first speech window,
@@ -40,8 +46,11 @@ class TurnDetectionConfig:
     neg_threshold: float | None = None
     #: Audio kept before the first speech window and handed over with the utterance.
     prefix_padding_ms: int = voice_default("prefix_padding_ms")
-    #: Silence that ends a turn.
+    #: Silence that ends a turn (the long wait: the words so far may go on).
     silence_duration_ms: int = voice_default("silence_duration_ms")
+    #: Silence that ends a turn once ``hurry`` was called in it (the words so far look finished).
+    #: None, or not below ``silence_duration_ms``: no short wait.
+    eager_silence_ms: int | None = voice_default("eager_silence_ms")
     #: Speech shorter than this (a cough, a click) does not start a turn.
     min_speech_ms: int = voice_default("min_speech_ms")
     #: A turn is cut here even while speech goes on (matches ``AudioLimits.max_seconds``).
@@ -54,7 +63,8 @@ class TurnDetectionConfig:
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
         if self.silence_threshold > self.threshold:
             raise ValueError("neg_threshold must not exceed threshold")
-        if min(self.prefix_padding_ms, self.silence_duration_ms, self.min_speech_ms) < 0:
+        durations = (self.prefix_padding_ms, self.silence_duration_ms, self.min_speech_ms)
+        if min(*durations, self.eager_silence_ms or 0) < 0:
             raise ValueError("durations must not be negative")
         if self.window_samples <= 0 or self.sample_rate <= 0:
             raise ValueError("window_samples and sample_rate must be positive")
@@ -64,6 +74,12 @@ class TurnDetectionConfig:
         if self.neg_threshold is not None:
             return self.neg_threshold
         return max(self.threshold - 0.15, 0.01)
+
+    @property
+    def adaptive(self) -> bool:
+        """A short wait exists (``hurry`` can change anything)."""
+        eager = self.eager_silence_ms
+        return eager is not None and eager < self.silence_duration_ms
 
     def samples(self, ms: int) -> int:
         return ms * self.sample_rate // 1000
@@ -118,6 +134,7 @@ class TurnDetector:
         self._run = 0  # pending: speech windows in a row
         self._silence_start: int | None = None  # speaking: first sample of the current silence
         self._floor = 0  # the end of the last utterance: a prefix padding never reaches before it
+        self._hurried = False  # this silence ends after eager_silence_ms
 
     @property
     def in_speech(self) -> bool:
@@ -155,6 +172,18 @@ class TurnDetector:
                 events.append(event)
         self._tail = samples[probs.shape[0] * width :].copy()  # (T',)
         return events
+
+    @property
+    def silence_ms(self) -> int:
+        """How long the current silence of a turn has lasted (0 while speech goes on)."""
+        if self._state != "speaking" or self._silence_start is None:
+            return 0
+        return self._ms(self._position - self._silence_start)
+
+    def hurry(self, hurried: bool = True) -> None:
+        """The words so far look finished (or, ``False``: no longer): this silence of the turn ends
+        after ``eager_silence_ms``. Speech takes it back by itself; a no-op while not speaking."""
+        self._hurried = hurried and self._state == "speaking" and self.config.adaptive
 
     def commit(self) -> SpeechStopped | None:
         """End the turn now (``input_audio_buffer.commit``, or the stream ended): the utterance so
@@ -194,11 +223,14 @@ class TurnDetector:
     def _speaking(self, prob: float, start: int) -> SpeechStopped | None:
         cfg = self.config
         if prob >= cfg.threshold:
-            self._silence_start = None
+            self._silence_start, self._hurried = None, False
         elif prob < cfg.silence_threshold and self._silence_start is None:
             self._silence_start = start
         if self._silence_start is not None:
-            if self._position - self._silence_start >= cfg.samples(cfg.silence_duration_ms):
+            wait = cfg.silence_duration_ms
+            if self._hurried and cfg.eager_silence_ms is not None:
+                wait = min(wait, cfg.eager_silence_ms)
+            if self._position - self._silence_start >= cfg.samples(wait):
                 return self._stop(self._position, "silence")
         if cfg.max_speech_ms is not None:
             if self._position - self._audio_start() >= cfg.samples(cfg.max_speech_ms):
@@ -209,6 +241,7 @@ class TurnDetector:
         begin = self._audio_start()
         audio = self._kept_audio(begin, end)  # (end - begin,)
         self._state, self._silence_start, self._floor = "idle", None, end
+        self._hurried = False
         self._kept.clear()
         return SpeechStopped(
             audio_end_ms=self._ms(end), audio_start_ms=self._ms(begin), reason=reason, audio=audio

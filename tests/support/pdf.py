@@ -42,6 +42,19 @@ def text_pdf(pages: list[list[str]], title: str = "") -> bytes:
     return bytes(out)
 
 
+def encrypted_pdf(lines: list[str], password: str = "letmein") -> bytes:
+    """A one-page text PDF encrypted with a user password (pypdf writes it)."""
+    import io
+
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(text_pdf([lines]))))
+    writer.encrypt(password, algorithm="RC4-128")
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
 PAYMENTS = [
     [
         "Payments and checkout",

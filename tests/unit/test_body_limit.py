@@ -78,3 +78,16 @@ async def test_the_body_is_read_only_up_to_the_limit():
     await limited(scope, receive, send)
     assert len(pulled) == 3  # 64 KiB x 3 passes 100,000 + 64 KiB of form overhead
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 413
+
+
+def test_a_pattern_entry_limits_the_paths_it_matches_whole():
+    """A route with a path parameter (``/v1/knowledge/{kb}/documents``) is a compiled pattern."""
+    import re
+
+    from assistant.server.body_limit import DEFAULT_LIMIT, BodyLimit
+
+    limits = BodyLimit(None, {re.compile(r"/v1/kb/[^/]+/docs"): 10, "/v1/kb/x/docs": 20})  # type: ignore[arg-type]
+    assert limits.limit("/v1/kb/help/docs") == 10
+    assert limits.limit("/v1/kb/x/docs") == 20  # an exact entry first
+    assert limits.limit("/v1/kb/help/docs/a.md") == DEFAULT_LIMIT  # the whole path must match
+    assert limits.limit("/v1/kb/a/b/docs") == DEFAULT_LIMIT

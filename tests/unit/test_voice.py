@@ -78,8 +78,12 @@ class Decodes:
 # -- server VAD -------------------------------------------------------------------------------------
 
 
+#: One silence wait for every turn (no adaptive end of turn): the times below are exact.
+FIXED_WAIT = TurnDetectionConfig(eager_silence_ms=None)
+
+
 async def test_speech_then_silence_is_a_committed_turn():
-    voice, sink = pipeline()
+    voice, sink = pipeline(turn_detection=FIXED_WAIT, early_response=False)
     for chunk in chunks(np.concatenate([silence(0.5), tone(1.0), silence(0.8)])):
         await voice.append_pcm16(chunk)
     await voice.drain()
@@ -97,7 +101,7 @@ async def test_speech_then_silence_is_a_committed_turn():
 @pytest.mark.parametrize("chunk_s", [0.02, 777 / SAMPLE_RATE, 0.5, 4.0])
 async def test_turn_times_do_not_depend_on_the_chunk_size(chunk_s):
     audio = np.concatenate([silence(0.7), tone(0.9), silence(0.8), tone(0.6), silence(0.9)])
-    voice, sink = pipeline()
+    voice, sink = pipeline(turn_detection=FIXED_WAIT)
     for chunk in chunks(audio, chunk_s):
         await voice.append_pcm16(chunk)
     await voice.drain()
