@@ -98,6 +98,7 @@ class VoiceSettings(_Section):
     turn_detection: bool = True
     threshold: float = Field(0.5, gt=0.0, le=1.0)
     prefix_padding_ms: int = Field(300, ge=0, le=5_000)
+    #: Silence that ends a turn when the words so far may go on ("I'd like to order a").
     silence_duration_ms: int = Field(500, ge=100, le=10_000)
     min_speech_ms: int = Field(150, ge=0, le=5_000)
     #: Longest turn: a server-VAD turn is committed here; a manual buffer refuses more audio.

@@ -26,6 +26,12 @@ class WireTurnDetection(BaseModel):
     prefix_padding_ms: int | None = Field(None, ge=0, le=5_000)
     silence_duration_ms: int | None = Field(None, ge=100, le=10_000)
     #: Answer each turn the VAD ends with a response of its own.
+    #: Silence that ends a turn whose streaming transcript looks finished ("What time do you
+    #: open?"); not below ``silence_duration_ms``: one wait for all turns.
+    eager_silence_ms: int | None = Field(None, ge=0, le=10_000)
+    #: Start the reply at the first pause of a turn that looks finished, before the silence wait
+    #: ends; nothing of it is sent or stored unless the turn ends there.
+    early_response: bool | None = None
     create_response: bool = True
     #: Speech that starts while a response streams cancels it (barge-in).
     interrupt_response: bool = True
