@@ -14,6 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from assistant.webhooks.settings import WebhookSettings
+
 
 def default_data_dir() -> Path:
     """A per-user directory: ``$XDG_DATA_HOME/assistant`` or ``~/.local/share/assistant``."""
@@ -365,3 +367,4 @@ class Settings(BaseSettings):
     @property
     def redis_dir(self) -> Path:
         return self.data_dir / "redis"
+    webhooks: WebhookSettings = WebhookSettings()

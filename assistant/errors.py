@@ -23,7 +23,11 @@ raises it, and checks the README's list against this tree.
     │   │                                                   invalid_image_url, image_url_not_allowed,
     │   │                                                   image_too_large, image_too_many_pixels,
     │   │                                                   unsupported_image_format, invalid_image,
-    │   │                                                   image_expired
+    │   │                                                   image_expired,
+    │   │   # webhooks
+    │   │                                                   invalid_webhook_url,
+    │   │                                                   webhook_url_not_allowed,
+    │   │                                                   too_many_webhooks
     │   ├── InvalidJSONError                                invalid_json
     │   ├── UnknownEventError                               unknown_event
     │   ├── InvalidEventError                               invalid_event, unsupported_frame
@@ -51,6 +55,7 @@ raises it, and checks the README's list against this tree.
     ├── NotFoundError               [not_found_error]       not_found
     │   ├── SessionNotFoundError                            session_not_found
     │   ├── ModelNotFoundError                              model_not_found
+    │   ├── WebhookNotFoundError                            webhook_not_found
     │   └── KnowledgeNotFoundError                          document_not_found,
     │                                                       knowledge_base_not_found
     ├── ConfigurationError          [configuration_error]   configuration_error
@@ -237,6 +242,12 @@ class ModelNotFoundError(NotFoundError):
 
 
 class KnowledgeNotFoundError(NotFoundError):
+class WebhookNotFoundError(NotFoundError):
+    """No webhook with this id in the caller's tenant."""
+
+    code = "webhook_not_found"
+
+
     """No such document in the knowledge base, or no such knowledge base."""
 
     code = "document_not_found"

@@ -54,6 +54,10 @@ EMBEDDER_ADAPTERS: dict[str, str] = {
 KNOWLEDGE_ADAPTERS: dict[str, str] = {
     "redis": "adapters.knowledge.redis_store",
 }
+#: Webhook subscriptions and their delivery queue live where the sessions do.
+WEBHOOK_ADAPTERS: dict[str, str] = {
+    "redis": "adapters.webhooks.redis_queue",
+}
 VISION_ADAPTERS: dict[str, str] = {
     "efficientnet": "adapters.vision.efficientnet",
     "hf_vision": "adapters.vision.hf_vision",
@@ -208,3 +212,15 @@ def prepare_models(
         if prepare is not None:
             lines.extend(prepare(settings, progress=progress))
     return lines
+
+
+def build_webhooks(settings: Settings, store: SessionStore) -> Any:
+    """``(Webhooks, DeliveryWorker)``: the store beside the sessions, in the session store's
+    backend, and the worker sending its deliveries over httpx (not started)."""
+    from assistant.webhooks.service import Webhooks
+    from assistant.webhooks.worker import DeliveryWorker
+
+    queue = _module("webhooks", WEBHOOK_ADAPTERS, settings.memory.adapter).build(store, settings)
+    sender = _module("webhook sender", {"httpx": "adapters.webhooks.http_sender"}, "httpx")
+    webhooks = Webhooks(queue, settings.webhooks)
+    return webhooks, DeliveryWorker(queue, sender.build(settings), settings.webhooks)

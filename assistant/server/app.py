@@ -35,6 +35,8 @@ from assistant.server.realtime_route import CLOSE_POLICY, CLOSE_SESSION_NOT_FOUN
 from assistant.server.request_ids import RequestIds
 from assistant.server.rest import TRANSCRIPTIONS_PATH, error_response, router
 from assistant.server.web import router as web_router
+from assistant.server.webhook_routes import router as webhook_router
+from assistant.webhooks.runtime import start_webhooks
 
 __all__ = ["CLOSE_POLICY", "CLOSE_SESSION_NOT_FOUND", "Components", "app_from_env", "create_app"]
 
@@ -61,6 +63,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             app.state.components = await build_components(settings, given, stack)
+            components = app.state.components
+            components.webhooks = await start_webhooks(settings, components.store, stack)
             _tune_gc(settings)
             yield
 
@@ -75,6 +79,7 @@ def create_app(
     app.include_router(auth_router)
     app.include_router(web_router)  # widget.js and the demo page at /
     app.include_router(openai_router)
+    app.include_router(webhook_router)
     app.include_router(knowledge_router)
     docs.add_routes(app, public=settings.auth.public_docs)
     app.add_middleware(KeyOriginsCORS)

@@ -30,6 +30,7 @@ from assistant.registry import (
 )
 from assistant.server.limits import KeyLimits
 from assistant.voice.models import SpeechModels
+from assistant.webhooks.service import Webhooks
 
 if TYPE_CHECKING:
     from assistant.knowledge.service import KnowledgeService
@@ -49,6 +50,8 @@ class Components:
     speech: SpeechModels | None = None
     #: chat completions (``/v1/chat/completions``, stateless or tied to a session)
     completions: Completions | None = None
+    #: webhook subscriptions and ``publish`` (``/v1/webhooks``); None without Redis
+    webhooks: Webhooks | None = None
     #: the knowledge bases and bot profiles (``/v1/knowledge``, ``/v1/bot/profile``)
     knowledge: LazyKnowledge | None = None
 
