@@ -355,6 +355,7 @@ class Settings(BaseSettings):
     limits: LimitsSettings = LimitsSettings()
     knowledge: KnowledgeSettings = KnowledgeSettings()
     bot: BotSettings = BotSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     #: Static client keys for simple deployments: ``tenant:key,tenant2:key2`` (client scope).
     api_keys: str = ""
     #: The same, one ``tenant:key`` per line, from a file (``#`` starts a comment).
@@ -367,4 +368,3 @@ class Settings(BaseSettings):
     @property
     def redis_dir(self) -> Path:
         return self.data_dir / "redis"
-    webhooks: WebhookSettings = WebhookSettings()

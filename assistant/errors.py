@@ -241,13 +241,13 @@ class ModelNotFoundError(NotFoundError):
     code = "model_not_found"
 
 
-class KnowledgeNotFoundError(NotFoundError):
 class WebhookNotFoundError(NotFoundError):
     """No webhook with this id in the caller's tenant."""
 
     code = "webhook_not_found"
 
 
+class KnowledgeNotFoundError(NotFoundError):
     """No such document in the knowledge base, or no such knowledge base."""
 
     code = "document_not_found"
