@@ -5,7 +5,9 @@ Entries: ``gateway`` (``bench.gateway``), ``redis`` (``bench.redis_trips``), ``t
 (``bench.voice``: end of speech -> first reply token over the real server, against the same
 question typed); the last four are imported only when run. ``fuzz`` (``bench.fuzz_run``, run
 only when asked for: ``--fuzz`` or ``--only fuzz``) drives generated client events and REST
-requests at a real server and reports what it ran and found. An entry that fails records
+requests at a real server and reports what it ran and found; ``soak`` (``bench.soak``: ``--soak``
+or ``--only soak``) runs mixed turns against a real server for minutes and reports its memory,
+descriptors and errors. An entry that fails records
 ``{"error": "..."}`` and the others still run. Every entry starts what it measures and stops it
 in ``finally`` (Ctrl-C too); an interrupted run still writes the JSON of the entries done so far.
 Speed numbers come with a baseline measured side by side in the same run, and their ratio: the
@@ -26,7 +28,7 @@ from typing import Any
 
 ENTRIES = ("gateway", "redis", "ttft_by_turn", "image", "asr", "voice_to_first_token", "kb")
 #: Entries run only when asked for (``--only`` or their flag): not benchmarks.
-EXTRA_ENTRIES = ("fuzz",)
+EXTRA_ENTRIES = ("fuzz", "soak")
 
 
 def _gateway(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
@@ -78,6 +80,19 @@ def _fuzz(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
     return run_fuzz(examples, minutes=options.get("fuzz_minutes"))
 
 
+def _soak(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
+    """Mixed turns against a real server for minutes: memory, descriptors, errors (``bench.soak``)."""
+    from bench.soak import SoakConfig, run_soak
+
+    config = SoakConfig.quick() if quick else SoakConfig()
+    if options.get("sessions"):
+        config.sessions = options["sessions"][0]
+    for name in ("minutes", "think_s", "real_sessions", "workers"):
+        if options.get(name) is not None:
+            setattr(config, name, options[name])
+    return run_soak(config)
+
+
 def _voice(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
     """End of speech -> first reply token over the real server, against a typed turn."""
     from bench.voice import measure_voice_to_first_token  # needs the models
@@ -94,6 +109,7 @@ RUNNERS: dict[str, Callable[[bool, dict[str, Any]], dict[str, Any]]] = {
     "kb": _kb,
     "voice_to_first_token": _voice,
     "fuzz": _fuzz,
+    "soak": _soak,
 }
 
 
@@ -210,6 +226,10 @@ def format_table(report: dict[str, Any]) -> str:
             rows.append((name, "error", str(data["error"])[:100], "-", "-"))
         elif name == "gateway":
             rows.extend(_gateway_rows(data))
+        elif name == "soak":
+            from bench.soak import table_rows
+
+            rows.extend(_row(*row) for row in table_rows(data))
         else:
             rows.extend(_flat_rows(name, data))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
@@ -240,6 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     fuzz.add_argument("--fuzz", action="store_true", help="run the fuzzer (the 'fuzz' entry) only")
     fuzz.add_argument("--fuzz-examples", type=int, metavar="N", help="cases per suite (2000)")
     fuzz.add_argument("--fuzz-minutes", type=float, metavar="M", help="repeat rounds for M minutes")
+    soak = parser.add_argument_group("soak", "mixed turns for minutes: memory, descriptors, errors")
+    soak.add_argument("--soak", action="store_true", help="run the soak (the 'soak' entry) only")
+    soak.add_argument("--minutes", type=float, metavar="M", help="soak: minutes of each run (10)")
+    soak.add_argument("--think-s", type=float, metavar="S", help="soak: pause after a reply (1.0)")
+    soak.add_argument("--real-sessions", type=int, metavar="N",
+                      help="soak: sessions on the real model afterwards (4; 0: none)")  # fmt: skip
     return parser
 
 
@@ -249,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
     if args.fuzz:
         only = ["fuzz"]
+    if args.soak:
+        only = ["soak"]
     try:
         report = run_bench(
             args.quick,
@@ -258,9 +286,14 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             fuzz_examples=args.fuzz_examples,
             fuzz_minutes=args.fuzz_minutes,
+            minutes=args.minutes,
+            think_s=args.think_s,
+            real_sessions=args.real_sessions,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    failed = any(isinstance(v, dict) and ("error" in v or v.get("findings")) for v in report.values())
+    failed = any(
+        isinstance(v, dict) and ("error" in v or v.get("findings")) for v in report.values()
+    )
     return 1 if failed else 0
