@@ -172,11 +172,13 @@ function makeController(settings) {
     var item = (response.output || [])[0];
     var text = item && item.content && item.content[0] ? item.content[0].text || "" : "";
     var status = item ? item.status : response.status;
+    var annotations = citationsOf(item && item.content);
     if (!current.stream && text) current.stream = thread.stream();
-    if (current.stream) current.stream.finish(text, status, item && item.id);
+    if (current.stream) current.stream.finish(text, status, item && item.id, annotations);
     if (item && text) {
       if (!view.isOpen()) view.setBadge(++state.unread);
-      emit("message", {id: item.id, role: "assistant", text: text, status: item.status});
+      emit("message", {id: item.id, role: "assistant", text: text, status: item.status,
+        annotations: annotations});
     }
     flush();
   }

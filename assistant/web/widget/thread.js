@@ -2,11 +2,13 @@
 // sanitised markdown (markdown.js), and while a reply streams its text so far is rendered again on
 // the next animation frame (not once per token). Images show as thumbnails; the typing indicator
 // stands between a send and the reply's first token; a live transcript grows while the visitor
-// speaks. A stored thread (GET /v1/sessions/{id}/messages) is drawn with the same bubbles.
+// speaks. A stored thread (GET /v1/sessions/{id}/messages) is drawn with the same bubbles; a
+// grounded reply's sources are footnotes under it (citations.js).
 
 function makeThread(view, storage, render) {
   var container = view.thread;
   var typing = null;
+  var cites = makeCitations(view);
 
   function atBottom() {
     return container.scrollHeight - container.scrollTop - container.clientHeight < 80;
@@ -58,9 +60,11 @@ function makeThread(view, storage, render) {
     };
   }
 
-  function assistant(text, status, id) {
+  function assistant(text, status, id, annotations) {
     var b = bubble("assistant");
     b.body.replaceChildren(render(text));
+    cites.show(b.node, b.body, annotations);
+    cites.status(b.node, status);
     if (id) b.node.setAttribute("data-id", id);
     if (status === "interrupted") note(b.node, view.t("stopped"));
     return b.node;
@@ -84,10 +88,12 @@ function makeThread(view, storage, render) {
         if (!frame) frame = requestAnimationFrame(paint);
       },
       text: function () { return text; },
-      finish: function (final, status, id) {
+      finish: function (final, status, id, annotations) {
         if (frame) cancelAnimationFrame(frame);
         text = typeof final === "string" ? final : text;
         paint();
+        cites.show(b.node, b.body, annotations);
+        cites.status(b.node, status);
         b.node.classList.remove("streaming");
         b.node.removeAttribute("aria-busy");
         if (id) b.node.setAttribute("data-id", id);
@@ -137,7 +143,7 @@ function makeThread(view, storage, render) {
         return part.type === "text" ? part.text : part.type === "audio" ? part.transcript : "";
       }).filter(Boolean).join("\n");
       if (message.role === "assistant") {
-        assistant(text, message.status, message.id);
+        assistant(text, message.status, message.id, citationsOf(parts));
       } else if (message.role === "user") {
         var thumbs = parts.filter(function (part) { return part.type === "image"; })
           .map(function (part) { return storage.thumbnail(part.sha256); });
