@@ -73,6 +73,14 @@ end
 return 1
 """
 
+# KEYS: due, delivery. ARGV: member, token, due
+_RELEASE = """
+if redis.call('HGET', KEYS[2], 'token') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[2], 'token', '')
+redis.call('ZADD', KEYS[1], 'XX', tonumber(ARGV[3]), ARGV[1])
+return 1
+"""
+
 
 class RedisWebhookStore(WebhookStore):
     name = "redis_webhooks"
@@ -87,6 +95,7 @@ class RedisWebhookStore(WebhookStore):
         self.queue = f"{key_prefix}:{{webhooks}}:"
         self._claim = client.register_script(_CLAIM)
         self._finish = client.register_script(_FINISH)
+        self._release = client.register_script(_RELEASE)
 
     def _subscriptions_key(self, tenant: str) -> str:
         return f"{self.prefix}:{check_tenant(tenant)}:webhooks"
@@ -151,6 +160,11 @@ class RedisWebhookStore(WebhookStore):
         args = [member, claim.token, status, next_due_ms or 0, attempt.model_dump_json(),
                 self.settings.log_entries, self.settings.retention_s, attempt.error or ""]  # fmt: skip
         return bool(await self._finish(keys=keys, args=args))
+
+    async def _release_impl(self, claim: Claim, due_ms: int) -> None:
+        member = self._member(claim.delivery.tenant, claim.delivery.id)
+        keys = [self.queue + "due", self.queue + member]
+        await self._release(keys=keys, args=[member, claim.token, due_ms])
 
     async def _next_due_impl(self) -> int | None:
         first = await self.client.zrange(self.queue + "due", 0, 0, withscores=True)

@@ -56,6 +56,11 @@ class WebhookStore(abc.ABC):
         worker (the attempt is logged, the delivery is that worker's)."""
         return await self._call(self._finish_impl(claim, attempt, status, next_due_ms))
 
+    async def release(self, claim: Claim, due_ms: int) -> None:
+        """Give a claim back unfinished (its worker is stopping): due again at ``due_ms`` instead
+        of when its lease ends. Its attempt stays counted (it may have been sent)."""
+        await self._call(self._release_impl(claim, due_ms))
+
     async def next_due_ms(self) -> int | None:
         """When the earliest queued delivery is due (a leased one: when its lease ends)."""
         return await self._call(self._next_due_impl())
@@ -100,6 +105,9 @@ class WebhookStore(abc.ABC):
     async def _finish_impl(
         self, claim: Claim, attempt: Attempt, status: DeliveryStatus, next_due_ms: int | None
     ) -> bool: ...
+
+    @abc.abstractmethod
+    async def _release_impl(self, claim: Claim, due_ms: int) -> None: ...
 
     @abc.abstractmethod
     async def _next_due_impl(self) -> int | None: ...

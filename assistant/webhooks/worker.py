@@ -51,6 +51,7 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()
+        self._claims: dict[str, Claim] = {}  # claim token -> claim, while it is not finished
 
     def wake(self) -> None:
         """Look at the queue now (something was enqueued, or a send finished)."""
@@ -60,15 +61,22 @@ class DeliveryWorker:
         self._task = asyncio.create_task(self._run(), name="webhook-deliveries")
 
     async def stop(self) -> None:
-        """Stop claiming and cancel the sends under way: their leases lapse and another worker
-        (or this one, restarted) makes those attempts again."""
-        tasks = [t for t in (self._task, *self._sending) if t is not None]
-        for task in tasks:
+        """Stop claiming and cancel the sends under way; their deliveries are given back, due at
+        once, for another worker (or this one, restarted). One that cannot be given back (the
+        store is down) is taken again when its lease ends."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        unfinished = list(self._claims.values())
+        sending = list(self._sending)
+        for task in sending:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._task = None
+        await asyncio.gather(*sending, return_exceptions=True)
+        for claim in unfinished:
+            with contextlib.suppress(AssistantError):
+                await self.store.release(claim, now_ms())
 
     async def _run(self) -> None:
         while True:
@@ -77,6 +85,9 @@ class DeliveryWorker:
             except AssistantError as exc:  # the store is down: try again after a poll
                 log.warning("webhook deliveries: %s", exc.message)
                 await self._sleep(self.settings.poll_s)
+            except Exception:  # a bug: logged, and the worker goes on
+                log.exception("webhook deliveries")
+                await self._sleep(self.settings.poll_s)
 
     async def _tick(self) -> None:
         free = self.settings.concurrency - len(self._sending)
@@ -84,6 +95,7 @@ class DeliveryWorker:
             claims = await self.store.claim(now_ms(), free, round(self.settings.lease_s * 1000),
                                             self.settings.max_attempts)  # fmt: skip
             for claim in claims:
+                self._claims[claim.token] = claim
                 task = asyncio.create_task(self._send(claim), name=f"webhook-{claim.delivery.id}")
                 self._sending.add(task)
                 task.add_done_callback(self._sent)
@@ -109,10 +121,13 @@ class DeliveryWorker:
         try:
             attempt, status, next_due = await self._attempt(claim)
             await self.store.finish(claim, attempt, status, next_due)
+        except asyncio.CancelledError:
+            raise  # stopping: ``stop`` gives the claim back
         except AssistantError as exc:  # not recorded: the lease lapses, the delivery comes back
             log.warning("webhook delivery %s: %s", claim.delivery.id, exc.message)
         except Exception:  # a bug must not stop the worker
             log.exception("webhook delivery %s", claim.delivery.id)
+        self._claims.pop(claim.token, None)
 
     async def _attempt(self, claim: Claim) -> tuple[Attempt, DeliveryStatus, int | None]:
         delivery, started = claim.delivery, time.perf_counter()

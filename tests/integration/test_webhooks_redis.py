@@ -126,3 +126,51 @@ async def test_two_workers_claiming_at_once_never_take_the_same_attempt(redis_ur
     every = taken[0] + taken[1]
     assert len(every) == len(set(every)) == 600
     assert taken[0] and taken[1]  # both took part
+
+
+async def test_a_stopping_worker_gives_its_claims_back_for_the_next_at_once(redis_url):
+    """Worker A's attempt 1 hangs (the receiver holds it); A stops: the delivery is due again at
+    once, not after the 10-minute lease, and worker B's attempt 2 lands."""
+    receiver = await WebhookReceiver(statuses=[None]).start()
+    settings = FAST.model_copy(update={"lease_s": 600})
+    try:
+        async with running(redis_url, settings) as first:
+            hook = await first.create("acme", receiver.url, ["message.created"])
+            (delivery,) = await first.publish("acme", "message.created", {})
+            await receiver.wait(lambda r: r.requests)
+        async with running(redis_url, settings) as second:
+            await receiver.wait(lambda r: r.delivered, timeout_s=20)
+            log = await second.deliveries("acme", hook.id, 10)
+    finally:
+        await receiver.stop()
+    assert [(r.delivery, r.attempt, r.status) for r in receiver.requests] == [
+        (delivery.id, 1, None),
+        (delivery.id, 2, 200),
+    ]
+    assert [(a.attempt, a.outcome) for a in log] == [(2, "delivered")]
+
+
+async def test_a_delivery_to_a_deleted_or_disabled_webhook_fails_unsent(redis_url):
+    receiver = WebhookReceiver()  # never listening: nothing may be sent
+    async with running(redis_url) as webhooks:
+        worker_wake, webhooks.on_enqueue = webhooks.on_enqueue, None  # enqueue without waking
+        deleted = await webhooks.create("acme", receiver.url, ["message.created"])
+        (first,) = await webhooks.publish("acme", "message.created", {})
+        await webhooks.delete("acme", deleted.id)
+        disabled = await webhooks.create("acme", receiver.url, ["message.created"])
+        await webhooks.store.put_subscription(disabled.model_copy(update={"enabled": False}))
+        assert await webhooks.publish("acme", "message.created", {}) == []  # none enabled
+        (second,) = [await webhooks.ping("acme", disabled.id)]
+        assert worker_wake is not None
+        worker_wake()
+
+        async def both_failed() -> list[str] | None:
+            states = [await webhooks.store.delivery_state("acme", d.id) for d in (first, second)]
+            errors = [s["last_error"] for s in states if s and s["status"] == "failed"]
+            return errors if len(errors) == 2 else None
+
+        from tests.support.waiting import wait_for_async
+
+        errors = await wait_for_async(both_failed, what="both deliveries to fail")
+    assert errors == ["the webhook was deleted", "the webhook is disabled"]
+    assert receiver.requests == []
