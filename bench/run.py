@@ -26,7 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ENTRIES = ("gateway", "redis", "ttft_by_turn", "image", "asr", "voice_to_first_token", "kb")
+ENTRIES = ("gateway", "redis", "ttft_by_turn", "image", "asr", "voice_to_first_token", "kb",
+           "webhooks")  # fmt: skip
 #: Entries run only when asked for (``--only`` or their flag): not benchmarks.
 EXTRA_ENTRIES = ("fuzz", "soak")
 
@@ -63,6 +64,12 @@ def _kb(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
     from bench.kb import measure_kb  # needs the embedding model: imported only when run
 
     return measure_kb(quick=quick)
+
+
+def _webhooks(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
+    from bench.webhooks import measure_webhooks
+
+    return measure_webhooks(quick=quick)
 
 
 def _asr(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
@@ -107,6 +114,7 @@ RUNNERS: dict[str, Callable[[bool, dict[str, Any]], dict[str, Any]]] = {
     "image": _image,
     "asr": _asr,
     "kb": _kb,
+    "webhooks": _webhooks,
     "voice_to_first_token": _voice,
     "fuzz": _fuzz,
     "soak": _soak,
@@ -226,6 +234,10 @@ def format_table(report: dict[str, Any]) -> str:
             rows.append((name, "error", str(data["error"])[:100], "-", "-"))
         elif name == "gateway":
             rows.extend(_gateway_rows(data))
+        elif name == "webhooks":
+            from bench.webhooks import table_rows as webhook_rows
+
+            rows.extend(_row(*row) for row in webhook_rows(data))
         elif name == "soak":
             from bench.soak import table_rows
 
