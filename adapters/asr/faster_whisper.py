@@ -28,6 +28,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from adapters.asr.bundled import default_model_dir
+from adapters.asr.short_window import ShortWindowDecoder
 from assistant.config import Settings
 from assistant.errors import ConfigurationError, InvalidRequestError, MissingDependencyError
 from assistant.ports import SAMPLE_RATE, SpeechToText, SpeechToTextCapabilities, Transcript
@@ -48,6 +49,7 @@ class FasterWhisperSTT(SpeechToText):
         beam_size: int = 1,
         language: str | None = None,
         timeout_s: float = 120.0,
+        short_window_s: float = 0.0,
     ) -> None:
         if beam_size < 1:
             raise ConfigurationError(f"{name}: beam_size must be at least 1, got {beam_size}")
@@ -61,6 +63,13 @@ class FasterWhisperSTT(SpeechToText):
         self.language = language or (None if self.multilingual else "en")
         if self.language is not None and self.language not in self._supported:
             raise ConfigurationError(f"{name}: the model cannot transcribe {self.language!r}")
+        #: An utterance at least 1 s shorter than ``short_window_s`` is decoded with the encoder
+        #: on that window rather than on 30 s (``adapters.asr.short_window``); 0: never.
+        self.short_window = (
+            ShortWindowDecoder(model, short_window_s, beam_size=beam_size)
+            if short_window_s > 0
+            else None
+        )
         self.capabilities = SpeechToTextCapabilities(
             languages=None if self.multilingual else tuple(sorted(self._supported))
         )
@@ -116,6 +125,12 @@ class FasterWhisperSTT(SpeechToText):
         duration_s = samples.shape[0] / SAMPLE_RATE
         if samples.shape[0] == 0:
             return Transcript(text="", language=language, duration_s=0.0)
+        short = self.short_window
+        fits = short is not None and short.fits(samples.shape[0], SAMPLE_RATE)
+        if short is not None and fits and language and not prompt:
+            text = short.decode(samples, language)
+            if text is not None:
+                return Transcript(text=text, language=language, duration_s=duration_s)
         segments, info = self.model.transcribe(
             samples,
             language=language,
@@ -268,6 +283,7 @@ def build(settings: Settings) -> FasterWhisperSTT:
         cpu_threads=getattr(asr, "threads", 0),
         beam_size=getattr(asr, "beam_size", 1),
         language=getattr(asr, "language", None) or None,
+        short_window_s=getattr(asr, "short_window_s", 0.0),
     )
 
 
