@@ -84,7 +84,7 @@ class ASRSettings(_Section):
     beam_size: int = Field(1, ge=1, le=10)
     #: ``faster_whisper``: an utterance up to this long (minus 1 s) is decoded with Whisper's
     #: encoder on this many seconds of audio instead of its fixed 30 (``adapters.asr.
-    #: short_window``: 6x faster here; the same words on 15 of 16 test sentences); 0: always 30.
+    #: short_window``: 6x faster here; the same words on 12 of 13 test sentences); 0: always 30.
     short_window_s: float = Field(10.0, ge=0, le=30)
     #: Force a language ("en"); None lets a multilingual model detect it.
     language: str | None = None

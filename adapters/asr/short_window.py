@@ -6,7 +6,7 @@ silence, and the encoder's cost (attention over 1500 positions) is most of a dec
 ``audio_ctx`` runs the encoder on fewer frames; the same works through CTranslate2, which takes
 features of any length up to 3000 frames. Measured on this 2-core machine (Whisper tiny.en int8,
 espeak-ng sentences of 1-4 s, the machine loaded): a 10 s window decodes in a median 280-310 ms
-against 1,960 ms on 30 s, with the same words on 15 of 16 sentences; the miss, "I'd like to
+against 1,960 ms on 30 s, with the same words on 12 of 13 sentences; the miss, "I'd like to
 order a", became "I'd like to draw the ray." on 10 s and on 20 s windows alike (30 s: "I'd like
 to order a..."). A 5 s window got more words wrong. So 10 s is the default, an utterance is only
 decoded this way with at least ``MARGIN_S`` of silence after it inside the window, and
