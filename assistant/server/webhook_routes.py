@@ -29,7 +29,8 @@ admin = requires("admin")
 
 
 class WebhookRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    #: strict: ``"enabled": 1`` or ``"url": 5`` is refused, not coerced
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     url: str = Field(min_length=1, max_length=MAX_URL_CHARS)
     events: list[Event] = Field(min_length=1, max_length=16)
