@@ -69,9 +69,11 @@ class FuzzServer:
         return tail(self.process.log_path, chars)
 
     def log_errors(self) -> list[str]:
-        """Lines of the server's log that tell of an error: a traceback, an ERROR record."""
+        """Lines of the server's log that tell of an error: a traceback, an ERROR record (by
+        their markers: a fuzzed path may itself read "Traceback" in an access line)."""
         text = tail(self.process.log_path, 10**8)
-        return [line for line in text.splitlines() if "Traceback" in line or " ERROR " in line]
+        return [line for line in text.splitlines()
+                if "Traceback (most recent call last)" in line or " ERROR " in line]  # fmt: skip
 
     def get(self, path: str, timeout_s: float = 10.0) -> tuple[int, bytes]:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
