@@ -49,6 +49,15 @@ class LLMSettings(_Section):
     #: Total tokens those caches may hold together (SmolLM2: 45 KB per token in fp32, so the
     #: default is at most 0.75 GB).
     kv_cache_max_tokens: int = Field(16_384, ge=0)
+    #: The local transformers model decodes this many replies together in one forward pass per
+    #: token (continuous batching, ``adapters.llm.batching``); more requests wait for a place.
+    max_batch: int = Field(8, ge=1, le=256)
+    #: Requests that may wait for a place in that batch; past them a request fails at once with
+    #: ``server_busy`` (503).
+    max_queue: int = Field(32, ge=0)
+    #: Prompt tokens prefilled per step while other replies decode (a long prompt joins in
+    #: chunks, so the running streams do not stall); with nothing decoding, the whole prompt.
+    prefill_chunk_tokens: int = Field(128, ge=1, le=8192)
     #: The ``scripted`` adapter only: seconds it waits before each token (a slow model, for
     #: demos and tests of long replies; the other adapters ignore it).
     token_delay_s: float = Field(0.0, ge=0, le=60)

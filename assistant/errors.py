@@ -63,7 +63,8 @@ raises it, and checks the README's list against this tree.
     │   └── MissingDependencyError                          missing_dependency
     └── ServerError                 [server_error]          internal_error
         ├── ModelError                                      model_error
-        │   └── ModelTimeoutError                           model_timeout
+        │   ├── ModelTimeoutError                           model_timeout
+        │   └── ServerBusyError                             server_busy
         └── StoreError                                      store_unavailable
 
 Codes are part of the protocol: never rename one, add a new class or code instead.
@@ -285,6 +286,13 @@ class ModelTimeoutError(ModelError):
     """The language model did not answer in time."""
 
     code = "model_timeout"
+
+
+class ServerBusyError(ModelError):
+    """The model serves as many replies as it can hold and queues as many as it may: try again
+    shortly (nothing was generated; the connection stays usable)."""
+
+    code = "server_busy"
 
 
 class StoreError(ServerError):

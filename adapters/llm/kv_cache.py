@@ -288,9 +288,10 @@ SDPA_GQA = "sdpa_gqa"
 
 def use_gqa_attention(model: Any) -> bool:
     """Switch a model on transformers' ``sdpa`` attention to ``sdpa_gqa_attention``; whether it
-    now uses it. Other attention implementations are left alone."""
-    if getattr(getattr(model, "config", None), "_attn_implementation", None) != "sdpa":
-        return False
+    now uses it (also when an earlier call switched it). Other implementations are left alone."""
+    implementation = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    if implementation != "sdpa":
+        return implementation == SDPA_GQA
     try:
         from transformers import AttentionInterface
         from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
@@ -316,8 +317,15 @@ def sdpa_gqa_attention(
     to the query heads. (transformers repeats them whenever there is a mask: a masked GQA call
     falls back to the slow kernel on CUDA. The CPU flash kernel takes both.)
     Output: (B, S, heads, D).
+
+    A pass called with ``packed=`` (``adapters.llm.packed``) hands attention to that object: each
+    packed sequence's queries against its own cache, through this function again.
     """
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    packed = kwargs.pop("packed", None)
+    if packed is not None:
+        return packed.attend(module, query, **kwargs)  # type: ignore[no-any-return]
 
     special = any(kwargs.get(name) is not None for name in ("position_bias", "softcap", "cache"))
     special = special or bool(kwargs.get("dropout"))

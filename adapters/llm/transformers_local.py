@@ -8,12 +8,16 @@ token at a time is decoded against a KV cache, checking for cancellation after e
 A conversation's KV cache is kept after its turn (``kv_cache.PrefixCacheLRU``, keyed by
 ``Prompt.cache_key``), so the next turn prefills only the tokens after the longest common prefix.
 Every forward pass runs on the process's one torch thread (``adapters.torch_thread``).
+
+Generations run together: one ``batching.BatchScheduler`` per adapter decodes up to ``max_batch``
+sequences in one forward pass per token (``packed``), new ones joining at the next step; this class
+is its ``BatchEngine`` (``admit``, ``release``, ``step``). A model whose caches or attention do not
+allow that (a layer that cannot be cropped, an attention other than SDPA) runs one at a time.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import threading
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from functools import cached_property
@@ -29,15 +33,16 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from adapters.llm import smollm2
+from adapters.llm.batching import BatchRequest, BatchScheduler
 from adapters.llm.decoding import (
     accepts_logits_to_keep,
     context_tokens,
     eos_ids,
-    last_logits,
     model_source,
     text_deltas,
     token_loop,
 )
+from adapters.llm.image_ids import image_prompt
 from adapters.llm.kv_cache import (
     CachedPrefix,
     PrefixCacheLRU,
@@ -46,11 +51,11 @@ from adapters.llm.kv_cache import (
     new_cache,
     use_gqa_attention,
 )
-from adapters.torch_thread import iterate_on_torch_thread, on_torch_thread
+from adapters.llm.packed import Part, step_logits
+from adapters.torch_thread import on_torch_thread
 from assistant.config import LLMSettings, Settings
 from assistant.errors import ConfigurationError, ContextLengthError
 from assistant.ports import (
-    IMAGE_MARKER,
     CancelToken,
     EmbeddingTable,
     GenerationOptions,
@@ -79,13 +84,17 @@ class TransformersLocalLM(LanguageModel):
         token_timeout_s: float = _LLM_DEFAULTS["token_timeout_s"].default,
         kv_cache_sessions: int = _LLM_DEFAULTS["kv_cache_sessions"].default,
         kv_cache_max_tokens: int = _LLM_DEFAULTS["kv_cache_max_tokens"].default,
+        max_batch: int = _LLM_DEFAULTS["max_batch"].default,
+        max_queue: int = _LLM_DEFAULTS["max_queue"].default,
+        prefill_chunk_tokens: int = _LLM_DEFAULTS["prefill_chunk_tokens"].default,
     ) -> None:
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigurationError(f"{name}: the tokenizer has no chat template")
         if threads > 0:
             torch.set_num_threads(threads)
         self.model = model.eval()
-        use_gqa_attention(model)  # no copies of the cache's key/value heads in a masked prefill
+        # No copies of the cache's key/value heads in a masked prefill; the packed passes too.
+        gqa = use_gqa_attention(model)
         self.tokenizer = tokenizer
         self.name = name
         self.token_timeout_s = token_timeout_s
@@ -94,19 +103,27 @@ class TransformersLocalLM(LanguageModel):
         )
         self.eos_ids = frozenset(eos_ids(model, tokenizer))
         self._accepts_logits_to_keep = accepts_logits_to_keep(model)
-        self._generation_lock = threading.Lock()  # one model for all sessions: one at a time
         # The Rust tokenizer serves one thread at a time: short calls here, long counts on a copy.
         self._tokenizer_lock, self._bulk = threading.Lock(), BulkCounter(tokenizer)
         self._segment_ids = SegmentIds(tokenizer, self._encode)
-        # Conversations' KV caches, used under the generation lock only. Reuse needs a cache that
-        # crops back exactly (full-attention layers); other models always encode the whole prompt.
+        # Conversations' KV caches, used on the torch thread only. Reuse needs a cache that crops
+        # back exactly (full-attention layers); other models always encode the whole prompt.
         reusable = croppable(self._new_cache())
-        self._image_rows: dict[int, Any] = {}  # pseudo-id -> (H,) while a generation runs
         self._kv_cache = PrefixCacheLRU(
             kv_cache_sessions if reusable else 0, kv_cache_max_tokens if reusable else 0
         )
-        #: Prompt tokens the last generation fed through the model (all of them on a miss).
+        #: Prompt tokens the last generation to start fed through the model (all on a miss).
         self.prefill_tokens = 0
+        batches = reusable and gqa and self._accepts_logits_to_keep  # what packed passes need
+        self.scheduler = BatchScheduler(
+            self,
+            self.eos_ids,
+            max_batch=max_batch if batches else 1,
+            max_queue=max_queue,
+            prefill_chunk_tokens=prefill_chunk_tokens,
+            name=name,
+            inference_mode=torch.inference_mode,
+        )
 
     @classmethod
     @on_torch_thread
@@ -203,21 +220,33 @@ class TransformersLocalLM(LanguageModel):
                     f"{self.capabilities.context_tokens}"
                 )
             usage.input_tokens = len(input_ids)
-            with self._generation_lock, torch.inference_mode():
-                self._image_rows = image_rows
-                prefix = self._kv_cache.take(prompt.cache_key, input_ids)
-                prefix = prefix or CachedPrefix(self._new_cache())
-                steps = self._generate_ids(input_ids, options, cancel, usage, prefix)
-                # The forward passes run on the torch thread, one hop per token.
-                ids = iterate_on_torch_thread(steps, torch.inference_mode)
-                try:
-                    yield from self._text_deltas(ids)
-                finally:  # still under the lock: the token loop has stopped, the cache is idle
-                    ids.close()
-                    self._kv_cache.put(prompt.cache_key, prefix)  # only if left consistent
-                    self._image_rows = {}
+            request = BatchRequest(
+                input_ids, options, cancel, usage, cache_key=prompt.cache_key, image_rows=image_rows
+            )
+            self.scheduler.submit(request)  # the token ids come from the scheduler's steps
+            try:
+                yield from self._text_deltas(request.tokens())
+            finally:  # an early exit: the request leaves at the next step, its cache kept
+                cancel.cancel()
+                request.wait_ended()
 
         return iterate_in_thread(produce, cancel)
+
+    # -- the scheduler's engine (called on the torch thread) -------------------------------------
+
+    def admit(self, request: BatchRequest) -> CachedPrefix:
+        """The request's conversation cache cropped to what its prompt reuses, or a new one."""
+        prefix = self._kv_cache.take(request.cache_key, request.input_ids)
+        prefix = prefix or CachedPrefix(self._new_cache())
+        self.prefill_tokens = len(request.input_ids) - len(prefix.ids)
+        return prefix
+
+    def release(self, request: BatchRequest) -> None:
+        if request.prefix is not None:  # only if left consistent (kv_cache.PrefixCacheLRU.put)
+            self._kv_cache.put(request.cache_key, request.prefix)
+
+    def step(self, parts: Sequence[Part]) -> torch.Tensor:
+        return step_logits(self.model, self._embed_prompt, self._accepts_logits_to_keep, parts)
 
     def _text_deltas(self, token_ids: Iterator[int]) -> Iterator[str]:
         return text_deltas(token_ids, self._decode)
@@ -230,39 +259,27 @@ class TransformersLocalLM(LanguageModel):
         usage: Usage,
         prefix: CachedPrefix | None = None,
     ) -> Generator[int, None, None]:
-        """The token loop: prefill from embeddings, then one token per step against the KV cache.
-        Yields each new token id (an EOS id ends the loop and is not yielded). Blocking; call it
-        under ``torch.inference_mode()``.
+        """One sequence's token loop alone, without the scheduler (the reference its batched
+        tokens are compared with): the prompt after the cached prefix in one pass, then one token
+        per pass, through the scheduler's own ``step``. Yields each new token id (an EOS id ends
+        the loop and is not yielded). Blocking; call it under ``torch.inference_mode()``.
 
         ``prefix``: a cache already holding ``prefix.ids``, a proper prefix of ``input_ids``; only
         the rest is prefilled. Empty when None. It is extended in place, ``prefix.ids`` after each
         forward pass that completed (the last token picked is never fed: nothing needs its logits).
         """
         prefix = prefix if prefix is not None else CachedPrefix(self._new_cache())
-        logits = self._prefill(prefix, input_ids)  # (1, V)
-
-        def feed(next_id: int) -> torch.Tensor:
-            ids = torch.tensor([[next_id]], dtype=torch.long)  # (1, 1)
-            logits = self._next_logits(prefix.cache, input_ids=ids)  # (1, V)
-            prefix.ids.append(next_id)
-            return logits
-
-        yield from token_loop(logits, options, cancel, usage, self.eos_ids, feed)
-
-    def _prefill(self, prefix: CachedPrefix, input_ids: Sequence[int]) -> torch.Tensor:
-        """Feed the prompt tokens after the ``C = len(prefix.ids)`` cached ones, from embeddings, at
-        positions ``C .. T-1``; the logits of the last, ``(1, V)``."""
         start = len(prefix.ids)
         suffix = list(input_ids[start:])  # S = T - C >= 1 tokens
         if not suffix or list(input_ids[:start]) != prefix.ids:
             raise ValueError("the cached ids must be a proper prefix of the prompt")
         self.prefill_tokens = len(suffix)
-        ids = torch.tensor([suffix], dtype=torch.long)  # (1, S)
-        embeds = self._embed_prompt(ids)  # (1, S, H)
-        positions = torch.arange(start, start + len(suffix)).unsqueeze(0)  # (1, S)
-        logits = self._next_logits(prefix.cache, inputs_embeds=embeds, position_ids=positions)
-        prefix.ids.extend(suffix)
-        return logits  # (1, V)
+        logits = self.step([Part(prefix, suffix)])  # (1, V)
+
+        def feed(next_id: int) -> torch.Tensor:
+            return self.step([Part(prefix, [next_id])])  # (1, V)
+
+        yield from token_loop(logits, options, cancel, usage, self.eos_ids, feed)
 
     def _prompt_inputs(
         self, messages: Sequence[PromptMessage]
@@ -276,45 +293,22 @@ class TransformersLocalLM(LanguageModel):
         chat = [{"role": m.role, "content": m.text} for m in messages]
         with self._tokenizer_lock:
             text = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-        pieces = text.split(IMAGE_MARKER)
-        if len(pieces) - 1 != len(images):
-            raise ValueError(f"{len(pieces) - 1} image markers for {len(images)} images")
         hidden = self.model.get_input_embeddings().embedding_dim
-        ids: list[int] = []
-        rows: dict[int, torch.Tensor] = {}
-        for index, piece in enumerate(pieces):
-            with self._tokenizer_lock:
-                ids.extend(self.tokenizer(piece, add_special_tokens=False)["input_ids"])
-            if index == len(images):
-                break
-            if images[index].embeddings is None:
-                raise ConfigurationError(f"{self.name} takes images as embeddings, not pixels")
-            vectors = torch.from_numpy(images[index].embeddings).float()  # (N, H)
-            if vectors.ndim != 2 or vectors.shape[1] != hidden:
-                raise ConfigurationError(
-                    f"image embeddings of shape {tuple(vectors.shape)} do not fit hidden size {hidden}"
-                )
-            base = int(hashlib.sha256(images[index].key.encode()).hexdigest()[:12], 16)
-            for row in range(vectors.shape[0]):
-                pseudo_id = -(base * 4096 + row + 1)
-                ids.append(pseudo_id)
-                rows[pseudo_id] = vectors[row]  # (H,)
-        return ids, rows
+        return image_prompt(text, images, self._token_ids, hidden, self.name)
 
-    def _embed_prompt(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def _embed_prompt(
+        self, input_ids: torch.Tensor, image_rows: dict[int, Any] | None = None
+    ) -> torch.Tensor:
         """Embeddings of the prompt tokens to prefill (all, or those after the cached prefix),
-        ``(1, S) -> (1, S, H)``, with the projected image rows spliced in where the ids are an
-        image's pseudo-ids (negative)."""
+        ``(1, S) -> (1, S, H)``, with the projected image rows (``image_rows``: pseudo-id ->
+        ``(H,)``) spliced in where the ids are an image's pseudo-ids (negative)."""
         table = self.model.get_input_embeddings()
         embeds = table(input_ids.clamp(min=0))  # (1, S, H)
         image_positions = (input_ids[0] < 0).nonzero().flatten()  # (K,)
         if len(image_positions):
-            rows = [self._image_rows[int(input_ids[0, p])] for p in image_positions]
+            rows = [(image_rows or {})[int(input_ids[0, p])] for p in image_positions]
             embeds[0, image_positions] = torch.stack(rows).to(embeds.dtype)  # (K, H)
         return embeds  # (1, S, H)
-
-    def _next_logits(self, cache: Any, **inputs: torch.Tensor) -> torch.Tensor:
-        return last_logits(self.model, cache, self._accepts_logits_to_keep, **inputs)
 
 
 _BULK_CHARS = 4_096
@@ -361,6 +355,9 @@ def build(settings: Settings) -> TransformersLocalLM:
         token_timeout_s=settings.llm.token_timeout_s,
         kv_cache_sessions=getattr(settings.llm, "kv_cache_sessions", 8),
         kv_cache_max_tokens=settings.llm.kv_cache_max_tokens,
+        max_batch=settings.llm.max_batch,
+        max_queue=settings.llm.max_queue,
+        prefill_chunk_tokens=settings.llm.prefill_chunk_tokens,
     )
 
 
