@@ -126,7 +126,9 @@ async def test_a_server_killed_between_attempts_loses_no_delivery(tmp_path, redi
     after its first attempt; the receiver comes back, and server B delivers."""
     receiver = WebhookReceiver()
     key = await new_key(redis_url, "acme")
-    slow = {"ASSISTANT_WEBHOOKS__BACKOFF_BASE_S": "1", "ASSISTANT_WEBHOOKS__BACKOFF_MAX_S": "2"}
+    # a second attempt A may have begun before the kill is B's after a short lease
+    slow = {"ASSISTANT_WEBHOOKS__BACKOFF_BASE_S": "1", "ASSISTANT_WEBHOOKS__BACKOFF_MAX_S": "2",
+            "ASSISTANT_WEBHOOKS__TIMEOUT_S": "2", "ASSISTANT_WEBHOOKS__LEASE_S": "3"}  # fmt: skip
     first = await started(env(tmp_path, redis_url, **slow))
     try:
         async with client(first, key) as http:
@@ -162,7 +164,7 @@ async def test_a_server_killed_in_the_middle_of_an_attempt_leaves_it_to_the_next
     recorded, and once A's lease ends server B makes attempt 2, which is delivered."""
     receiver = await WebhookReceiver(statuses=[None]).start()
     key = await new_key(redis_url, "acme")
-    lease = {"ASSISTANT_WEBHOOKS__LEASE_S": "2", "ASSISTANT_WEBHOOKS__TIMEOUT_S": "1.5"}
+    lease = {"ASSISTANT_WEBHOOKS__LEASE_S": "6", "ASSISTANT_WEBHOOKS__TIMEOUT_S": "5"}
     first = await started(env(tmp_path, redis_url, **lease))
     try:
         async with client(first, key) as http:
