@@ -25,6 +25,10 @@ the prompt is the request's messages, fitted to the budget as a session's histor
 left out first, ``prompt.build_prompt``). Images still go through the image pipeline, whose blobs
 and embedding cache are content-addressed data (by the image's sha256), not the conversation.
 
+A support bot (the orchestrator has a ``Grounder``): the turn is grounded in the tenant's
+knowledge base as a session's is (``assistant.knowledge.grounded_turn``); ``annotations`` are the
+reply's citations and ``unanswered`` tells that the fallback was the reply (no model call).
+
 Tied to a session: the request's new turn (its messages after the last assistant message) is
 stored in the session, the prompt comes from the stored history, and the reply is stored, as a
 WebSocket turn's is; a REST client and a WebSocket client then share one conversation.
@@ -42,7 +46,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from assistant.errors import InvalidRequestError, NoInputError
-from assistant.messages import Message, PendingAudio, new_id
+from assistant.knowledge.answer import Grounding
+from assistant.knowledge.grounded_turn import ground_prompt
+from assistant.messages import Citation, Message, PendingAudio, TextPart, new_id
 from assistant.orchestrator import Orchestrator, ResponseOverrides, ResponseRun
 from assistant.ports import FinishReason, Generation, Usage
 from assistant.prompt import build_prompt, current_turn_start
@@ -69,7 +75,28 @@ class Completion:
     _deltas: AsyncIterator[str]
     _first: str | None = None
     _prompt_tokens: int = 0
+    _grounding: Grounding | None = None  # stateless: the citations are made from the text
+    _pieces: list[str] = field(default_factory=list, repr=False)
     _iterated: bool = field(default=False, repr=False)
+
+    @property
+    def annotations(self) -> tuple[Citation, ...]:
+        """The reply's sources (support bot), final when the iteration ends."""
+        source = self._source
+        if isinstance(source, ResponseRun):
+            part = source.message.content[0] if source.message is not None else None
+            return part.annotations if isinstance(part, TextPart) else ()
+        grounding = self._grounding
+        if grounding is None or not grounding.answerable:
+            return ()
+        return grounding.citations("".join(self._pieces))
+
+    @property
+    def unanswered(self) -> bool:
+        """True when nothing in the knowledge base was relevant: the reply is the fallback."""
+        source = self._source
+        grounding = source.grounding if isinstance(source, ResponseRun) else self._grounding
+        return grounding is not None and not grounding.answerable
 
     @property
     def finish_reason(self) -> FinishReason | None:
@@ -98,10 +125,15 @@ class Completion:
         if self._iterated:
             raise RuntimeError("a completion is iterated once")
         self._iterated = True
+        keep = self._pieces.append if self._grounding is not None else None
         try:
             if self._first:
+                if keep is not None:
+                    keep(self._first)
                 yield self._first
             async for delta in self._deltas:
+                if keep is not None:
+                    keep(delta)
                 yield delta
         finally:
             await self.aclose()
@@ -169,17 +201,30 @@ class Completions:
         messages = [await orchestrator.ingest(m) for m in messages]
         vision = await orchestrator.image_pipeline() if any(m.images for m in messages) else None
         render = await MessageRenderer(orchestrator.llm).for_history(messages, vision)
-        instructions = overrides.instructions or orchestrator.instructions
+        instructions = (
+            overrides.instructions
+            or await orchestrator.bot_instructions()
+            or orchestrator.instructions
+        )
         count = orchestrator.token_counter
         await count.prepare([instructions, *(m.text for m in messages)])
         budget = orchestrator.prompt_budget(overrides)
         built = build_prompt(instructions, messages, budget, count, render)
-        generation = orchestrator.llm.stream(
-            built.prompt, orchestrator.generation_options(overrides)
-        )
+        grounding = None
+        if orchestrator.grounder is not None:
+            built, grounding = await ground_prompt(
+                orchestrator.grounder, orchestrator.store.tenant, messages, built, budget=budget,
+                count=count, vision=vision,
+                rebuild=lambda b: build_prompt(instructions, messages, b, count, render),
+            )  # fmt: skip
+        if grounding is not None and not grounding.answerable:
+            generation = grounding.fallback_reply()
+        else:
+            options = orchestrator.generation_options(overrides)
+            generation = orchestrator.llm.stream(built.prompt, options)
         return Completion(
             new_id("chatcmpl"), int(time.time()), None, generation, aiter(generation),
-            _prompt_tokens=built.tokens,
+            _prompt_tokens=built.tokens, _grounding=grounding,
         )  # fmt: skip
 
     async def _in_session(

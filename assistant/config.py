@@ -323,6 +323,10 @@ class KnowledgeSettings(_Section):
     #: Weight of the semantic score (cosine) in a passage's score; the rest is the lexical
     #: score (BM25 over the query's best possible, 0..1), which finds exact codes and numbers.
     semantic_weight: float = Field(0.7, ge=0.0, le=1.0)
+    #: Seconds a worker keeps a tenant's bot profile before reading it again: a profile stored
+    #: through another worker applies here within this time (at once on the worker that stored
+    #: it); a turn of a tenant with no knowledge base then costs no Redis call. 0: every turn.
+    profile_cache_s: float = Field(2.0, ge=0.0, le=3600)
 
 
 class BotSettings(_Section):

@@ -13,7 +13,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Role = Literal["system", "user", "assistant"]
-MessageStatus = Literal["completed", "interrupted", "incomplete"]
+#: ``unanswered``: the bot's fallback reply, when nothing in its knowledge base was relevant
+#: (no model call; see ``assistant.knowledge.answer``).
+MessageStatus = Literal["completed", "interrupted", "incomplete", "unanswered"]
 #: How a response ended (a cancelled or failed one is stored ``interrupted``).
 ResponseStatus = Literal["completed", "cancelled", "incomplete", "failed"]
 
@@ -59,9 +61,31 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class Citation(_Frozen):
+    """A source a reply was answered from: OpenAI's ``file_citation`` annotation, with where in
+    the document it is and the quoted span. ``index`` is the character offset in the reply of its
+    ``[number]`` marker (the reply's end when the reply cites no source by number)."""
+
+    type: Literal["file_citation"] = "file_citation"
+    file_id: str
+    filename: str
+    index: int
+    number: int  #: the source's number in the prompt: the reply's ``[n]``
+    title: str = ""
+    heading: str = ""
+    page: int | None = None
+    quote: str = ""
+
+
+def _empty(value: tuple[object, ...]) -> bool:
+    return not value
+
+
 class TextPart(_Frozen):
     type: Literal["text"] = "text"
     text: str
+    #: A grounded reply's sources (left out of the stored JSON when there are none).
+    annotations: tuple[Citation, ...] = Field((), exclude_if=_empty)
 
 
 class ImagePart(_Frozen):

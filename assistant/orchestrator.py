@@ -7,6 +7,11 @@ history, fit the prompt to the budget, stream the reply and persist it, cut shor
         (its text so far goes to the store with the lease's renewals: if this process dies, the
         next turn stores it as interrupted)
         -> store the reply (completed | incomplete | interrupted) and give the lease back
+
+With a ``Grounder`` (a support bot), the tenant's bot profile gives the turn's instructions and
+knowledge base: the passages the turn's words find go into the prompt's current user turn and
+the reply is stored with them as citations; when none is relevant, the profile's fallback is the
+reply, with no model call, stored ``unanswered`` (``assistant.knowledge.grounded_turn``).
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from assistant.errors import (
     SessionNotFoundError,
     shown,
 )
+from assistant.knowledge.answer import Grounding
+from assistant.knowledge.grounded_turn import ground_prompt
+from assistant.knowledge.grounder import Grounder
 from assistant.messages import (
     Message,
     MessageStatus,
@@ -40,11 +48,10 @@ from assistant.ports import (
     Generation,
     GenerationOptions,
     LanguageModel,
-    PromptMessage,
     SessionStore,
     Usage,
 )
-from assistant.prompt import BuiltPrompt, PromptBudget, PromptCache
+from assistant.prompt import BuiltPrompt, PromptBudget, PromptCache, build_prompt
 from assistant.rendering import MessageRenderer
 from assistant.token_counts import TokenCounter
 from assistant.turn_lease import StreamingReply, TurnLease
@@ -84,6 +91,8 @@ class ResponseRun:
     usage: Usage = field(default_factory=Usage)
     error: AssistantError | None = None
     prompt: BuiltPrompt | None = None
+    #: The knowledge base's passages for this turn (None: the plain assistant answers).
+    grounding: Grounding | None = None
     _generation: Generation | None = None
     _cancelled: bool = False
 
@@ -108,14 +117,17 @@ class Orchestrator:
         memory_settings: MemorySettings,
         vision: ImagePipeline | None = None,
         vision_factory: Callable[[], ImagePipeline] | None = None,
+        grounder: Grounder | None = None,
     ) -> None:
         """``vision_factory`` (blocking) builds the image pipeline on the first image, so a server
-        that never sees one never loads the encoder."""
+        that never sees one never loads the encoder. ``grounder``: the tenants' bot profiles and
+        knowledge bases (None: every turn is the plain assistant's)."""
         self.llm = llm
         self.store = store
         self.vision = vision  # the root's; a tenant view uses it over its own store
         self._vision_factory = vision_factory
         self._vision_lock = asyncio.Lock()
+        self.grounder = grounder
         self._root = self
         self._tenants: dict[str, Orchestrator] = {store.tenant: self}
         self._tenant_vision: ImagePipeline | None = None
@@ -237,10 +249,13 @@ class Orchestrator:
         One generator from the model's deltas to the caller (each layer costs every token)."""
         lease = lease or self.new_lease(session_id)
         try:
-            run.prompt = await self._prepare(session_id, overrides, lease)
+            run.prompt, run.grounding = await self._prepare(session_id, overrides, lease)
             pieces: list[str] = []
             lease.keep_alive(StreamingReply(run.item_id, pieces))  # its text, should we die
-            generation = self.llm.stream(run.prompt.prompt, self.generation_options(overrides))
+            if run.grounding is not None and not run.grounding.answerable:
+                generation = run.grounding.fallback_reply()
+            else:
+                generation = self.llm.stream(run.prompt.prompt, self.generation_options(overrides))
             run._generation = generation
             if run.cancelled:
                 generation.cancel()
@@ -261,32 +276,38 @@ class Orchestrator:
 
     async def _prepare(
         self, session_id: str, overrides: ResponseOverrides, lease: TurnLease
-    ) -> BuiltPrompt:
+    ) -> tuple[BuiltPrompt, Grounding | None]:
         snapshot = await lease.history()
-        if not any(m.role == "user" for m in snapshot.messages):
+        history = snapshot.messages
+        if not any(m.role == "user" for m in history):
             raise NoInputError("the conversation holds no user message to respond to")
         instructions = (
             overrides.instructions
             or snapshot.info.instructions
+            or await self.bot_instructions()
             or self._prompt_settings.instructions
         )
-        vision = await self.image_pipeline() if any(m.images for m in snapshot.messages) else None
-        render = await self._renderer.for_history(snapshot.messages, vision)
-        await self.token_counter.prepare([instructions, *(m.text for m in snapshot.messages)])
-        return self._build(session_id, instructions, snapshot.messages, overrides, render)
+        vision = await self.image_pipeline() if any(m.images for m in history) else None
+        render = await self._renderer.for_history(history, vision)
+        await self.token_counter.prepare([instructions, *(m.text for m in history)])
+        budget, count = self.prompt_budget(overrides), self.token_counter
+        built = self._prompts.build(session_id, instructions, history, budget, count, render)
+        if self.grounder is None:
+            return built, None
 
-    def _build(
-        self,
-        session_id: str,
-        instructions: str,
-        history: tuple[Message, ...],
-        overrides: ResponseOverrides,
-        render: Callable[[Message], PromptMessage],
-    ) -> BuiltPrompt:
-        budget = self.prompt_budget(overrides)
-        return self._prompts.build(
-            session_id, instructions, history, budget, self.token_counter, render
-        )
+        def rebuild(budget: PromptBudget) -> BuiltPrompt:
+            return build_prompt(instructions, history, budget, count, render, session_id)
+
+        return await ground_prompt(
+            self.grounder, self.store.tenant, history, built, budget=budget, count=count,
+            rebuild=rebuild, vision=vision,
+        )  # fmt: skip
+
+    async def bot_instructions(self) -> str:
+        """The tenant's bot persona (its profile's instructions), "" without a grounder."""
+        if self.grounder is None:
+            return ""
+        return (await self.grounder.profile(self.store.tenant)).instructions
 
     @property
     def instructions(self) -> str:
@@ -317,7 +338,7 @@ class Orchestrator:
         run.status = _status(generation, run)
         await generation.aclose()
         run.usage = generation.usage
-        reply = self._reply(run, text) if text or run.status == "completed" else None
+        reply = _reply(run, text) if text or run.status == "completed" else None
         try:
             result = await lease.finish(reply)
         except asyncio.CancelledError:
@@ -329,15 +350,17 @@ class Orchestrator:
             raise
         run.message = result.message if result is not None else None
 
-    @staticmethod
-    def _reply(run: ResponseRun, text: str) -> Message:
-        assert run.status is not None
-        return Message(
-            id=run.item_id,
-            role="assistant",
-            content=(TextPart(text=text),),
-            status=_STORED_STATUS[run.status],
-        )
+
+def _reply(run: ResponseRun, text: str) -> Message:
+    """The reply as stored: a grounded one with its citations, the fallback ``unanswered``."""
+    assert run.status is not None
+    status: MessageStatus = _STORED_STATUS[run.status]
+    grounding, part = run.grounding, TextPart(text=text)
+    if grounding is not None and not grounding.answerable:
+        status = "unanswered" if status == "completed" else status
+    elif grounding is not None:
+        part = TextPart(text=text, annotations=grounding.citations(text))
+    return Message(id=run.item_id, role="assistant", content=(part,), status=status)
 
 
 def _status(generation: Generation, run: ResponseRun) -> ResponseStatus:

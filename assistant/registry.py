@@ -120,18 +120,27 @@ def build_image_pipeline(settings: Settings, llm: LanguageModel, store: SessionS
     )  # fmt: skip
 
 
-def build_knowledge(settings: Settings, *, redis_url: str) -> Any:
+def build_knowledge_store(settings: Settings, *, redis_url: str) -> Any:
+    """The knowledge bases' and bot profiles' store (``ports.retrieval.KnowledgeStore``), beside
+    the sessions; cheap (a client, not yet connected)."""
+    module = _module("knowledge", KNOWLEDGE_ADAPTERS, settings.memory.adapter)
+    return module.build(settings, redis_url=redis_url)
+
+
+def build_knowledge(settings: Settings, *, redis_url: str, store: Any = None) -> Any:
     """The knowledge bases (``assistant.knowledge.service.KnowledgeService``): the store beside
-    the sessions, the configured embedder (loaded on its first use), the document reader, and
-    the embedded retriever over them. Close it with ``await service.store.aclose()``."""
+    the sessions (``store``, else a new one), the configured embedder (loaded on its first use),
+    the document reader, and the embedded retriever over them. Close it with
+    ``await service.store.aclose()``."""
     from assistant.knowledge.retriever import EmbeddedRetriever, LazyEmbedder
     from assistant.knowledge.service import KnowledgeService
 
-    store = _module("knowledge", KNOWLEDGE_ADAPTERS, settings.memory.adapter).build(
-        settings, redis_url=redis_url
-    )
-    module = _module("embedder", EMBEDDER_ADAPTERS, settings.knowledge.embedder)
-    embedder = LazyEmbedder(lambda: module.build(settings))
+    store = store or build_knowledge_store(settings, redis_url=redis_url)
+    name = settings.knowledge.embedder
+    if name not in EMBEDDER_ADAPTERS:
+        _module("embedder", EMBEDDER_ADAPTERS, name)  # unknown_adapter, now
+    # The embedder's module (torch, transformers) is imported when something is first embedded.
+    embedder = LazyEmbedder(lambda: _module("embedder", EMBEDDER_ADAPTERS, name).build(settings))
     reader = _module("reader", {"default": "adapters.knowledge.reader"}, "default").build(settings)
     retriever = EmbeddedRetriever(
         store, embedder, semantic_weight=settings.knowledge.semantic_weight

@@ -7,19 +7,23 @@
                                 then the question (the passages go into the user turn, not into
                                 the system prompt, so the history's prefix, and the model's KV
                                 cache of it, stay the same from turn to turn)
-    grounding.citations(reply)  the sources as OpenAI-style ``file_citation`` annotations: those
-                                the reply cites as ``[n]`` at their marker, else all of them at
-                                the reply's end
+    grounding.citations(reply)  the sources as OpenAI-style ``file_citation`` annotations
+                                (``messages.Citation``): those the reply cites as ``[n]`` at their
+                                marker, else all of them at the reply's end
+    grounding.fallback_reply()  the fallback as a ``Generation`` that calls no model
 
 ``query`` is the user's words: typed text, an audio part's transcript, an image's labels."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from assistant.config import BotSettings
+from assistant.messages import Citation
+from assistant.ports import CancelToken, Generation
 from assistant.ports.retrieval import Passage, Retriever
 
 _MARKER = re.compile(r"\[(\d{1,2})\]")
@@ -68,8 +72,8 @@ class Grounding:
         lines += ["", f"Question: {question}"]
         return "\n".join(lines)
 
-    def citations(self, reply: str) -> list[dict[str, Any]]:
-        """``file_citation`` annotations (dicts, JSON-ready), in the order they are cited."""
+    def citations(self, reply: str) -> tuple[Citation, ...]:
+        """``file_citation`` annotations, in the order they are cited."""
         cited: dict[int, int] = {}
         for match in _MARKER.finditer(reply):
             number = int(match.group(1))
@@ -80,13 +84,22 @@ class Grounding:
         out = []
         for number, index in cited.items():
             chunk = self.passages[number - 1].chunk
-            out.append({
-                "type": "file_citation", "file_id": chunk.document_id,
-                "filename": chunk.filename, "index": index, "number": number,
-                "title": chunk.title, "heading": chunk.heading, "page": chunk.page,
-                "quote": chunk.text.strip()[:_QUOTE_CHARS],
-            })  # fmt: skip
-        return out
+            out.append(Citation(
+                file_id=chunk.document_id, filename=chunk.filename, index=index, number=number,
+                title=chunk.title, heading=chunk.heading, page=chunk.page,
+                quote=chunk.text.strip()[:_QUOTE_CHARS],
+            ))  # fmt: skip
+        return tuple(out)
+
+    def fallback_reply(self) -> Generation:
+        """The profile's fallback as the reply: one delta, finished, no model called."""
+        return Generation(_chunks=_once(self.fallback), cancel_token=CancelToken(),
+                          finish_reason="stop")  # fmt: skip
+
+
+async def _once(text: str) -> AsyncIterator[str]:
+    if text:
+        yield text
 
 
 async def ground(

@@ -27,8 +27,11 @@ def wire_item_dict(message: Message) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
     for part in message.content:
         if isinstance(part, TextPart):
-            kind = "output_text" if message.role == "assistant" else "input_text"
-            content.append(_content(kind, text=part.text))
+            if message.role == "assistant":
+                cited = [c.model_dump() for c in part.annotations] if part.annotations else []
+                content.append(_content("output_text", text=part.text, annotations=cited))
+            else:
+                content.append(_content("input_text", text=part.text))
         elif isinstance(part, ImagePart):
             content.append(_content("input_image", image_sha256=part.sha256))
         elif isinstance(part, AudioPart):
@@ -41,9 +44,12 @@ def wire_item_dict(message: Message) -> dict[str, Any]:
 
 def _content(
     kind: str, text: str | None = None, transcript: str | None = None,
-    image_sha256: str | None = None,
+    image_sha256: str | None = None, annotations: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    return {"type": kind, "text": text, "transcript": transcript, "image_sha256": image_sha256}
+    part = {"type": kind, "text": text, "transcript": transcript, "image_sha256": image_sha256}
+    if annotations is not None:  # output_text only
+        part["annotations"] = annotations
+    return part
 
 
 def wire_item(message: Message) -> WireItem:

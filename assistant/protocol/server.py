@@ -24,7 +24,14 @@ class WireTurnDetection(BaseModel):
     type: Literal["server_vad"] = "server_vad"
     threshold: float | None = Field(None, gt=0.0, le=1.0)
     prefix_padding_ms: int | None = Field(None, ge=0, le=5_000)
+    #: Silence that ends a turn whose words so far may go on ("I'd like to order a").
     silence_duration_ms: int | None = Field(None, ge=100, le=10_000)
+    #: Silence that ends a turn whose streaming transcript looks finished ("What time do you
+    #: open?"); not below ``silence_duration_ms``: one wait for all turns.
+    eager_silence_ms: int | None = Field(None, ge=0, le=10_000)
+    #: Start the reply at the first pause of a turn that looks finished, before the silence wait
+    #: ends; nothing of it is sent or stored unless the turn ends there.
+    early_response: bool | None = None
     #: Answer each turn the VAD ends with a response of its own.
     #: Silence that ends a turn whose streaming transcript looks finished ("What time do you
     #: open?"); not below ``silence_duration_ms``: one wait for all turns.
@@ -81,6 +88,23 @@ class SessionUpdated(_ServerEvent):
     session: WireSession
 
 
+class WireCitation(BaseModel):
+    """A source a support bot's reply was answered from (OpenAI's ``file_citation``
+    annotation), with where it is in the document and the quoted span."""
+
+    type: Literal["file_citation"] = "file_citation"
+    file_id: str = Field(description="the knowledge base's document id")
+    filename: str
+    index: int = Field(
+        description="offset in the text of the reply's [number] marker (else the text's end)"
+    )
+    number: int = Field(description="the source's number: the reply cites it as [number]")
+    title: str = ""
+    heading: str = Field("", description='heading path, such as "Returns > Refund times"')
+    page: int | None = Field(None, description="1-based page of a PDF")
+    quote: str = Field("", description="the start of the passage the reply was given")
+
+
 class WireContent(BaseModel):
     """A stored content part; an image is its sha256 (the blob stays on the server)."""
 
@@ -88,6 +112,11 @@ class WireContent(BaseModel):
     text: str | None = None
     transcript: str | None = None
     image_sha256: str | None = None
+    annotations: list[WireCitation] | None = Field(
+        None,
+        description="output_text only: the reply's sources (empty for a reply with none)",
+        exclude_if=lambda value: value is None,
+    )
 
 
 class WireItem(BaseModel):
@@ -97,7 +126,11 @@ class WireItem(BaseModel):
     object: Literal["realtime.item"] = "realtime.item"
     type: Literal["message"] = "message"
     role: Literal["system", "user", "assistant"]
-    status: Literal["completed", "incomplete", "interrupted", "in_progress"] = "completed"
+    status: Literal["completed", "incomplete", "interrupted", "in_progress", "unanswered"] = Field(
+        "completed",
+        description="unanswered: a support bot's fallback reply (nothing in its knowledge base "
+        "was relevant; no model was asked)",
+    )
     content: list[WireContent]
 
 

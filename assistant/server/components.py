@@ -16,14 +16,18 @@ from assistant.auth.secret import server_secret
 from assistant.completions import Completions
 from assistant.config import Settings
 from assistant.errors import ConfigurationError
+from assistant.knowledge.answer import BotProfile
+from assistant.knowledge.grounder import Grounder
 from assistant.orchestrator import Orchestrator
 from assistant.ports import LanguageModel, SessionStore, SpeechToText, TextToSpeech, VoiceActivity
 from assistant.ports.keys import KeyStore
 from assistant.ports.limits import Limiter
+from assistant.ports.retrieval import Retriever
 from assistant.registry import (
     build_image_pipeline,
     build_key_store,
     build_knowledge,
+    build_knowledge_store,
     build_language_model,
     build_limiter,
     build_session_store,
@@ -104,16 +108,17 @@ async def build_components(
     vision_factory = None
     if settings.vision.enabled:
         vision_factory = functools.partial(build_image_pipeline, settings, llm, store)
+    knowledge = LazyKnowledge(settings)
+    stack.push_async_callback(knowledge.aclose)
     orchestrator = Orchestrator(
         llm, store, llm_settings=settings.llm, prompt_settings=settings.prompt,
         memory_settings=settings.memory, vision_factory=vision_factory,
+        grounder=knowledge.grounder() if given.store is None else None,
     )  # fmt: skip
     keys, limiter = _auth_stores(settings, given, store)
     limits = KeyLimits(limiter, settings.limits)
     stack.push_async_callback(limits.aclose)
     speech = await _speech(settings, given, stack)
-    knowledge = LazyKnowledge(settings)
-    stack.push_async_callback(knowledge.aclose)
     return Components(
         llm=llm, store=store, orchestrator=orchestrator, keys=keys,
         auth=_authenticator(settings, keys), limits=limits, speech=speech,
@@ -130,6 +135,27 @@ class LazyKnowledge:
         self._settings = settings
         self._service: KnowledgeService | None = None
         self._lock = asyncio.Lock()
+        #: The profiles' and knowledge bases' store: a client, connected on first use.
+        self.store = (
+            build_knowledge_store(settings, redis_url=settings.redis_url)
+            if settings.redis_url
+            else None
+        )
+
+    def grounder(self) -> Grounder | None:
+        """The support bot's turns: the tenant's profile from the store, searched with the
+        service's retriever (built on the first turn that searches). None without Redis."""
+        if self.store is None:
+            return None
+
+        async def retriever() -> Retriever:
+            return (await self.service()).retriever
+
+        knowledge = self._settings.knowledge
+        return Grounder(
+            self.store, retriever, BotProfile.from_settings(self._settings.bot),
+            top_k=knowledge.top_k, profile_cache_s=knowledge.profile_cache_s,
+        )  # fmt: skip
 
     async def service(self) -> KnowledgeService:
         if self._service is None:
@@ -138,16 +164,17 @@ class LazyKnowledge:
                     if not self._settings.redis_url:
                         raise ConfigurationError("knowledge bases need Redis: ASSISTANT_REDIS_URL")
                     self._service = await asyncio.to_thread(
-                        build_knowledge, self._settings, redis_url=self._settings.redis_url
-                    )
+                        build_knowledge, self._settings, redis_url=self._settings.redis_url,
+                        store=self.store,
+                    )  # fmt: skip
         return self._service
 
     async def for_tenant(self, tenant: str) -> KnowledgeService:
         return (await self.service()).for_tenant(tenant)
 
     async def aclose(self) -> None:
-        if self._service is not None:
-            await self._service.store.aclose()
+        if self.store is not None:
+            await self.store.aclose()
 
 
 def _auth_stores(

@@ -214,6 +214,9 @@ async def set_bot_profile(body: BotProfileBody, request: Request, principal: Adm
     """Replace the tenant's bot profile; a field left out follows the server's default."""
     service = await _service(request, principal)
     await service.store.set_profile(body.model_dump(exclude_unset=True))
+    grounder = request.app.state.components.orchestrator.grounder
+    if grounder is not None:
+        grounder.forget(principal.tenant)  # this worker's turns use it at once
     return await _profile(service, request.app.state.settings)
 
 

@@ -3,7 +3,8 @@ format (``stream: true``), or one ``chat.completion`` object. The client going a
 connection closes) cancels the generation, which then stops within a token.
 
 A stream: a first chunk with ``delta.role = "assistant"``, a chunk per text delta, a last chunk
-with ``finish_reason`` and an empty delta, then (``stream_options.include_usage``) a chunk with
+with ``finish_reason`` and an empty delta (a support bot's: the reply's ``annotations``, and
+``unanswered`` on the choice for its fallback), then (``stream_options.include_usage``) a chunk with
 ``choices: []`` and ``usage``, then ``data: [DONE]``. An error once the stream has started is one
 event ``data: {"error": {message, type, param, code}}`` (as OpenAI sends it; the ``openai``
 client raises it as an ``APIError``), then ``data: [DONE]``.
@@ -17,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from starlette.responses import Response
@@ -51,6 +53,18 @@ def usage_dict(usage: Usage) -> dict[str, int]:
     }  # fmt: skip
 
 
+def grounded(
+    message: dict[str, Any], completion: Completion
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``message`` (or a delta) with the reply's ``annotations`` (``file_citation``, as on the
+    WebSocket) when it has sources, and the choice's extra fields: ``unanswered: true`` for a
+    support bot's fallback. A plain assistant's reply gets neither."""
+    annotations = completion.annotations
+    if annotations:
+        message = {**message, "annotations": [c.model_dump() for c in annotations]}
+    return message, ({"unanswered": True} if completion.unanswered else {})
+
+
 def error_dict(exc: AssistantError) -> dict[str, object]:
     return {"message": exc.message, "type": exc.type, "param": exc.param, "code": exc.code}
 
@@ -64,6 +78,7 @@ class ChunkEncoder:
             "model": model, "system_fingerprint": None,
         }  # fmt: skip
         self._include_usage = include_usage
+        self._completion = completion
         head = orjson.dumps(self._meta)[:-1] + b',"choices":[{"index":0,"delta":{"content":'
         self._head = b"data: " + head
         usage = b',"usage":null' if include_usage else b""
@@ -76,7 +91,10 @@ class ChunkEncoder:
         return self._event({"role": "assistant", "content": ""}, None)
 
     def last(self, finish_reason: str) -> bytes:
-        return self._event({}, finish_reason)
+        """The last chunk; a support bot's reply brings its sources (``delta.annotations``)
+        and, when it is the fallback, ``unanswered``."""
+        delta, extra = grounded({}, self._completion)
+        return self._event(delta, finish_reason, extra)
 
     def usage(self, usage: Usage) -> bytes:
         return (
@@ -89,8 +107,11 @@ class ChunkEncoder:
     def error(exc: AssistantError) -> bytes:
         return b"data: " + orjson.dumps({"error": error_dict(exc)}) + b"\n\n"
 
-    def _event(self, delta: dict[str, str], finish_reason: str | None) -> bytes:
+    def _event(
+        self, delta: dict[str, Any], finish_reason: str | None, extra: dict[str, Any] | None = None
+    ) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        choice.update(extra or {})
         body = {**self._meta, "choices": [choice]}
         if self._include_usage:
             body["usage"] = None
@@ -193,12 +214,15 @@ class CompletionAnswer(Response):
             await error_response(self.error)(scope, receive, send)
             return
         completion = self.completion
+        message, extra = grounded(
+            {"role": "assistant", "content": "".join(pieces), "refusal": None}, completion
+        )
         body = {
             "id": completion.id, "object": "chat.completion", "created": completion.created,
             "model": self.model, "system_fingerprint": None,
             "choices": [{
-                "index": 0, "logprobs": None, "finish_reason": self._finish_reason(),
-                "message": {"role": "assistant", "content": "".join(pieces), "refusal": None},
+                "index": 0, "logprobs": None, "finish_reason": self._finish_reason(), **extra,
+                "message": message,
             }],
             "usage": usage_dict(completion.usage),
         }  # fmt: skip

@@ -140,8 +140,8 @@ async def test_grounding_numbers_sources_cites_them_and_falls_back():
     assert text.splitlines()[1].startswith("[1] (Payments and loyalty, page 1) Payments")
     assert text.endswith("Question: What is E-402?")
     cited = grounding.citations("Your bank declined it [1].")
-    assert [(c["filename"], c["page"], c["index"]) for c in cited] == [("payments.pdf", 1, 22)]
-    assert "E-402" in cited[0]["quote"] and cited[0]["type"] == "file_citation"
+    assert [(c.filename, c.page, c.index, c.number) for c in cited] == [("payments.pdf", 1, 22, 1)]
+    assert "E-402" in cited[0].quote and cited[0].type == "file_citation"
     assert len(grounding.citations("Declined.")) == len(grounding.passages)  # none cited: all
     nothing = await ground(service.retriever, profile, "default", "poem about the sea", 2)
     assert not nothing.answerable and nothing.fallback == BotSettings().fallback
