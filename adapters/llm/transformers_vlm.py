@@ -12,6 +12,17 @@ the orchestrator hands it each image's decoded pixels (``PromptImage.pixels``) a
 Like ``transformers_local``, this is our own token loop rather than ``model.generate``, so that a
 cancel stops within one token and usage is exact. There is no KV-cache reuse across turns here.
 The forward passes run on the process's one torch thread (``adapters.torch_thread``).
+
+Not batched (generations run one at a time, unlike ``transformers_local``'s continuous batching):
+the prefill is the model's own forward with ``pixel_values`` (its vision tower and the merge of the
+image features at the image tokens happen inside it, per call), and the packed pass
+(``adapters.llm.packed``) needs what only the language model's own layers give: one position id
+per token, SDPA attention behind ``sdpa_gqa_attention`` and a ``DynamicCache`` of full-attention
+layers. An ``AutoModelForImageTextToText`` checkpoint's language model may be any architecture
+(Qwen2-VL's multimodal rotary positions are three per token; Mistral- or Gemma-based ones have
+sliding-window layers), so packing is not correct for all of them. The decode steps of a
+LLaVA-style model (a Llama inside) could be packed once each prompt has been prefilled alone; with
+one VLM session at a time in practice on this CPU, that is left for when it is needed.
 """
 
 from __future__ import annotations
