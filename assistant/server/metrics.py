@@ -20,7 +20,8 @@ __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
 class _TurnCounters(Collector):
     """assistant_client_events_total{type}, assistant_errors_total{code},
-    assistant_responses_total{status} and assistant_output_tokens_total."""
+    assistant_responses_total{status}, assistant_voice_early_responses_total{outcome} (early
+    replies to spoken turns started, committed, dropped) and assistant_output_tokens_total."""
 
     def __init__(self) -> None:
         self.events_in: Tally[str] = Tally()

@@ -149,6 +149,7 @@ class Speculation:
         if self.outcome != "pending":
             raise RuntimeError(f"the speculation was already {self.outcome}")
         self.outcome = "committed"
+        log.debug("early reply %s committed with %d deltas buffered", self.run.id, self.buffered)
         self.lease.decide(True)
 
     def drop(self) -> None:
