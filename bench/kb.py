@@ -1,7 +1,9 @@
 """``kb``: the knowledge base on the test corpus (tests/data/kb) with the embedded defaults (the
 real all-MiniLM-L6-v2, the hybrid index): retrieval hit@1 and hit@3, out-of-scope questions
-refused, in-scope ones wrongly refused; and the search's cost at 1k / 10k / 100k chunks
-(synthetic unit vectors) beside numpy brute force (cosine top-k alone) of the same run."""
+refused, in-scope ones wrongly refused; the share of answered replies (the real SmolLM2, grounded
+as a support bot's turn is) that contain the question's key fact; and the search's cost at
+1k / 10k / 100k chunks (synthetic unit vectors) beside numpy brute force (cosine top-k alone) of
+the same run."""
 
 from __future__ import annotations
 
@@ -16,7 +18,9 @@ import numpy as np
 CORPUS = Path(__file__).resolve().parents[1] / "tests" / "data" / "kb"
 
 
-async def _quality(threshold: float | None = None) -> dict[str, Any]:
+async def _quality(
+    threshold: float | None = None, facts_limit: int | None = None
+) -> dict[str, Any]:
     from adapters.knowledge.minilm import build as build_embedder
     from adapters.knowledge.reader import SplittingReader
     from assistant.config import Settings
@@ -42,6 +46,8 @@ async def _quality(threshold: float | None = None) -> dict[str, Any]:
         rows.append((q, [h.chunk.filename for h in hits], hits[0].score if hits else 0.0))
     inside = [r for r in rows if r[0]["doc"]]
     outside = [r for r in rows if not r[0]["doc"]]
+    answered = [r[0] for r in inside if r[2] >= threshold][:facts_limit]
+    facts = await _key_facts(settings, service, answered, threshold)
     return {
         "questions": len(rows), "in_scope": len(inside), "out_of_scope": len(outside),
         "threshold": threshold,
@@ -51,7 +57,47 @@ async def _quality(threshold: float | None = None) -> dict[str, Any]:
         "in_scope_wrongly_refused": round(sum(r[2] < threshold for r in inside) / len(inside), 3),
         "top_scores": {"in_scope_min": round(min(r[2] for r in inside), 3),
                        "out_of_scope_max": round(max(r[2] for r in outside), 3)},
+        **facts,
     }  # fmt: skip
+
+
+async def _key_facts(
+    settings: Any, service: Any, questions: list[dict[str, Any]], threshold: float
+) -> dict[str, Any]:
+    """Each answered question asked as a stateless chat completion of the support bot (the
+    default local model, greedy, 64 tokens): the share whose reply holds the key fact."""
+    from assistant.completions import Completions
+    from assistant.config import BotSettings, LLMSettings
+    from assistant.knowledge.answer import BotProfile
+    from assistant.knowledge.grounder import Grounder
+    from assistant.messages import Message
+    from assistant.orchestrator import Orchestrator
+    from assistant.registry import build_language_model
+    from assistant.testing.memory import MemoryStore
+
+    async def retriever() -> Any:
+        return service.retriever
+
+    profile = BotProfile.from_settings(BotSettings(knowledge_base="help", threshold=threshold))
+    grounder = Grounder(service.store, retriever, profile, top_k=settings.knowledge.top_k)
+    llm = build_language_model(settings)
+    orchestrator = Orchestrator(
+        llm, MemoryStore(), llm_settings=LLMSettings(max_new_tokens=64),
+        prompt_settings=settings.prompt, memory_settings=settings.memory, grounder=grounder,
+    )  # fmt: skip
+    completions, held, misses = Completions(orchestrator), 0, []
+    try:
+        for q in questions:
+            completion = await completions.start([Message.from_text("user", q["q"])])
+            reply = "".join([d async for d in completion])
+            if q["fact"].lower() in reply.lower():
+                held += 1
+            elif len(misses) < 3:
+                misses.append({"q": q["q"], "fact": q["fact"], "reply": reply[:160]})
+    finally:
+        await llm.aclose()
+    share = round(held / len(questions), 3) if questions else None
+    return {"answered_asked": len(questions), "key_fact_share": share, "key_fact_misses": misses}
 
 
 def _latency(sizes: tuple[int, ...], reps: int) -> dict[str, Any]:
@@ -88,7 +134,7 @@ def _latency(sizes: tuple[int, ...], reps: int) -> dict[str, Any]:
 
 
 def measure_kb(quick: bool = False) -> dict[str, Any]:
-    result = asyncio.run(_quality())
+    result = asyncio.run(_quality(facts_limit=8 if quick else None))
     sizes = (1_000, 10_000) if quick else (1_000, 10_000, 100_000)
     result["search_latency"] = _latency(sizes, reps=5 if quick else 20)
     return result
