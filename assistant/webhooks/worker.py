@@ -52,6 +52,7 @@ class DeliveryWorker:
         self._task: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()
         self._claims: dict[str, Claim] = {}  # claim token -> claim, while it is not finished
+        self._stopping = False
 
     def wake(self) -> None:
         """Look at the queue now (something was enqueued, or a send finished)."""
@@ -64,6 +65,7 @@ class DeliveryWorker:
         """Stop claiming and cancel the sends under way; their deliveries are given back, due at
         once, for another worker (or this one, restarted). One that cannot be given back (the
         store is down) is taken again when its lease ends."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -79,7 +81,7 @@ class DeliveryWorker:
                 await self.store.release(claim, now_ms())
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self._tick()
             except AssistantError as exc:  # the store is down: try again after a poll
@@ -109,8 +111,11 @@ class DeliveryWorker:
         await self._sleep(wait)
 
     async def _sleep(self, seconds: float) -> None:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+        # comes as the wait ends, and ``stop`` would wait for this loop forever
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=max(seconds, 0.001))
+            async with asyncio.timeout(max(seconds, 0.001)):
+                await self._wake.wait()
         self._wake.clear()
 
     def _sent(self, task: asyncio.Task[None]) -> None:

@@ -72,10 +72,8 @@ class WebhookReceiver:
 
     async def wait(self, predicate: Callable[[WebhookReceiver], object], timeout_s: float = 60):
         """Until ``predicate(self)`` holds (checked whenever a request comes in)."""
-        async with self._changed:
-            return await asyncio.wait_for(
-                self._changed.wait_for(lambda: predicate(self)), timeout_s
-            )
+        async with asyncio.timeout(timeout_s), self._changed:  # (3.11's wait_for may hang)
+            return await self._changed.wait_for(lambda: predicate(self))
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

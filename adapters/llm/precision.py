@@ -1,0 +1,65 @@
+"""The number format a local transformers model is loaded in (``LLMSettings.precision``).
+
+- ``fp32`` (the default, and the baseline of the ``ttft_by_turn`` bench): the weights as prepared.
+- ``bf16``: weights, activations and the KV cache in bfloat16 (logits are turned back to fp32
+  before a token is picked). A decode step of a 135M model on a CPU is bound by reading the weights
+  (540 MB per token in fp32); bf16 halves that, and on a CPU with ``avx512_bf16`` (or AMX) oneDNN
+  multiplies bf16 matrices natively. Where the CPU lacks them, bf16 products are emulated and
+  slower than fp32: ``native_bf16()`` says which.
+
+Greedy outputs change a little in bf16. Measured on SmolLM2-135M-Instruct over 8 prompts x 48
+greedy tokens (313 tokens; ``bench.decode``): 98.7 % of the tokens are the fp32 model's own choice
+when both are fed the fp32 reply (teacher-forced agreement), and 71 % of the tokens come before the
+first token that differs (``identical_prefix_share``): once one token differs, the replies go
+separate, equally plausible ways. The tolerance the tests hold bf16 to: ``BF16_MIN_AGREEMENT``.
+
+Measured and not offered (figures in the README's performance section): int8 dynamic quantisation
+of the Linear layers (``torch.ao.quantization.quantize_dynamic``, per-tensor or per-channel) is
+the fastest, but only 41-47 % of its tokens agree with fp32 (78 % with ``down_proj`` left in
+fp32): SmolLM2's activations have outliers that one int8 scale per row cannot hold; ``eager``
+attention instead of SDPA is no faster for one sequence; ``torch.compile`` (dynamic shapes) did
+not finish compiling the model within 15 minutes on the loaded 2-core machine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from assistant.errors import ConfigurationError
+
+PRECISIONS = ("fp32", "bf16")
+#: The share of greedy tokens a bf16 model must agree on with fp32, teacher-forced (measured:
+#: 0.987 over 313 tokens); what ``tests/integration/test_smollm2_precision.py`` asserts.
+BF16_MIN_AGREEMENT = 0.95
+
+
+def torch_dtype(precision: str) -> Any:
+    """The ``torch.dtype`` a model is loaded in; a clear error for anything but ``PRECISIONS``."""
+    import torch
+
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    if precision not in dtypes:
+        raise ConfigurationError(
+            f"unknown precision {precision!r} for the local language model; "
+            f"use one of: {', '.join(PRECISIONS)}"
+        )
+    return dtypes[precision]
+
+
+def precision_of(model: Any) -> str:
+    """``fp32`` or ``bf16``: the dtype of the model's weights (``other`` for anything else)."""
+    import torch
+
+    names = {torch.float32: "fp32", torch.bfloat16: "bf16"}
+    return names.get(getattr(model, "dtype", None), "other")
+
+
+def native_bf16() -> bool:
+    """Whether oneDNN multiplies bf16 matrices natively on this CPU (avx512_bf16 or AMX)."""
+    import torch
+
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check()) if check is not None else False
+
+
+__all__ = ["BF16_MIN_AGREEMENT", "PRECISIONS", "native_bf16", "precision_of", "torch_dtype"]
