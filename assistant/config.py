@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from assistant.handoff.settings import HandoffSettings
 from assistant.webhooks.settings import WebhookSettings
 
 
@@ -42,6 +43,10 @@ class LLMSettings(_Section):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     #: Torch threads for the local model; 0 leaves torch's default.
     threads: int = Field(0, ge=0)
+    #: The local model's number format: ``fp32`` (the baseline) or ``bf16`` (about 1.5-2x the
+    #: decode speed on a CPU with avx512_bf16 or AMX; greedy replies differ a little: see
+    #: ``adapters.llm.precision``).
+    precision: Literal["fp32", "bf16"] = "fp32"
     #: Seconds allowed between two tokens before a generation fails with ``model_timeout``.
     token_timeout_s: float = Field(120.0, gt=0)
     #: Conversations whose KV cache the local model keeps between turns (LRU); 0 turns reuse off.
@@ -227,6 +232,21 @@ class PromptSettings(_Section):
     context_tokens: int = Field(0, ge=0)
     #: At most this many stored messages are read per turn, before the token budget is applied.
     max_history_messages: int = Field(200, ge=1)
+    #: Long conversations (``assistant.summaries``): when a prompt reaches this share of the
+    #: budget, the oldest messages are summarised in the background by the model and, once the
+    #: summary is stored, shown as it in the system prompt in their place; 0 turns this off.
+    summary_high_water: float = Field(0.85, ge=0.0, le=1.0)
+    #: What the messages kept after a summary (with it and the current turn) may take of the
+    #: budget: the chunk summarised goes down to it, so the prompt's prefix changes rarely.
+    summary_low_water: float = Field(0.55, gt=0.0, lt=1.0)
+    #: Most tokens the model writes for a summary; ``summary_notes``: most sentences with a
+    #: number (order ids, amounts) kept word for word beside it.
+    summary_max_tokens: int = Field(96, ge=8)
+    summary_notes: int = Field(8, ge=0)
+    #: Seconds before a failed summary is tried again; how long a process's claim to make one
+    #: lasts (one summary at a time per session, across processes).
+    summary_retry_s: float = Field(30.0, ge=0.0)
+    summary_lock_ms: int = Field(120_000, ge=1_000)
 
 
 class ServerSettings(_Section):
@@ -348,6 +368,16 @@ class BotSettings(_Section):
         "I can't find that in our help pages. Could you rephrase it, or shall I find a person "
         "to help?"
     )
+    #: A customer message holding one of these (whole words, any case) hands the conversation
+    #: to a person (``assistant.handoff.triggers``).
+    handoff_phrases: tuple[str, ...] = (
+        "talk to a person", "talk to a human", "speak to a person", "speak to a human",
+        "real person", "human agent", "talk to an agent", "speak to an agent", "customer service",
+    )  # fmt: skip
+    #: This many ``unanswered`` replies in a row hand the conversation to a person; 0: never.
+    handoff_after_unanswered: int = Field(2, ge=0, le=100)
+    #: What the customer is told while a person has the conversation (no model call).
+    handoff_reply: str = "A person from our team will answer you here shortly."
 
 
 class Settings(BaseSettings):
@@ -373,6 +403,7 @@ class Settings(BaseSettings):
     knowledge: KnowledgeSettings = KnowledgeSettings()
     bot: BotSettings = BotSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    handoff: HandoffSettings = HandoffSettings()
     #: Static client keys for simple deployments: ``tenant:key,tenant2:key2`` (client scope).
     api_keys: str = ""
     #: The same, one ``tenant:key`` per line, from a file (``#`` starts a comment).

@@ -17,6 +17,7 @@ allow that (a layer that cannot be cropped, an attention other than SDPA) runs o
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import threading
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
@@ -33,8 +34,9 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from adapters.llm import smollm2
-from adapters.llm.batching import BatchRequest, BatchScheduler
+from adapters.llm.batching import END, BatchRequest, BatchScheduler
 from adapters.llm.decoding import (
+    DeltaText,
     accepts_logits_to_keep,
     context_tokens,
     eos_ids,
@@ -52,6 +54,7 @@ from adapters.llm.kv_cache import (
     use_gqa_attention,
 )
 from adapters.llm.packed import Part, step_logits
+from adapters.llm.precision import torch_dtype
 from adapters.torch_thread import on_torch_thread
 from assistant.config import LLMSettings, Settings
 from assistant.errors import ConfigurationError, ContextLengthError
@@ -64,7 +67,6 @@ from assistant.ports import (
     Prompt,
     PromptMessage,
     Usage,
-    iterate_in_thread,
 )
 
 #: The defaults are the settings' (one source): ``LLMSettings``.
@@ -127,16 +129,18 @@ class TransformersLocalLM(LanguageModel):
 
     @classmethod
     @on_torch_thread
-    def from_path(cls, path_or_hub_id: str, *, threads: int = 0, **kw: Any) -> TransformersLocalLM:
-        """Load a causal LM and its tokenizer, fp32 in eval mode, from a local directory (with
-        ``local_files_only``: no network) or from a hub id. On the torch thread, like its passes."""
+    def from_path(
+        cls, path_or_hub_id: str, *, threads: int = 0, precision: str = "fp32", **kw: Any
+    ) -> TransformersLocalLM:
+        """Load a causal LM and its tokenizer in eval mode, in ``precision`` (``fp32`` or ``bf16``:
+        ``adapters.llm.precision``), from a local directory (with ``local_files_only``: no network)
+        or from a hub id. On the torch thread, like its passes."""
+        dtype = torch_dtype(precision)  # a bad value fails before anything is loaded
         if threads > 0:
             torch.set_num_threads(threads)
         source, local = model_source(path_or_hub_id)
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
-        model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=torch.float32, local_files_only=local
-        )
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=local)
         return cls(model.eval(), tokenizer, **kw)
 
     # -- KV cache reuse counters ------------------------------------------------------------------
@@ -212,25 +216,39 @@ class TransformersLocalLM(LanguageModel):
     def _stream_impl(
         self, prompt: Prompt, options: GenerationOptions, cancel: CancelToken, usage: Usage
     ) -> AsyncIterator[str]:
-        def produce() -> Iterator[str]:  # runs in a worker thread, tokenising included
-            input_ids, image_rows = self._prompt_inputs(prompt.messages)
-            if len(input_ids) >= self.capabilities.context_tokens:
-                raise ContextLengthError(
-                    f"the prompt takes {len(input_ids)} tokens; {self.name} holds "
-                    f"{self.capabilities.context_tokens}"
-                )
-            usage.input_tokens = len(input_ids)
-            request = BatchRequest(
-                input_ids, options, cancel, usage, cache_key=prompt.cache_key, image_rows=image_rows
-            )
-            self.scheduler.submit(request)  # the token ids come from the scheduler's steps
-            try:
-                yield from self._text_deltas(request.tokens())
-            finally:  # an early exit: the request leaves at the next step, its cache kept
-                cancel.cancel()
-                request.wait_ended()
+        return self._stream(prompt, options, cancel, usage)
 
-        return iterate_in_thread(produce, cancel)
+    async def _stream(
+        self, prompt: Prompt, options: GenerationOptions, cancel: CancelToken, usage: Usage
+    ) -> AsyncIterator[str]:
+        """Tokenise in a worker thread, then hand the request to the scheduler and turn the ids it
+        delivers (onto this loop: no thread waits per generation) into text deltas."""
+        input_ids, image_rows = await asyncio.to_thread(self._prompt_inputs, prompt.messages)
+        if len(input_ids) >= self.capabilities.context_tokens:
+            raise ContextLengthError(
+                f"the prompt takes {len(input_ids)} tokens; {self.name} holds "
+                f"{self.capabilities.context_tokens}"
+            )
+        usage.input_tokens = len(input_ids)
+        loop, arrived = asyncio.get_running_loop(), asyncio.Queue[object]()
+        request = BatchRequest(
+            input_ids, options, cancel, usage, cache_key=prompt.cache_key, image_rows=image_rows,
+            deliver=lambda item: loop.call_soon_threadsafe(arrived.put_nowait, item),
+        )  # fmt: skip
+        self.scheduler.submit(request)  # raises ServerBusyError when it cannot even wait
+        text, item = DeltaText(self._decode), None
+        try:
+            while (item := await arrived.get()) is not END:
+                if isinstance(item, BaseException):
+                    raise item
+                if delta := text.feed(item):  # type: ignore[arg-type]
+                    yield delta
+            if rest := text.flush():
+                yield rest
+        finally:  # an early exit: the request leaves at the next step, its cache kept
+            cancel.cancel()
+            while item is not END and not isinstance(item, BaseException):
+                item = await arrived.get()
 
     # -- the scheduler's engine (called on the torch thread) -------------------------------------
 
@@ -292,7 +310,9 @@ class TransformersLocalLM(LanguageModel):
             return self._prompt_ids(messages), {}
         chat = [{"role": m.role, "content": m.text} for m in messages]
         with self._tokenizer_lock:
-            text = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+            text = self.tokenizer.apply_chat_template(
+                chat, tokenize=False, add_generation_prompt=True
+            )
         hidden = self.model.get_input_embeddings().embedding_dim
         return image_prompt(text, images, self._token_ids, hidden, self.name)
 
@@ -352,6 +372,7 @@ def build(settings: Settings) -> TransformersLocalLM:
     return TransformersLocalLM.from_path(
         _model_path(settings),
         threads=settings.llm.threads,
+        precision=settings.llm.precision,
         token_timeout_s=settings.llm.token_timeout_s,
         kv_cache_sessions=getattr(settings.llm, "kv_cache_sessions", 8),
         kv_cache_max_tokens=settings.llm.kv_cache_max_tokens,

@@ -1,0 +1,86 @@
+"""The real SmolLM2-135M-Instruct loaded in bf16 (``LLMSettings.precision``, ``adapters.llm.precision``):
+it loads in bf16 and answers; its greedy tokens agree with the fp32 model's within the documented
+tolerance (a share of tokens, teacher-forced, over a few prompts); a bad precision is a
+configuration error before anything is loaded."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from adapters.llm import smollm2  # noqa: E402
+from adapters.llm.precision import BF16_MIN_AGREEMENT, precision_of  # noqa: E402
+from assistant.config import Settings  # noqa: E402
+from assistant.errors import ConfigurationError  # noqa: E402
+from assistant.ports import GenerationOptions, Prompt, PromptMessage  # noqa: E402
+from bench.decode import AGREEMENT_PROMPTS, agreement_vs_fp32  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def path():
+    try:
+        smollm2.gguf_path()
+    except Exception as exc:  # noqa: BLE001 - the wheel is an optional install
+        pytest.skip(str(exc))
+    return str(smollm2.prepare(Settings().models_dir, progress=False))
+
+
+@pytest.fixture(scope="module")
+def fp32(path):
+    from adapters.llm.transformers_local import TransformersLocalLM
+
+    return TransformersLocalLM.from_path(path)
+
+
+@pytest.fixture(scope="module")
+def bf16(path):
+    from adapters.llm.transformers_local import TransformersLocalLM
+
+    return TransformersLocalLM.from_path(path, precision="bf16")
+
+
+async def test_bf16_loads_in_bf16_and_answers(bf16, fp32):
+    assert (precision_of(bf16.model), precision_of(fp32.model)) == ("bf16", "fp32")
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16
+    prompt = Prompt(
+        (
+            PromptMessage("system", "You are a helpful assistant. Answer briefly and clearly."),
+            PromptMessage("user", "What is the capital of France?"),
+        )
+    )
+    generation = bf16.stream(prompt, GenerationOptions(max_new_tokens=24, temperature=0.0))
+    text = "".join([delta async for delta in generation])
+    assert "Paris" in text
+    assert generation.usage.output_tokens >= 2
+
+
+def test_bf16_greedy_tokens_agree_with_fp32_within_the_tolerance(bf16, fp32):
+    eos = sorted(fp32.eos_ids)
+    prompts = AGREEMENT_PROMPTS[:4]
+    share = agreement_vs_fp32(fp32.model, bf16.model, fp32.tokenizer, prompts, 24, eos)
+    assert share["tokens"] >= 40  # the replies were long enough to compare
+    assert share["agreement"] >= BF16_MIN_AGREEMENT
+    # The fp32 model agrees with itself on every token: the measure can tell them apart.
+    same = agreement_vs_fp32(fp32.model, fp32.model, fp32.tokenizer, prompts[:1], 24, eos)
+    assert (same["agreement"], same["identical_prefix_share"]) == (1.0, 1.0)
+
+
+def test_a_bad_precision_is_a_configuration_error(path):
+    from pydantic import ValidationError
+
+    from adapters.llm import transformers_local
+    from adapters.llm.transformers_local import TransformersLocalLM
+    from assistant.config import LLMSettings
+
+    with pytest.raises(ConfigurationError, match="unknown precision 'fp16'.*fp32, bf16") as caught:
+        TransformersLocalLM.from_path(path, precision="fp16")
+    assert caught.value.code == "configuration_error"
+    with pytest.raises(ValidationError, match="precision"):
+        LLMSettings(precision="int4")
+    assert LLMSettings().precision == "fp32"  # the baseline stays the default
+    settings = Settings(llm=LLMSettings(model=path, precision="bf16"))
+    assert precision_of(transformers_local.build(settings).model) == "bf16"
