@@ -1,6 +1,7 @@
 """Webhooks in plain Redis (no modules). Subscriptions per tenant; the delivery queue and the
 logs under one hash tag, ``{webhooks}``, so claiming and finishing are each one Lua script, also
-on a Cluster (the queue is one slot: webhooks are not the hot path):
+on a Cluster (the queue is one slot: webhooks are not the hot path). The claim script reads the
+delivery hashes it finds due, keys it is not given but on its own slot, as Cluster allows:
 
     {prefix}:{tenant}:webhooks                      hash    subscription id -> Subscription JSON
     {prefix}:{webhooks}:due                         zset    <tenant>:d:<delivery id> -> due (ms)
