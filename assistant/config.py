@@ -232,19 +232,14 @@ class PromptSettings(_Section):
     context_tokens: int = Field(0, ge=0)
     #: At most this many stored messages are read per turn, before the token budget is applied.
     max_history_messages: int = Field(200, ge=1)
-    #: Long conversations (``assistant.summaries``): when a prompt reaches this share of the
-    #: budget, the oldest messages are summarised in the background by the model and, once the
-    #: summary is stored, shown as it in the system prompt in their place; 0 turns this off.
+    #: Long conversations (``assistant.summaries``): past this share of the budget the oldest
+    #: messages are summarised in the background (0: never), down to ``summary_low_water`` of it.
     summary_high_water: float = Field(0.85, ge=0.0, le=1.0)
-    #: What the messages kept after a summary (with it and the current turn) may take of the
-    #: budget: the chunk summarised goes down to it, so the prompt's prefix changes rarely.
     summary_low_water: float = Field(0.55, gt=0.0, lt=1.0)
-    #: Most tokens the model writes for a summary; ``summary_notes``: most sentences with a
-    #: number (order ids, amounts) kept word for word beside it.
+    #: A summary's most tokens, and most sentences with a number kept word for word beside it.
     summary_max_tokens: int = Field(96, ge=8)
     summary_notes: int = Field(8, ge=0)
-    #: Seconds before a failed summary is tried again; how long a process's claim to make one
-    #: lasts (one summary at a time per session, across processes).
+    #: Seconds before a failed summary is tried again; a claim's lease (one at a time per session).
     summary_retry_s: float = Field(30.0, ge=0.0)
     summary_lock_ms: int = Field(120_000, ge=1_000)
 

@@ -53,6 +53,7 @@ from assistant.ports import (
 )
 from assistant.prompt import BuiltPrompt, PromptBudget, PromptCache, build_prompt
 from assistant.rendering import MessageRenderer
+from assistant.summaries import Summaries, with_earlier_summary
 from assistant.token_counts import TokenCounter
 from assistant.turn_lease import StreamingReply, TurnLease
 from assistant.vision.pipeline import ImagePipeline
@@ -143,6 +144,7 @@ class Orchestrator:
         self._background: set[asyncio.Task[object]] = set()
         # Each session's last prompt: the next turn's is built from it when the history only grew.
         self._prompts = PromptCache()
+        self.summaries = Summaries(llm, prompt_settings, self.token_counter)  # long conversations
 
     # -- tenants -----------------------------------------------------------------------------------
 
@@ -287,11 +289,13 @@ class Orchestrator:
             or await self.bot_instructions()
             or self._prompt_settings.instructions
         )
+        instructions, history = with_earlier_summary(instructions, snapshot)
         vision = await self.image_pipeline() if any(m.images for m in history) else None
         render = await self._renderer.for_history(history, vision)
         await self.token_counter.prepare([instructions, *(m.text for m in history)])
         budget, count = self.prompt_budget(overrides), self.token_counter
         built = self._prompts.build(session_id, instructions, history, budget, count, render)
+        self.summaries.consider(self.store, session_id, snapshot, built, budget)
         if self.grounder is None:
             return built, None
 

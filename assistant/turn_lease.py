@@ -145,7 +145,8 @@ class TurnLease:
         if len(history) > self.last:
             history = history[-self.last :]
         self._history, self._known, self._created_at = history, started.length, info.created_at
-        self.snapshot = SessionSnapshot(started.snapshot.info, tuple(history))
+        first, summary = started.length - len(history), started.snapshot.summary
+        self.snapshot = SessionSnapshot(started.snapshot.info, tuple(history), summary, first)
         self._appended = appended
 
     async def _read(self, message: Message | None, known: int) -> TurnStart:

@@ -16,6 +16,8 @@ Cluster hash tag: a session's keys share one slot, so the multi-key scripts work
                    end_turn; begin_turn stores one a dead writer left as ``interrupted``
                    (``redis_turns`` explains both, and the one key outside a session,
                    ``{prefix}:owner:<instance>``, each process's heartbeat)
+    sumlock string who makes the session's summary now; the summary is in meta
+                   (``#summary``, ``#summary_upto``: ``redis_summaries``)
 
 Every read and write refreshes the sliding time to live of ``meta``, ``msgs`` and ``turns``.
 Each call is one round trip: ``load`` and ``create`` one MULTI/EXEC block, the others one Lua
@@ -43,6 +45,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from adapters.memory import redis_codec as codec
 from adapters.memory import redis_scripts as lua
+from adapters.memory import redis_summaries
 from adapters.memory.redis_lines import Lines, open_lines
 from adapters.memory.redis_owner import OwnerHeartbeat
 from adapters.memory.redis_pipe import RedisPipe
@@ -52,6 +55,7 @@ from assistant.errors import SessionNotFoundError
 from assistant.messages import Message, SessionInfo
 from assistant.ports import (
     AppendResult,
+    ConversationSummary,
     PartialReply,
     SessionLimits,
     SessionSnapshot,
@@ -61,6 +65,7 @@ from assistant.ports import (
 )
 
 _T = TypeVar("_T")
+_KEYS = ("meta", "msgs", "turns", "lock", "partial", "sumlock")
 
 
 class RedisSessionStore(SessionStore):
@@ -159,7 +164,7 @@ class RedisSessionStore(SessionStore):
         keys = self._keys.get(session_id)
         if keys is None:
             base = f"{self.key_prefix}:{self.tenant}:s:{{{session_id}}}:"
-            keys = {part: base + part for part in ("meta", "msgs", "turns", "lock", "partial")}
+            keys = {part: base + part for part in _KEYS}
             if len(self._keys) >= 4096:
                 self._keys.clear()
             self._keys[session_id] = keys
@@ -189,17 +194,19 @@ class RedisSessionStore(SessionStore):
 
     async def _load_impl(self, session_id: str, last: int | None) -> SessionSnapshot | None:
         k = self.keys(session_id)
-        commands: list[tuple[Any, ...]] = [("HGETALL", k["meta"])]
+        commands: list[tuple[Any, ...]] = [("HGETALL", k["meta"]), ("LLEN", k["msgs"])]
         if last != 0:  # LRANGE -0 -1 would be the whole list
             commands.append(("LRANGE", k["msgs"], -last if last else 0, -1))
         commands += [("PEXPIRE", k[name], self.ttl_ms) for name in ("meta", "msgs", "turns")]
         replies = await self._sent(self.pipe.transaction(commands))
         if not replies[0]:
             return None
-        raw_messages = replies[1] if last != 0 else []
+        raw_messages = replies[2] if last != 0 else []
         messages = tuple(codec.parse_message(raw) for raw in raw_messages)
         meta = dict(zip(replies[0][::2], replies[0][1::2]))
-        return SessionSnapshot(info=codec.info_from_hash(meta), messages=messages)
+        first = int(replies[1]) - len(messages)
+        summary = codec.summary_from_hash(meta)
+        return SessionSnapshot(codec.info_from_hash(meta), messages, summary, first)
 
     async def _update_info_impl(self, session_id: str, fields: dict[str, object]) -> SessionInfo:
         if "id" in fields and fields["id"] != session_id:
@@ -246,6 +253,14 @@ class RedisSessionStore(SessionStore):
         self, session_id: str, token: str, partial: PartialReply | None
     ) -> bool:
         return await self.turns.renew(self, session_id, token, partial)
+
+    async def _claim_summary_impl(self, session_id: str, token: str, lease_ms: int) -> bool:
+        return await redis_summaries.claim(self, session_id, token, lease_ms)
+
+    async def _finish_summary_impl(
+        self, session_id: str, token: str, summary: ConversationSummary | None, created_at: int
+    ) -> bool:
+        return await redis_summaries.finish(self, session_id, token, summary, created_at)
 
     # -- blobs and cache: raw bytes, through a client that does not decode replies ----------------
 

@@ -10,7 +10,11 @@ from typing import Any
 
 from assistant.errors import RateLimitError
 from assistant.messages import Message, SessionInfo
-from assistant.ports import AppendResult, SessionLimits
+from assistant.ports import AppendResult, ConversationSummary, SessionLimits
+
+#: The meta hash's fields of the session's summary (not ``SessionInfo`` fields): its JSON, and the
+#: number of messages it covers (compared by ``redis_scripts.FINISH_SUMMARY``).
+SUMMARY, SUMMARY_UPTO = "#summary", "#summary_upto"
 
 
 def text_of(value: str | bytes) -> str:
@@ -26,6 +30,30 @@ def info_from_flat(flat: tuple[str, ...]) -> SessionInfo:
     """SessionInfo from HGETALL's flat field, value list; parsed once per distinct content (every
     turn reads it, it rarely changes; SessionInfo is frozen, so sharing it is safe)."""
     return info_from_hash(dict(zip(flat[::2], flat[1::2])))
+
+
+def summary_json(summary: ConversationSummary) -> str:
+    fields = {"text": summary.text, "upto": summary.upto, "last_id": summary.last_id,
+              "notes": list(summary.notes)}  # fmt: skip
+    return json.dumps(fields, ensure_ascii=False)
+
+
+def summary_from_hash(raw: dict[Any, Any]) -> ConversationSummary | None:
+    value = raw.get(SUMMARY)
+    if value is None:
+        return None
+    fields = json.loads(value)
+    return ConversationSummary(
+        fields["text"], int(fields["upto"]), fields["last_id"], tuple(fields.get("notes", ()))
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def summary_from_flat(flat: tuple[str, ...]) -> ConversationSummary | None:
+    """The summary in HGETALL's flat list of the meta hash (parsed once per distinct content)."""
+    if SUMMARY not in flat[::2]:
+        return None
+    return summary_from_hash(dict(zip(flat[::2], flat[1::2])))
 
 
 def info_to_mapping(data: dict[str, Any]) -> dict[str, str]:

@@ -163,3 +163,18 @@ local length = redis.call('APPEND', KEYS[2], ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return length
 """
+
+# Give the summary claim back if it is still the token's, then store the summary unless the
+# session is gone or was created again (its created_at differs) or it has one covering as many
+# messages or more. KEYS: meta, msgs, turns, summary claim. ARGV: token, created_at (as stored:
+# JSON), ttl ms, then ('' for none) the summary's JSON and the number of messages it covers.
+# Returns 1 when stored, else 0.
+FINISH_SUMMARY = """
+if redis.call('GET', KEYS[4]) == ARGV[1] then redis.call('DEL', KEYS[4]) end
+if ARGV[4] == '' or redis.call('HGET', KEYS[1], 'created_at') ~= ARGV[2] then return 0 end
+local covered = redis.call('HGET', KEYS[1], '#summary_upto')
+if covered and tonumber(covered) >= tonumber(ARGV[5]) then return 0 end
+redis.call('HSET', KEYS[1], '#summary', ARGV[4], '#summary_upto', ARGV[5])
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
+return 1
+"""

@@ -46,6 +46,7 @@ from adapters.memory.redis_codec import (
     once_key,
     parse_message,
     refusal,
+    summary_from_flat,
 )
 from adapters.memory.redis_owner import OwnerHeartbeat, lock_value
 from assistant.errors import SessionNotFoundError
@@ -178,8 +179,10 @@ class RedisTurns:
         if message is not None:
             appended = append_result(message, int(reply[0]), reply[1])
         messages = tuple([parse_message(raw) for raw in reply[3]])
-        snapshot = SessionSnapshot(info_from_flat(tuple(reply[2])), messages)
-        return TurnStart(appended, snapshot, int(reply[4]), int(reply[5]), bool(reply[6]))
+        flat = tuple(reply[2])
+        summary, first = summary_from_flat(flat), int(reply[4])
+        snapshot = SessionSnapshot(info_from_flat(flat), messages, summary, first)
+        return TurnStart(appended, snapshot, first, int(reply[5]), bool(reply[6]))
 
     async def end(
         self, store: Any, session_id: str, token: str, message: Message | None

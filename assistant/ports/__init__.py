@@ -26,6 +26,7 @@ from assistant.ports.language_model import (
 )
 from assistant.ports.memory import (
     AppendResult,
+    ConversationSummary,
     PartialReply,
     SessionLimits,
     SessionSnapshot,
@@ -53,6 +54,7 @@ from assistant.ports.vision import (
 __all__ = [
     "AppendResult",
     "CancelToken",
+    "ConversationSummary",
     "EmbeddingTable",
     "FinishReason",
     "Generation",

@@ -32,9 +32,26 @@ class AppendResult:
 
 
 @dataclass(frozen=True)
+class ConversationSummary:
+    """What the model is told of a session's earliest messages instead of them: ``text`` sums up
+    messages ``[0, upto)``, the last of them ``last_id``; ``notes``: sentences of them kept word
+    for word (those with a number: order ids, amounts, dates). See ``assistant.summaries``."""
+
+    text: str
+    upto: int
+    last_id: str
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class SessionSnapshot:
+    """``messages`` are the session's from index ``first`` (a turn's history: its last N);
+    ``summary``: the session's summary of its earliest messages, if one was made."""
+
     info: SessionInfo
     messages: tuple[Message, ...]
+    summary: ConversationSummary | None = None
+    first: int = 0
 
 
 @dataclass(frozen=True)
@@ -204,6 +221,22 @@ class SessionStore(abc.ABC):
         streamed so far); False when the lease is no longer ``token``'s (nothing is written)."""
         return await self._call(self._renew_turn_impl(session_id, token, partial))
 
+    # -- the summary of a long conversation's earliest messages (``assistant.summaries``) --------
+
+    async def claim_summary(self, session_id: str, token: str, lease_ms: int) -> bool:
+        """Take the session's summary claim for ``token`` (so one summary at a time is made for
+        it, whichever process makes it) for ``lease_ms``; False while another token holds it."""
+        return await self._call(self._claim_summary_impl(session_id, token, lease_ms))
+
+    async def finish_summary(
+        self, session_id: str, token: str, summary: ConversationSummary | None, created_at: int
+    ) -> bool:
+        """Atomically: give ``token``'s summary claim back and store ``summary`` (if given) as the
+        session's, unless it already has one covering as many messages or more (a late summary
+        never replaces a newer one) or the session is gone or was created again since
+        ``created_at``. True when ``summary`` was stored. A load or turn returns it."""
+        return await self._call(self._finish_summary_impl(session_id, token, summary, created_at))
+
     # -- content-addressed blobs and a derived-data cache, shared by a tenant's sessions ----------
 
     async def put_blob(self, sha256: str, data: bytes) -> None:
@@ -262,6 +295,14 @@ class SessionStore(abc.ABC):
     @abc.abstractmethod
     async def _renew_turn_impl(
         self, session_id: str, token: str, partial: PartialReply | None
+    ) -> bool: ...
+
+    @abc.abstractmethod
+    async def _claim_summary_impl(self, session_id: str, token: str, lease_ms: int) -> bool: ...
+
+    @abc.abstractmethod
+    async def _finish_summary_impl(
+        self, session_id: str, token: str, summary: ConversationSummary | None, created_at: int
     ) -> bool: ...
 
     @abc.abstractmethod

@@ -21,6 +21,7 @@ from assistant.errors import RateLimitError, SessionNotFoundError, StoreError
 from assistant.messages import Message, SessionInfo
 from assistant.ports import (
     AppendResult,
+    ConversationSummary,
     PartialReply,
     SessionLimits,
     SessionSnapshot,
@@ -52,6 +53,9 @@ class MemoryStore(SessionStore):
         #: session id -> the reply streaming now, and the lease that writes it
         self.partials: dict[str, tuple[_Lease, PartialReply]] = {}
         self.blobs: dict[str, bytes] = {}
+        #: session id -> its summary, and who holds its summary claim (claims do not expire here)
+        self.summaries: dict[str, ConversationSummary] = {}
+        self.summary_claims: dict[str, str] = {}
         self.cache: dict[str, bytes] = {}
         #: This "process"; ``live`` is shared by every view and process of the store.
         self.owner = secrets.token_hex(4)
@@ -93,6 +97,7 @@ class MemoryStore(SessionStore):
         self.messages[info.id] = []
         self.stored_bytes[info.id] = 0
         self.partials.pop(info.id, None)
+        self.summaries.pop(info.id, None)
         return info
 
     async def _load_impl(self, session_id: str, last: int | None) -> SessionSnapshot | None:
@@ -100,7 +105,9 @@ class MemoryStore(SessionStore):
             return None
         messages = self.messages[session_id]
         chosen = messages[-last:] if last else ([] if last == 0 else messages)
-        return SessionSnapshot(self.infos[session_id], tuple(chosen))
+        first = len(messages) - len(chosen)
+        summary = self.summaries.get(session_id)
+        return SessionSnapshot(self.infos[session_id], tuple(chosen), summary, first)
 
     async def _update_info_impl(self, session_id: str, fields: dict[str, object]) -> SessionInfo:
         if session_id not in self.infos:
@@ -155,7 +162,8 @@ class MemoryStore(SessionStore):
         first = 0 if last is None else max(length - last, 0) if last else length
         if 0 < known <= length and known > first:
             first = known
-        snapshot = SessionSnapshot(self.infos[session_id], tuple(messages[first:]))
+        summary = self.summaries.get(session_id)
+        snapshot = SessionSnapshot(self.infos[session_id], tuple(messages[first:]), summary, first)
         return TurnStart(appended, snapshot, first, length, recovered)
 
     async def _recover(self, session_id: str, mine: _Lease) -> bool:
@@ -186,6 +194,23 @@ class MemoryStore(SessionStore):
         if partial is not None:
             self.partial_writes += 1
             self.partials[session_id] = (mine, partial)
+        return True
+
+    async def _claim_summary_impl(self, session_id: str, token: str, lease_ms: int) -> bool:
+        return self.summary_claims.setdefault(session_id, token) == token
+
+    async def _finish_summary_impl(
+        self, session_id: str, token: str, summary: ConversationSummary | None, created_at: int
+    ) -> bool:
+        if self.summary_claims.get(session_id) == token:
+            del self.summary_claims[session_id]
+        info = self.infos.get(session_id)
+        if summary is None or info is None or info.created_at != created_at:
+            return False
+        stored = self.summaries.get(session_id)
+        if stored is not None and stored.upto >= summary.upto:
+            return False
+        self.summaries[session_id] = summary
         return True
 
     async def _put_blob_impl(self, sha256: str, data: bytes) -> None:

@@ -124,15 +124,31 @@ async def test_a_stored_profile_of_the_tenant_wins_over_the_default():
     assert text == "You said: Write me a poem about the moon"  # acme has no knowledge base
 
 
-async def test_passages_that_do_not_fit_beside_the_history_push_the_history_out():
-    # A budget of a few hundred words: the passages take most of it.
-    orchestrator, llm, _, _ = await _bot(context_tokens=400)
+async def _long_conversation(**prompt):
+    """Six long turns, then a question the knowledge base answers, on a budget of 400 words (the
+    passages take most of it); the summaries made in between waited for."""
+    orchestrator, llm, _, _ = await _bot(context_tokens=400, **prompt)
     session = await orchestrator.open_session()
     for n in range(6):
         await _turn(orchestrator, session.id, f"message {n} " + "filler " * 60)
+        await orchestrator.summaries.idle()
     run, _ = await _turn(orchestrator, session.id, "What does error code E-402 mean?")
-    assert run.prompt.tokens <= 400 and run.prompt.dropped > 0
+    assert run.prompt.tokens <= 400
     assert "E-402 means your bank" in llm.prompts[-1].messages[-1].text  # the passage
+    return orchestrator, llm, run
+
+
+async def test_passages_that_do_not_fit_beside_the_history_push_the_history_out():
+    orchestrator, llm, run = await _long_conversation(summary_high_water=0.0)  # no summaries
+    assert run.prompt.dropped > 0 and orchestrator.summaries.made == 0
+    assert "Summary of the earlier conversation:" not in llm.prompts[-1].messages[0].text
+
+
+async def test_passages_fit_beside_a_summary_of_the_oldest_messages():
+    orchestrator, llm, run = await _long_conversation()
+    assert orchestrator.summaries.made >= 1
+    assert "Summary of the earlier conversation:" in llm.prompts[-1].messages[0].text
+    assert "message 0" not in " ".join(m.text for m in llm.prompts[-1].messages[1:])
 
 
 async def test_stateless_completions_are_grounded_too():
