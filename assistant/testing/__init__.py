@@ -6,4 +6,5 @@ mapping, cancellation, finish reasons) run exactly as in production.
     language_models   ScriptedLM (the ``scripted`` adapter: a fixed reply or an echo), FailingLM
     memory            MemoryStore: the session store in a dict
     speech            FakeVAD (loudness), FakeSTT (words per second of loud audio), FakeTTS (tones)
+    vision            GatedEncoder: two classes, each encoding held until released
 """

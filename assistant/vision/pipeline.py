@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import io
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -25,6 +27,7 @@ from assistant.vision.images import DecodedImage, ImageLimits, decode_image
 
 #: How long derived data (embeddings, descriptions) stays cached.
 CACHE_TTL_S = 7 * 24 * 3600
+T = TypeVar("T")
 
 
 @dataclass
@@ -57,6 +60,8 @@ class ImagePipeline:
         self.stats = VisionStats()
         self.min_side = min_side
         self._decodes = asyncio.Semaphore(decode_concurrency)  # shared by the tenant views
+        #: Encodings under way, by (store, cache key): shared by the tenant views too.
+        self._encoding: dict[tuple[int, str], asyncio.Task[Any]] = {}
 
     def with_store(self, store: SessionStore) -> ImagePipeline:
         """The same encoder, projector and counters over another (a tenant's) store."""
@@ -77,12 +82,18 @@ class ImagePipeline:
     async def embeddings(self, part: ImagePart) -> np.ndarray:
         """The image's projected embeddings, (N, H) float32: from the cache, or encoded now."""
         if self.projector is None:
-            raise InvalidRequestError("no image projector is configured", code="unsupported_content")
+            raise InvalidRequestError(
+                "no image projector is configured", code="unsupported_content"
+            )
         key = f"emb:{self.projector.identity}:{part.sha256}"
         cached = await self.store.cache_get(key)
         if cached is not None:
             self.stats.cache_hits += 1
             return np.load(io.BytesIO(cached), allow_pickle=False)
+        return await self._once(key, lambda: self._encode_embeddings(key, part))
+
+    async def _encode_embeddings(self, key: str, part: ImagePart) -> np.ndarray:
+        assert self.projector is not None
         self.stats.cache_misses += 1
         features = await self._features(part)
         vectors = await asyncio.to_thread(self.projector.project, features)  # (N, H)
@@ -98,10 +109,31 @@ class ImagePipeline:
         if cached is not None:
             self.stats.cache_hits += 1
             return cached.decode()
+        return await self._once(key, lambda: self._encode_description(key, part))
+
+    async def _encode_description(self, key: str, part: ImagePart) -> str:
         self.stats.cache_misses += 1
         text = describe_features(await self._features(part), self.top_k)
         await self.store.cache_set(key, text.encode(), CACHE_TTL_S)
         return text
+
+    async def _once(self, key: str, encode: Callable[[], Awaitable[T]]) -> T:
+        """``encode()`` (encode, then cache) once for every caller that wants ``key`` meanwhile,
+        run as a task of its own: a caller that goes away (its client hung up) does not cancel
+        it, so the result is cached all the same. Without this, a busy server started the same
+        encoding for every turn showing the image, and each one cancelled was never cached."""
+        slot = (id(self.store), key)
+        task = self._encoding.get(slot)
+        if task is None:
+            task = asyncio.create_task(encode())
+            self._encoding[slot] = task
+            task.add_done_callback(lambda done: self._encoded(slot, done))
+        return cast(T, await asyncio.shield(task))
+
+    def _encoded(self, slot: tuple[int, str], task: asyncio.Task[Any]) -> None:
+        self._encoding.pop(slot, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: the callers still waiting get it, or nobody needs it
 
     async def pixels(self, part: ImagePart) -> np.ndarray:
         """The stored image decoded, (H, W, 3) uint8: for a model that takes images itself."""
