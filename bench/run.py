@@ -92,8 +92,8 @@ def _soak(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
     from bench.soak import SoakConfig, run_soak
 
     config = SoakConfig.quick() if quick else SoakConfig()
-    if options.get("sessions"):
-        config.sessions = options["sessions"][0]
+    if options.get("sessions") is not None:
+        config.sessions = options["sessions"][0]  # 0: the real model's run only
     for name in ("minutes", "think_s", "real_sessions", "workers"):
         if options.get(name) is not None:
             setattr(config, name, options[name])
@@ -264,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--only", help=f"comma-separated entries: {','.join((*ENTRIES, *EXTRA_ENTRIES))}"
     )
-    parser.add_argument("--sessions", help="gateway concurrency levels (default 1,100,1000)")
+    parser.add_argument(
+        "--sessions", help="gateway concurrency levels (default 1,100,1000); soak: sessions (200)"
+    )
     parser.add_argument(
         "--workers", type=int, help="gateway: worker processes per server (default: one per core)"
     )

@@ -36,6 +36,7 @@ from assistant.errors import (
 from assistant.knowledge.answer import BotProfile
 from assistant.knowledge.ingest import Prepared, check_kb, document_id
 from assistant.knowledge.service import KnowledgeService
+from assistant.ports.retrieval import Document
 from assistant.server.body_limit import upload_body_limit
 from assistant.server.knowledge_schema import (
     KB_PATTERN,
@@ -58,6 +59,7 @@ from assistant.server.security import requires
 router = APIRouter(tags=["knowledge"])
 
 DOCUMENTS_PATH = "/v1/knowledge/{kb}/documents"
+SEARCH_PATH = "/v1/knowledge/{kb}/search"
 #: The upload's path for ``BodyLimit`` (its ``{kb}`` is any one path segment).
 DOCUMENTS_PATH_PATTERN = re.compile(r"/v1/knowledge/[^/]+/documents")
 _MAX_FILENAME = 255
@@ -152,7 +154,7 @@ async def _read_files(request: Request, max_files: int) -> list[tuple[str, bytes
         await form.close()
 
 
-def _document(doc: Any) -> dict[str, Any]:
+def _document(doc: Document) -> dict[str, Any]:
     return {**doc.as_dict(), "object": "knowledge.document"}
 
 
@@ -186,8 +188,7 @@ async def delete_document(kb: Kb, document: str, request: Request, principal: Ad
     raise KnowledgeNotFoundError(f"no document {shown(document)} in {shown(kb)}")
 
 
-@router.get(DOCUMENTS_PATH.replace("/documents", "/search"), response_model=SearchResults,
-            responses=READ_RESPONSES)  # fmt: skip
+@router.get(SEARCH_PATH, response_model=SearchResults, responses=READ_RESPONSES)
 async def search(
     kb: Kb, request: Request, principal: Admin,
     q: Annotated[str, Query(min_length=1, max_length=2_000, description="the query")],
