@@ -73,18 +73,21 @@ class SoakConfig:
 
 
 def run_soak(config: SoakConfig) -> dict[str, Any]:
-    """Both runs; the scripted one's figures at the top, the real model's under ``real_model``."""
+    """Both runs; the scripted one's figures at the top, the real model's under ``real_model``
+    (``sessions=0`` skips the scripted run, ``real_sessions=0`` the real one)."""
     raise_nofile_limit()
     plan = ClientPlan(
         think_s=config.think_s, conversation_turns=config.conversation_turns,
         image_every=config.image_every, resume_every=config.resume_every,
         timeout_s=config.timeout_s,
     )  # fmt: skip
-    scripted = _soak_one(
-        "scripted", config.sessions, config.minutes, config, plan,
-        {"ASSISTANT_LLM__ADAPTER": "scripted"}, config.workers,
-    )  # fmt: skip
-    report: dict[str, Any] = {**scripted, "findings": _findings(scripted, "scripted")}
+    report: dict[str, Any] = {"findings": []}
+    if config.sessions > 0:
+        scripted = _soak_one(
+            "scripted", config.sessions, config.minutes, config, plan,
+            {"ASSISTANT_LLM__ADAPTER": "scripted"}, config.workers,
+        )  # fmt: skip
+        report.update(scripted, findings=_findings(scripted, "scripted"))
     if config.real_sessions > 0:
         plan.max_output_tokens = config.real_max_output_tokens
         plan.timeout_s = max(config.timeout_s, 180.0)
@@ -182,6 +185,7 @@ def _tally_report(tally: Tally) -> dict[str, Any]:
         "turn_p50_ms": round(percentile(tally.latencies_ms, 50), 2),
         "turn_p99_ms": round(percentile(tally.latencies_ms, 99), 2),
         "errors": dict(tally.errors),
+        "errors_by_step": dict(tally.errors_by_step),
         "error_count": sum(tally.errors.values()),
         "error_messages": tally.messages,
     }
@@ -201,7 +205,8 @@ def _findings(run: dict[str, Any], name: str) -> list[str]:
 def table_rows(data: dict[str, Any]) -> list[tuple[str, str, Any]]:
     """``(entry, metric, value)`` rows for ``bench.run``'s table."""
     rows: list[tuple[str, str, Any]] = []
-    for prefix, run in (("", data), ("real model: ", data.get("real_model"))):
+    scripted = data if "rss_mb" in data else None
+    for prefix, run in (("", scripted), ("real model: ", data.get("real_model"))):
         if not run:
             continue
         head = f"{prefix}{run['sessions']} sessions x {run['minutes']} min"

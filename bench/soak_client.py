@@ -75,6 +75,8 @@ class Tally:
     turns_by_minute: list[int] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
+    #: The same errors by what the client was doing: open, resume, history, text turn, image turn.
+    errors_by_step: Counter[str] = field(default_factory=Counter)
     messages: list[str] = field(default_factory=list)
 
     def turn_done(self, kind: str, latency_ms: float) -> None:
@@ -85,7 +87,7 @@ class Tally:
             self.turns_by_minute.append(0)
         self.turns_by_minute[minute] += 1
 
-    def error(self, exc: BaseException) -> None:
+    def error(self, exc: BaseException, step: str) -> None:
         if isinstance(exc, SoakError):
             code = exc.code
         elif isinstance(exc, TimeoutError):
@@ -95,9 +97,10 @@ class Tally:
         else:
             code = type(exc).__name__
         self.errors[code] += 1
+        self.errors_by_step[step] += 1
         if len(self.messages) < KEPT_MESSAGES:
             at = round(time.monotonic() - self.started, 1)
-            self.messages.append(f"{at} s: {code}: {str(exc)[:300]}")
+            self.messages.append(f"{at} s, {step}: {code}: {str(exc)[:300]}")
 
 
 def image_pool(count: int, seed: int = 7) -> list[str]:
@@ -131,6 +134,7 @@ class SoakClient:
         self.stop = stop
         self.images = images
         self.rng = random.Random(seed)
+        self.step = "open"  # what it is doing, for the errors
 
     async def run(self) -> None:
         while not self.stop.is_set():
@@ -139,21 +143,25 @@ class SoakClient:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - counted; a new conversation starts
-                self.tally.error(exc)
+                self.tally.error(exc, self.step)
                 await self._think()  # a failing server is not hammered
 
     async def _conversation(self) -> None:
+        self.step = "open"
         ws, session_id = await self._open(None)
         self.tally.conversations += 1
         turns = 0
         try:
             while turns < self.plan.conversation_turns and not self.stop.is_set():
                 if turns and self.rng.randrange(self.plan.resume_every) == 0:
+                    self.step = "resume"
                     await _close(ws)
                     ws, _ = await self._open(session_id)
+                    self.step = "history"
                     await self._check_history(session_id, 2 * turns)
                     self.tally.resumes += 1
                 with_image = self.rng.randrange(self.plan.image_every) == 0
+                self.step = "image turn" if with_image else "text turn"
                 await self._turn(ws, with_image)
                 turns += 1
                 await self._think()
