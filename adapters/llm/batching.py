@@ -1,8 +1,8 @@
 """Continuous batching for the local transformers model: one scheduler per model serves every
 session's generation together (the vLLM / TGI / llama.cpp-server idea, on a CPU).
 
-A generation is a ``BatchRequest``: its prompt ids, its sampling options, its cancel token and a
-queue its token ids arrive on. ``BatchScheduler.submit`` queues it (or refuses it at once with
+A generation is a ``BatchRequest``: its prompt ids, its sampling options, its cancel token and
+where its token ids go (``deliver``, called from the scheduler's threads). ``BatchScheduler.submit`` queues it (or refuses it at once with
 ``server_busy`` past ``max_batch + max_queue`` requests in all); the scheduler's thread then runs
 *steps*, each one forward pass on the process's torch thread (``adapters.torch_thread``, so other
 torch work still interleaves between two steps) over every active sequence at once
@@ -28,10 +28,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -43,7 +42,7 @@ from assistant.errors import ServerBusyError
 from assistant.ports import CancelToken, GenerationOptions, Usage
 
 THREAD_NAME = "llm-batch"
-_END = object()  # a request's queue: no more tokens
+END = object()  # delivered last to a request that ended without an error
 
 
 class BatchEngine(Protocol):
@@ -72,27 +71,10 @@ class BatchRequest:
     prefix: CachedPrefix | None = None  # set when it joins: the cache and the ids it holds
     pending: int | None = None  # the last token picked, fed at the next step
     produced: int = 0
-    out: queue.SimpleQueue[object] = field(default_factory=queue.SimpleQueue)
-    ended: bool = False
+    #: Called from the scheduler's threads with each token id, then ``END`` or the exception
+    #: that ended the request (e.g. ``loop.call_soon_threadsafe`` onto an asyncio queue).
+    deliver: Callable[[object], None] = lambda item: None
     _generator: Any = None
-
-    def tokens(self) -> Iterator[int]:
-        """The token ids as the scheduler picks them; raises the error that ended the request."""
-        while True:
-            item = self.out.get()
-            if item is _END:
-                self.ended = True
-                return
-            if isinstance(item, BaseException):
-                self.ended = True
-                raise item
-            yield item  # type: ignore[misc]
-
-    def wait_ended(self) -> None:
-        """Block until the scheduler has let the request go (after a cancel: within one step)."""
-        while not self.ended:
-            item = self.out.get()
-            self.ended = item is _END or isinstance(item, BaseException)
 
     @property
     def prefilling(self) -> bool:
@@ -182,7 +164,7 @@ class BatchScheduler:
             with self._cond:
                 self._active = [r for r in self._active if r not in left]
             for request, error in left.items():  # after leaving the batch: a next turn may join
-                request.out.put(_END if error is None else error)
+                request.deliver(END if error is None else error)
 
     def _step_here(
         self, active: list[BatchRequest], joining: list[BatchRequest]
@@ -254,7 +236,7 @@ class BatchScheduler:
             return True
         request.usage.output_tokens += 1
         request.produced += 1
-        request.out.put(next_id)
+        request.deliver(next_id)
         request.pending = next_id
         return request.cancel.cancelled or request.produced >= options.max_new_tokens
 
@@ -263,4 +245,4 @@ class BatchScheduler:
         self.engine.release(request)
 
 
-__all__ = ["BatchEngine", "BatchRequest", "BatchScheduler", "THREAD_NAME"]
+__all__ = ["END", "THREAD_NAME", "BatchEngine", "BatchRequest", "BatchScheduler"]

@@ -69,21 +69,38 @@ def token_loop(
         logits = feed(next_id)  # (1, V)
 
 
+class DeltaText:
+    """A reply's text as its ids arrive: ``feed`` decodes all ids so far and returns the new
+    suffix, holding back while the text ends in an incomplete UTF-8 character; ``flush`` returns
+    whatever is left at the end."""
+
+    def __init__(self, decode: Callable[[Sequence[int]], str]) -> None:
+        self._decode = decode
+        self._ids: list[int] = []
+        self._emitted = 0
+
+    def feed(self, token_id: int) -> str:
+        self._ids.append(token_id)
+        text = self._decode(self._ids)
+        if text.endswith("\ufffd") or len(text) <= self._emitted:
+            return ""
+        delta, self._emitted = text[self._emitted :], len(text)
+        return delta
+
+    def flush(self) -> str:
+        text = self._decode(self._ids)
+        delta, self._emitted = text[self._emitted :], max(len(text), self._emitted)
+        return delta
+
+
 def text_deltas(token_ids: Iterator[int], decode: Callable[[Sequence[int]], str]) -> Iterator[str]:
-    """Decode all ids so far after each token and emit the new suffix; hold back while the text
-    ends in an incomplete UTF-8 character, and flush whatever is left at the end."""
-    ids: list[int] = []
-    emitted = 0
+    """The non-empty deltas of ``DeltaText`` over ``token_ids``, the flushed rest last."""
+    text = DeltaText(decode)
     for token_id in token_ids:
-        ids.append(token_id)
-        text = decode(ids)
-        if text.endswith("\ufffd") or len(text) <= emitted:
-            continue
-        yield text[emitted:]
-        emitted = len(text)
-    text = decode(ids)
-    if len(text) > emitted:
-        yield text[emitted:]
+        if delta := text.feed(token_id):
+            yield delta
+    if rest := text.flush():
+        yield rest
 
 
 def pick(
@@ -137,6 +154,7 @@ def eos_ids(model: Any, tokenizer: Any) -> set[int]:
 
 __all__ = [
     "FALLBACK_CONTEXT_TOKENS",
+    "DeltaText",
     "MAX_CONTEXT_TOKENS",
     "TURN_END_TOKENS",
     "accepts_logits_to_keep",
