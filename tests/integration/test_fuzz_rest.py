@@ -19,6 +19,9 @@ DOCUMENTED = {
     "GET /v1/sessions/{session_id}/messages", "POST /v1/audio/transcriptions", "GET /healthz",
     "GET /readyz", "GET /metrics", "POST /v1/chat/completions", "GET /v1/models",
     "GET /v1/models/{model_id}",
+    "POST /v1/knowledge/{kb}/documents", "GET /v1/knowledge/{kb}/documents",
+    "DELETE /v1/knowledge/{kb}/documents/{document}", "GET /v1/knowledge/{kb}/search",
+    "GET /v1/knowledge", "GET /v1/bot/profile", "PUT /v1/bot/profile",
 }  # fmt: skip
 
 
