@@ -26,11 +26,12 @@ fails the sequences it carried (their caches are dropped), not the scheduler.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -136,6 +137,24 @@ class BatchScheduler:
                 self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
                 self._thread.start()
             self._cond.notify()
+
+    async def stream(self, request: BatchRequest) -> AsyncIterator[int]:
+        """``submit`` the request and yield its token ids on this event loop (delivered from the
+        scheduler's threads: no thread waits per generation). Leaving early cancels it and waits
+        for it to leave the batch (within one step), its cache put back."""
+        loop, arrived = asyncio.get_running_loop(), asyncio.Queue[object]()
+        request.deliver = lambda item: loop.call_soon_threadsafe(arrived.put_nowait, item)
+        self.submit(request)
+        item: object = None
+        try:
+            while (item := await arrived.get()) is not END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item  # type: ignore[misc]
+        finally:
+            request.cancel.cancel()
+            while item is not END and not isinstance(item, BaseException):
+                item = await arrived.get()
 
     @property
     def active(self) -> int:

@@ -18,6 +18,7 @@ allow that (a layer that cannot be cropped, an attention other than SDPA) runs o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import threading
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
@@ -34,7 +35,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from adapters.llm import smollm2
-from adapters.llm.batching import END, BatchRequest, BatchScheduler
+from adapters.llm.batching import BatchRequest, BatchScheduler
 from adapters.llm.decoding import (
     DeltaText,
     accepts_logits_to_keep,
@@ -230,25 +231,17 @@ class TransformersLocalLM(LanguageModel):
                 f"{self.capabilities.context_tokens}"
             )
         usage.input_tokens = len(input_ids)
-        loop, arrived = asyncio.get_running_loop(), asyncio.Queue[object]()
         request = BatchRequest(
-            input_ids, options, cancel, usage, cache_key=prompt.cache_key, image_rows=image_rows,
-            deliver=lambda item: loop.call_soon_threadsafe(arrived.put_nowait, item),
-        )  # fmt: skip
-        self.scheduler.submit(request)  # raises ServerBusyError when it cannot even wait
-        text, item = DeltaText(self._decode), None
-        try:
-            while (item := await arrived.get()) is not END:
-                if isinstance(item, BaseException):
-                    raise item
-                if delta := text.feed(item):  # type: ignore[arg-type]
+            input_ids, options, cancel, usage, cache_key=prompt.cache_key, image_rows=image_rows
+        )
+        text = DeltaText(self._decode)
+        # Closed with this generator: an early exit waits there for the request to leave.
+        async with contextlib.aclosing(self.scheduler.stream(request)) as token_ids:
+            async for token_id in token_ids:  # ServerBusyError when there is no place left
+                if delta := text.feed(token_id):
                     yield delta
-            if rest := text.flush():
-                yield rest
-        finally:  # an early exit: the request leaves at the next step, its cache kept
-            cancel.cancel()
-            while item is not END and not isinstance(item, BaseException):
-                item = await arrived.get()
+        if rest := text.flush():
+            yield rest
 
     # -- the scheduler's engine (called on the torch thread) -------------------------------------
 
