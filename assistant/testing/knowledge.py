@@ -3,6 +3,7 @@ and a knowledge store in a dict. Both subclass the real ports."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from typing import Any
@@ -36,9 +37,12 @@ class MemoryKnowledgeStore(KnowledgeStore):
     def __init__(self, tenant: str = "default", data: dict[str, Any] | None = None) -> None:
         self.tenant = tenant
         self._data = data if data is not None else {}  # shared between tenant views
+        self._profile_reads = [0]  # shared too
 
     def for_tenant(self, tenant: str) -> MemoryKnowledgeStore:
-        return MemoryKnowledgeStore(tenant, self._data)
+        view = MemoryKnowledgeStore(tenant, self._data)
+        view._profile_reads = self._profile_reads
+        return view
 
     def _kb(self, kb: str) -> dict[str, Any]:
         return self._data.setdefault((self.tenant, kb), {"version": 0, "docs": {}})
@@ -78,7 +82,14 @@ class MemoryKnowledgeStore(KnowledgeStore):
         return [kb for (tenant, kb), s in self._data.items() if tenant == self.tenant and s["docs"]]
 
     async def _profile_impl(self) -> dict[str, Any] | None:
+        self._profile_reads[0] += 1
+        await asyncio.sleep(0)  # a store's read suspends the turn, as a Redis round trip does
         return self._data.get((self.tenant, "bot profile"))
+
+    @property
+    def profile_reads(self) -> int:
+        """Profiles read so far, through any tenant view."""
+        return self._profile_reads[0]
 
     async def _set_profile_impl(self, profile: dict[str, Any]) -> None:
         self._data[(self.tenant, "bot profile")] = dict(profile)
