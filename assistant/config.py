@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from assistant.handoff.settings import HandoffSettings
+from assistant.knowledge.bot_settings import BotSettings
 from assistant.webhooks.settings import WebhookSettings
 
 
@@ -342,37 +343,6 @@ class KnowledgeSettings(_Section):
     #: through another worker applies here within this time (at once on the worker that stored
     #: it); a turn of a tenant with no knowledge base then costs no Redis call. 0: every turn.
     profile_cache_s: float = Field(2.0, ge=0.0, le=3600)
-
-
-class BotSettings(_Section):
-    """The bot profile of a tenant that stored none (``PUT /v1/bot/profile`` stores one)."""
-
-    #: The bot's name (the widget shows it).
-    name: str = "Assistant"
-    #: The persona: the system prompt of a turn that sets none. Empty: ``prompt.instructions``.
-    instructions: str = ""
-    #: What the widget shows before the first turn.
-    welcome: str = ""
-    #: The knowledge base turns are answered from; empty: none (the plain assistant).
-    knowledge_base: str = ""
-    #: A passage counts when its score is at least this; when none does, the fallback is the
-    #: reply (no model call) and the reply is stored ``unanswered``.
-    threshold: float = Field(0.22, ge=0.0, le=1.0)
-    #: The reply when nothing in the knowledge base is relevant.
-    fallback: str = (
-        "I can't find that in our help pages. Could you rephrase it, or shall I find a person "
-        "to help?"
-    )
-    #: A customer message holding one of these (whole words, any case) hands the conversation
-    #: to a person (``assistant.handoff.triggers``).
-    handoff_phrases: tuple[str, ...] = (
-        "talk to a person", "talk to a human", "speak to a person", "speak to a human",
-        "real person", "human agent", "talk to an agent", "speak to an agent", "customer service",
-    )  # fmt: skip
-    #: This many ``unanswered`` replies in a row hand the conversation to a person; 0: never.
-    handoff_after_unanswered: int = Field(2, ge=0, le=100)
-    #: What the customer is told while a person has the conversation (no model call).
-    handoff_reply: str = "A person from our team will answer you here shortly."
 
 
 class Settings(BaseSettings):

@@ -51,7 +51,9 @@ raises it, and checks the README's list against this tree.
     ├── ConflictError               [conflict_error]        conflict
     │   ├── SessionBusyError                                session_busy
     │   ├── ResponseInProgressError                         response_in_progress
-    │   └── SlowClientError                                 slow_client
+    │   ├── SlowClientError                                 slow_client
+    │   └── ConversationStatusError                         conversation_status_conflict,
+    │                                                       conversation_not_yours
     ├── NotFoundError               [not_found_error]       not_found
     │   ├── SessionNotFoundError                            session_not_found
     │   ├── ModelNotFoundError                              model_not_found
@@ -223,6 +225,13 @@ class SlowClientError(ConflictError):
     """The client does not read events as fast as they are produced."""
 
     code = "slow_client"
+
+
+class ConversationStatusError(ConflictError):
+    """The conversation's status does not allow this (another agent claimed it first, it was
+    handed back...); ``conversation_not_yours``: another agent holds it."""
+
+    code = "conversation_status_conflict"
 
 
 class NotFoundError(AssistantError):

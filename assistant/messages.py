@@ -18,6 +18,9 @@ Role = Literal["system", "user", "assistant"]
 MessageStatus = Literal["completed", "interrupted", "incomplete", "unanswered"]
 #: How a response ended (a cancelled or failed one is stored ``interrupted``).
 ResponseStatus = Literal["completed", "cancelled", "incomplete", "failed"]
+#: Who answers a conversation (``assistant.handoff.status``): the bot, nobody yet (a person was
+#: asked for), a person (an agent claimed it), or nobody (resolved).
+ConversationStatus = Literal["bot", "waiting_human", "human", "resolved"]
 
 
 class _Ids:
@@ -133,6 +136,9 @@ class Message(_Frozen):
     # The client's own id for the turn: a retried send with the same turn id is stored once.
     turn_id: str | None = None
     created_at: int = Field(default_factory=now_ms)
+    #: Who wrote an assistant message other than the bot: ``agent:<key id>`` for a human agent's
+    #: reply (``assistant.handoff``); left out of the stored JSON when None (the bot's).
+    author: str | None = Field(None, exclude_if=lambda value: value is None)
 
     @property
     def images(self) -> tuple[ImagePart, ...]:
@@ -169,3 +175,6 @@ class SessionInfo(BaseModel):
     id: str
     created_at: int = Field(default_factory=now_ms)
     instructions: str | None = None
+    #: Changed only by the handoff's transitions (``ConversationStore.transition``), never by
+    #: ``update_info``; read with every turn, so a held conversation costs no extra round trip.
+    status: ConversationStatus = "bot"

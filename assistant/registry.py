@@ -58,6 +58,9 @@ KNOWLEDGE_ADAPTERS: dict[str, str] = {
 WEBHOOK_ADAPTERS: dict[str, str] = {
     "redis": "adapters.webhooks.redis_queue",
 }
+CONVERSATION_ADAPTERS: dict[str, str] = {
+    "redis": "adapters.memory.redis_conversations",
+}
 VISION_ADAPTERS: dict[str, str] = {
     "efficientnet": "adapters.vision.efficientnet",
     "hf_vision": "adapters.vision.hf_vision",
@@ -155,6 +158,12 @@ def build_session_store(settings: Settings, *, redis_url: str) -> SessionStore:
 def build_key_store(settings: Settings, store: SessionStore) -> Any:
     """API keys beside the sessions, in the session store's backend."""
     return _module("keys", KEY_ADAPTERS, settings.memory.adapter).build(store, settings)
+
+
+def build_conversations(settings: Settings, store: SessionStore) -> Any:
+    """The handoff states and session event streams, beside the sessions (``ConversationStore``)."""
+    adapter = settings.memory.adapter
+    return _module("conversations", CONVERSATION_ADAPTERS, adapter).build(store, settings)
 
 
 def build_limiter(settings: Settings, store: SessionStore, *, redis_url: str) -> Any:

@@ -178,3 +178,26 @@ redis.call('HSET', KEYS[1], '#summary', ARGV[4], '#summary_upto', ARGV[5])
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
 return 1
 """
+
+# The handoff's one status change (``adapters.memory.redis_conversations``): a compare-and-set on
+# the status in the session's meta hash (field ``status``, JSON like every meta field, absent:
+# "bot"), the new state beside it (field ``handoff``) and the change's event appended to the
+# session's stream, all or nothing.
+# KEYS: meta, events. ARGV: ttl ms, stream max length (approximate), the expected statuses
+# (space separated), the new status (JSON), the new state (JSON), the event (JSON).
+# Returns {-1} unknown session, {0, current status JSON, current state JSON or ''} not applied,
+# {1, the event's stream id} applied.
+TRANSITION = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
+local current = redis.call('HGET', KEYS[1], 'status') or '"bot"'
+local expected = false
+for status in string.gmatch(ARGV[3], '%S+') do
+  if '"' .. status .. '"' == current then expected = true end
+end
+if not expected then return {0, current, redis.call('HGET', KEYS[1], 'handoff') or ''} end
+redis.call('HSET', KEYS[1], 'status', ARGV[4], 'handoff', ARGV[5])
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[6])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return {1, id}
+"""

@@ -44,6 +44,11 @@ class BotProfile:
     knowledge_base: str = ""
     threshold: float = 0.22
     fallback: str = ""
+    #: ``assistant.handoff.triggers``: the phrases asking for a person, the unanswered replies
+    #: in a row that hand over (0: never), and the reply while a person has the conversation.
+    handoff_phrases: tuple[str, ...] = ()
+    handoff_after_unanswered: int = 0
+    handoff_reply: str = ""
 
     @classmethod
     def from_settings(cls, bot: BotSettings) -> BotProfile:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from assistant.protocol.client import (
     CLIENT_EVENT_TYPES,
     ClientEvent,
+    ConversationHandoffRequest,
     ConversationItemCreate,
     InputAudio,
     InputAudioBufferAppend,
@@ -29,7 +30,9 @@ from assistant.protocol.items import (
     wire_item_dict,
 )
 from assistant.protocol.server import (
+    ConversationItemAdded,
     ConversationItemCreated,
+    ConversationStatusUpdated,
     ErrorEvent,
     InputAudioBufferCleared,
     InputAudioBufferCommitted,
@@ -60,8 +63,11 @@ from assistant.protocol.server import (
 __all__ = [
     "CLIENT_EVENT_TYPES",
     "ClientEvent",
+    "ConversationHandoffRequest",
+    "ConversationItemAdded",
     "ConversationItemCreate",
     "ConversationItemCreated",
+    "ConversationStatusUpdated",
     "ErrorEvent",
     "InputAudio",
     "InputAudioBufferAppend",

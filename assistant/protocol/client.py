@@ -171,6 +171,14 @@ class InputAudioBufferClear(_ClientEvent):
     type: Literal["input_audio_buffer.clear"]
 
 
+class ConversationHandoffRequest(_ClientEvent):
+    """Ask for a person: the conversation waits for an agent (``conversation.status.updated``);
+    the bot stays silent until one hands it back."""
+
+    type: Literal["conversation.handoff.request"]
+    reason: str | None = Field(None, max_length=500, description="the customer's words, if any")
+
+
 ClientEvent = Annotated[
     SessionUpdate
     | ConversationItemCreate
@@ -178,7 +186,8 @@ ClientEvent = Annotated[
     | ResponseCancel
     | InputAudioBufferAppend
     | InputAudioBufferCommit
-    | InputAudioBufferClear,
+    | InputAudioBufferClear
+    | ConversationHandoffRequest,
     Field(discriminator="type"),
 ]
 _client_adapter: TypeAdapter[ClientEvent] = TypeAdapter(ClientEvent)
@@ -192,6 +201,7 @@ CLIENT_EVENT_TYPES = frozenset(
         InputAudioBufferAppend,
         InputAudioBufferCommit,
         InputAudioBufferClear,
+        ConversationHandoffRequest,
     )
 )
 

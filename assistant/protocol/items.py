@@ -36,10 +36,13 @@ def wire_item_dict(message: Message) -> dict[str, Any]:
             content.append(_content("input_image", image_sha256=part.sha256))
         elif isinstance(part, AudioPart):
             content.append(_content("input_audio", transcript=part.transcript))
-    return {
+    item = {
         "id": message.id, "object": "realtime.item", "type": "message", "role": message.role,
         "status": message.status, "content": content,
     }  # fmt: skip
+    if message.author is not None:
+        item["author"] = message.author
+    return item
 
 
 def _content(

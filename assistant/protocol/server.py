@@ -72,6 +72,13 @@ class WireSession(BaseModel):
     turn_detection: WireTurnDetection | None = Field(
         None, description="server VAD's settings; null: the client commits the audio buffer"
     )
+    status: Literal["bot", "waiting_human", "human", "resolved"] = Field(
+        "bot", description="who answers: the bot, a person soon (waiting_human), a person (human)"
+    )
+    last_seq: str | None = Field(
+        None, description="the session's event stream position when the connection opened: "
+        "reconnect with ?after=<the last seq seen> to get every event since, once",
+    )
 
 
 class SessionCreated(_ServerEvent):
@@ -132,6 +139,10 @@ class WireItem(BaseModel):
         "was relevant; no model was asked)",
     )
     content: list[WireContent]
+    author: str | None = Field(
+        None, description="an assistant message a person wrote: agent:<key id> (absent: the bot)",
+        exclude_if=lambda value: value is None,
+    )
 
 
 class ConversationItemCreated(_ServerEvent):
@@ -312,6 +323,25 @@ class ResponseOutputAudioDone(_OutputTextEvent):
     type: Literal["response.output_audio.done"] = "response.output_audio.done"
 
 
+class ConversationItemAdded(_ServerEvent):
+    """A message another connection or an agent added to this session (from the session's event
+    stream: every connection on every worker sees it, in order, ``seq`` growing)."""
+
+    type: Literal["conversation.item.added"] = "conversation.item.added"
+    seq: str = Field(description="the event's sequence number in the session's stream")
+    item: WireItem
+
+
+class ConversationStatusUpdated(_ServerEvent):
+    """The conversation's status changed (handed to a person, claimed, handed back, resolved)."""
+
+    type: Literal["conversation.status.updated"] = "conversation.status.updated"
+    seq: str = Field(description="the event's sequence number in the session's stream")
+    status: Literal["bot", "waiting_human", "human", "resolved"]
+    reason: str | None = Field(None, description="why it was handed off")
+    agent: str | None = Field(None, description="the agent holding it (status human)")
+
+
 ServerEvent = Union[
     SessionCreated,
     SessionUpdated,
@@ -330,4 +360,6 @@ ServerEvent = Union[
     InputAudioTranscriptionFailed,
     ResponseOutputAudioDelta,
     ResponseOutputAudioDone,
+    ConversationItemAdded,
+    ConversationStatusUpdated,
 ]

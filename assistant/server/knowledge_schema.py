@@ -102,6 +102,12 @@ class BotProfileBody(BaseModel):
     knowledge_base: str = Field("", pattern=f"^$|{KB_PATTERN}")
     threshold: float = Field(0.22, ge=0.0, le=1.0)
     fallback: str = Field("", max_length=2_000)
+    #: Phrases of a customer asking for a person (whole words, any case).
+    handoff_phrases: list[str] = Field([], max_length=100)
+    #: ``unanswered`` replies in a row that hand the conversation to a person; 0: never.
+    handoff_after_unanswered: int = Field(2, ge=0, le=100)
+    #: What the customer is told while a person has the conversation.
+    handoff_reply: str = Field("", max_length=2_000)
 
 
 class BotProfileRecord(BaseModel):
@@ -111,6 +117,9 @@ class BotProfileRecord(BaseModel):
     knowledge_base: str
     threshold: float
     fallback: str
+    handoff_phrases: list[str]
+    handoff_after_unanswered: int
+    handoff_reply: str
 
 
 #: A route of a tenant's knowledge (an admin key; Redis behind it: 500 without, 503 when down).
