@@ -46,6 +46,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from assistant.errors import InvalidRequestError, NoInputError
+from assistant.handoff.gate import TurnGate
+from assistant.handoff.service import Handoff
 from assistant.knowledge.answer import Grounding
 from assistant.knowledge.grounded_turn import ground_prompt
 from assistant.messages import Citation, Message, PendingAudio, TextPart, new_id
@@ -146,6 +148,8 @@ class Completions:
     def __init__(self, orchestrator: Orchestrator, *, speech: SpeechModels | None = None) -> None:
         self.orchestrator = orchestrator
         self.speech = speech
+        #: The handoff: a session held by a person gets its ``handoff_reply``, no model call.
+        self.handoff: Handoff | None = None
         self.created = int(time.time())  #: unix seconds: the model's ``created`` on /v1/models
 
     def for_tenant(self, tenant: str) -> Completions:
@@ -239,12 +243,18 @@ class Completions:
                 "to store in the session and answer"
             )
         lease = orchestrator.new_lease(session_id)
+        gate = self.handoff and TurnGate(self.handoff, orchestrator.store.tenant, session_id)
         try:
             for message in turn:
-                await orchestrator.add_item(session_id, message, lease)
+                added = await orchestrator.add_item(session_id, message, lease)
+                if gate and added.created:
+                    await gate.message_added(added.message, lease.snapshot and lease.snapshot.info)
         except BaseException:
             await lease.release()
             raise
         run = orchestrator.start_response()
-        deltas = orchestrator.respond(session_id, run, overrides, lease)
+        if gate:
+            deltas = gate.respond(orchestrator, run, overrides, lease)
+        else:
+            deltas = orchestrator.respond(session_id, run, overrides, lease)
         return Completion(new_id("chatcmpl"), int(time.time()), session_id, run, deltas)

@@ -16,6 +16,7 @@ from starlette.routing import WebSocketRoute
 
 from assistant.config import Settings
 from assistant.errors import AssistantError, InvalidJSONError, InvalidRequestError
+from assistant.handoff.runtime import start_handoff
 from assistant.ports import LanguageModel, SessionStore, SpeechToText, TextToSpeech, VoiceActivity
 from assistant.ports.keys import KeyStore
 from assistant.ports.limits import Limiter
@@ -24,6 +25,7 @@ from assistant.server import docs, logs
 from assistant.server.auth_routes import router as auth_router
 from assistant.server.body_limit import BodyLimit, upload_body_limit
 from assistant.server.components import Components, Injected, build_components
+from assistant.server.conversation_routes import router as conversation_router
 from assistant.server.cors import KeyOriginsCORS
 from assistant.server.knowledge_routes import DOCUMENTS_PATH_PATTERN, documents_body_limit
 from assistant.server.knowledge_routes import router as knowledge_router
@@ -65,6 +67,11 @@ def create_app(
             app.state.components = await build_components(settings, given, stack)
             components = app.state.components
             components.webhooks = await start_webhooks(settings, components.store, stack)
+            components.handoff = await start_handoff(
+                settings, components.store, components.orchestrator, components.webhooks, stack
+            )
+            if components.completions is not None:
+                components.completions.handoff = components.handoff.handoff
             _tune_gc(settings)
             yield
 
@@ -81,6 +88,7 @@ def create_app(
     app.include_router(openai_router)
     app.include_router(webhook_router)
     app.include_router(knowledge_router)
+    app.include_router(conversation_router)
     docs.add_routes(app, public=settings.auth.public_docs)
     app.add_middleware(KeyOriginsCORS)
     app.add_middleware(

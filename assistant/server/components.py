@@ -16,6 +16,7 @@ from assistant.auth.secret import server_secret
 from assistant.completions import Completions
 from assistant.config import Settings
 from assistant.errors import ConfigurationError
+from assistant.handoff.runtime import HandoffRuntime
 from assistant.knowledge.answer import BotProfile
 from assistant.knowledge.grounder import Grounder
 from assistant.orchestrator import Orchestrator
@@ -58,6 +59,8 @@ class Components:
     webhooks: Webhooks | None = None
     #: the knowledge bases and bot profiles (``/v1/knowledge``, ``/v1/bot/profile``)
     knowledge: LazyKnowledge | None = None
+    #: human handoff and the sessions' event streams (``/v1/conversations``, the realtime feed)
+    handoff: HandoffRuntime | None = None
 
 
 @dataclass

@@ -6,6 +6,8 @@ collaborators with explicit interfaces, each owning one concern:
     Responses     one response at a time, streamed from its own task, cancel, ``response.done``
     VoiceSession  the audio buffer, VAD, streaming transcript, barge-in and spoken replies
     TurnLease     this connection's writer lease on the session
+    SessionFeed   the session's event stream: others' messages and status changes, live
+    TurnGate      the model silent while a person has the conversation (``handoff.gate``)
 
 Text items are handled here: a client item becomes a message (uploaded audio transcribed by the
 voice session first) and is stored through the lease, which the response that follows keeps.
@@ -24,10 +26,13 @@ from assistant import heap
 from assistant.auth.principal import Principal
 from assistant.config import ServerSettings
 from assistant.errors import AssistantError, InvalidRequestError
+from assistant.handoff.gate import TurnGate
+from assistant.handoff.runtime import HandoffRuntime
 from assistant.messages import AudioPart, Message, SessionInfo
 from assistant.orchestrator import Orchestrator
 from assistant.ports import AppendResult
 from assistant.protocol import (
+    ConversationHandoffRequest,
     ConversationItemCreate,
     InputAudioTranscriptionCompleted,
     ResponseCancel,
@@ -44,6 +49,7 @@ from assistant.server.limits import KeyLimits
 from assistant.server.metrics import Metrics
 from assistant.server.outbox import CLOSE_SLOW_CLIENT, Outbox
 from assistant.server.responses import Responses
+from assistant.server.session_feed import SessionFeed
 from assistant.server.voice_session import VOICE_EVENTS, VoiceSession
 from assistant.voice.models import SpeechModels
 
@@ -67,8 +73,12 @@ class RealtimeConnection:
         send: Send | None = None,
         principal: Principal | None = None,
         limits: KeyLimits | None = None,
+        handoff: HandoffRuntime | None = None,
+        events_after: str | None = None,
     ) -> None:
-        """``principal`` and ``limits``: the caller and its key's limits (None: no limits)."""
+        """``principal`` and ``limits``: the caller and its key's limits (None: no limits).
+        ``handoff``: the process's handoff and event hub (None: neither); ``events_after``: the
+        client's last seen sequence number of the session's events (None: from now on)."""
         # ASGI messages in and out: the server's own callables when given (the hot path then
         # skips the wrapper's per-message state checks), else the wrapper's.
         self._receive = receive or ws.receive
@@ -89,6 +99,15 @@ class RealtimeConnection:
         )  # fmt: skip
         self.voice = VoiceSession(speech, self.outbox, self.responses, self._add_message, metrics)
         self._received = 0  # bytes the client sent
+        self.feed: SessionFeed | None = None
+        self.gate: TurnGate | None = None
+        self._events_after = events_after
+        self._last_seq: str | None = None
+        if handoff is not None:
+            tenant = orchestrator.store.tenant
+            self.feed = SessionFeed(handoff.hub, tenant, session.id, self.outbox)
+            self.gate = TurnGate(handoff.handoff, tenant, session.id, origin=self.feed.origin)
+            self.responses.turns = self.gate
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -96,10 +115,16 @@ class RealtimeConnection:
         sender = asyncio.create_task(self.outbox.run())
         self.metrics.connections.inc()
         try:
+            if self.feed is not None:
+                self._last_seq = await self.feed.last_seq()
             self.outbox.emit(SessionCreated(session=self._wire_session()))
+            if self.feed is not None:
+                await self.feed.start(self._events_after or self._last_seq or "0")
             await self._receive_loop()
         finally:
             self.metrics.connections.dec()
+            if self.feed is not None:
+                await self.feed.stop()
             await self.voice.aclose()  # first: a spoken turn being finished starts no response
             await self.responses.close()
             await self.lease.release()
@@ -159,6 +184,12 @@ class RealtimeConnection:
             await self._on_session_update(event)
         elif isinstance(event, VOICE_EVENTS):
             await self.voice.handle(event)
+        elif isinstance(event, ConversationHandoffRequest):
+            if self.gate is None:
+                raise InvalidRequestError(
+                    "this server has no human handoff", code="invalid_request"
+                )
+            await self.gate.request()
 
     # -- the session and its text items ------------------------------------------------------------
 
@@ -168,6 +199,10 @@ class RealtimeConnection:
             instructions=self.session.instructions,
             max_output_tokens=self.responses.max_output_tokens,
             temperature=self.responses.temperature,
+            status=self.session.status
+            if self.feed is None
+            else self.feed.status or self.session.status,
+            last_seq=self._last_seq,
             **self.voice.session_fields(),
         )
 
@@ -197,4 +232,8 @@ class RealtimeConnection:
                 )
 
     async def _add_message(self, message: Message) -> AppendResult:
-        return await self.orchestrator.add_item(self.session.id, message, self.lease)
+        result = await self.orchestrator.add_item(self.session.id, message, self.lease)
+        if self.gate is not None and result.created:  # on the session's stream, for the others
+            snapshot = self.lease.snapshot
+            await self.gate.message_added(result.message, snapshot.info if snapshot else None)
+        return result

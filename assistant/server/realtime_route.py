@@ -30,6 +30,7 @@ from assistant.server.security import (
     require,
     secret_from_subprotocols,
 )
+from assistant.server.session_feed import check_after
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class RealtimeEndpoint:
                     ws, components.orchestrator.for_tenant(principal.tenant), metrics,
                     ws.app.state.settings.server, session, speech=components.speech,
                     receive=receive, send=send, principal=principal, limits=components.limits,
+                    handoff=components.handoff, events_after=ws.query_params.get("after"),
                 )  # fmt: skip
                 await connection.serve()
         except AssistantError as exc:  # no place left for this key
@@ -83,6 +85,7 @@ async def _open_session(
     """The session to serve (a new one, or the one asked for); None when refused (closed)."""
     session_id = ws.query_params.get("session_id") or principal.session_id
     try:
+        check_after(ws.query_params.get("after"))
         if session_id is not None:
             check_session(principal, session_id)
         orchestrator = components.orchestrator.for_tenant(principal.tenant)

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from assistant.auth.principal import Principal
 from assistant.errors import AssistantError, InvalidRequestError, ResponseInProgressError
+from assistant.handoff.gate import TurnGate
 from assistant.messages import Message
 from assistant.orchestrator import Orchestrator, ResponseOverrides, ResponseRun
 from assistant.protocol import ResponseConfig
@@ -62,6 +63,8 @@ class Responses:
         self._outbox = outbox
         self._metrics = metrics
         self.voice: ReplyVoice | None = None
+        #: The handoff's gate: the model silent while a person has the conversation.
+        self.turns: TurnGate | None = None
         #: The session's defaults (``session.update``); a ``response.create`` may override them.
         self.max_output_tokens: int | None = None
         self.temperature: float | None = None
@@ -171,7 +174,9 @@ class Responses:
         outbox = self._outbox
         speech = self.voice.start(run) if self.voice is not None else None
         try:
-            if deltas is None:
+            if deltas is None and self.turns is not None:
+                deltas = self.turns.respond(self._orchestrator, run, overrides, self._lease)
+            elif deltas is None:
                 deltas = self._orchestrator.respond(self._session_id, run, overrides, self._lease)
             # aclosing: if this task is cancelled, the reply is still stored before it ends.
             async with contextlib.aclosing(deltas):

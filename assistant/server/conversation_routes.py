@@ -1,0 +1,172 @@
+"""The agents' REST (an ``agent`` key; another tenant's conversation is not found on any route):
+
+GET  /v1/conversations?status=waiting_human   the tenant's handed-off conversations, newest first
+GET  /v1/conversations/{id}                   its state, summary and whole history (messages with
+                                              image refs, transcripts, ``author`` of an agent's)
+                                              and ``last_seq``, the stream position it reflects
+POST /v1/conversations/{id}/handoff           hand it to a person (``reason``: ``agent`` / ``api``)
+POST /v1/conversations/{id}/claim             take it (of two agents at once, one wins: 409)
+POST /v1/conversations/{id}/messages          the claimer's reply, live on the customer's connection
+POST /v1/conversations/{id}/handback          the bot answers again
+POST /v1/conversations/{id}/resolve           done
+
+The agent is named by its key: ``agent:<key id>``. The state machine: ``assistant.handoff``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from assistant.auth.principal import Principal
+from assistant.errors import ConfigurationError
+from assistant.handoff.service import Handoff
+from assistant.handoff.status import ConversationState
+from assistant.protocol.items import wire_item_dict
+from assistant.server.rest_schema import AUTH_ERRORS, errors
+from assistant.server.security import requires
+
+router = APIRouter(tags=["conversations"])
+Agent = Annotated[Principal, Depends(requires("agent"))]
+ConversationId = Annotated[str, Path(min_length=1, max_length=128)]
+Status = Literal["bot", "waiting_human", "human", "resolved"]
+
+_READ = errors(*AUTH_ERRORS, 404, 500, 503)
+_CHANGE = errors(400, *AUTH_ERRORS, 404, 409, 500, 503)
+
+
+class Conversation(BaseModel):
+    object: Literal["conversation"] = "conversation"
+    id: str
+    status: Status
+    agent: str | None = None
+    reason: str | None = None
+    summary: str = ""
+    since: int
+    handoff_at: int | None = None
+
+
+class ConversationList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Conversation]
+
+
+class ConversationDetail(Conversation):
+    #: The session's messages as the realtime protocol's items (``realtime.item``).
+    messages: list[dict[str, Any]]
+    last_seq: str
+
+
+class AgentMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    text: str = Field(min_length=1, max_length=8_000)
+
+
+class HandoffBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    reason: Literal["agent", "api"] = "agent"
+
+
+class AddedMessage(BaseModel):
+    object: Literal["conversation.message"] = "conversation.message"
+    item: dict[str, Any]
+
+
+def _handoff(request: Request) -> Handoff:
+    runtime = request.app.state.components.handoff
+    if runtime is None:
+        raise ConfigurationError("the handoff needs a session store (ASSISTANT_REDIS_URL)")
+    return runtime.handoff
+
+
+def agent_name(principal: Principal) -> str:
+    return f"agent:{principal.key_id or principal.user or 'open'}"
+
+
+def _conversation(session_id: str, state: ConversationState) -> dict[str, Any]:
+    return {"object": "conversation", "id": session_id, **state.model_dump(mode="json")}
+
+
+@router.get("/v1/conversations", response_model=ConversationList, responses=_READ)
+async def list_conversations(
+    request: Request, principal: Agent, status: Status | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> Any:  # fmt: skip
+    """The tenant's conversations that were handed off (``status``: only those), newest first."""
+    found = await _handoff(request).listed(principal.tenant, status, limit)
+    return {"object": "list", "data": [_conversation(x.session_id, x.state) for x in found]}
+
+
+@router.get("/v1/conversations/{conversation_id}", response_model=ConversationDetail,
+            responses=_READ)  # fmt: skip
+async def get_conversation(
+    conversation_id: ConversationId, request: Request, principal: Agent
+) -> Any:
+    """The conversation's state and its whole history; ``last_seq``: the session's event stream
+    position when it was read (follow on from it: nothing missed)."""
+    handoff = _handoff(request)
+    tenant = principal.tenant
+    state = await handoff.state(tenant, conversation_id)
+    last_seq = await handoff.conversations.for_tenant(tenant).last_seq(conversation_id)
+    snapshot = await handoff.history(tenant, conversation_id)
+    messages = [wire_item_dict(m) for m in snapshot.messages]
+    return {**_conversation(conversation_id, state), "messages": messages, "last_seq": last_seq}
+
+
+@router.post("/v1/conversations/{conversation_id}/handoff", response_model=Conversation,
+             responses=_CHANGE)  # fmt: skip
+async def handoff_conversation(
+    conversation_id: ConversationId, request: Request, principal: Agent,
+    body: HandoffBody | None = None,
+) -> Any:  # fmt: skip
+    """Hand the conversation to a person (from ``bot``; else it stays as it is)."""
+    reason = body.reason if body is not None else "agent"
+    state = await _handoff(request).request(principal.tenant, conversation_id, reason)
+    return _conversation(conversation_id, state)
+
+
+@router.post("/v1/conversations/{conversation_id}/claim", response_model=Conversation,
+             responses=_CHANGE)  # fmt: skip
+async def claim(conversation_id: ConversationId, request: Request, principal: Agent) -> Any:
+    """Take a waiting conversation: of agents claiming it at once one wins, the others get 409
+    ``conversation_status_conflict``."""
+    handoff = _handoff(request)
+    state = await handoff.claim(principal.tenant, conversation_id, agent_name(principal))
+    return _conversation(conversation_id, state)
+
+
+@router.post("/v1/conversations/{conversation_id}/messages", response_model=AddedMessage,
+             status_code=201, responses=_CHANGE)  # fmt: skip
+async def reply(
+    conversation_id: ConversationId, body: AgentMessage, request: Request, principal: Agent
+) -> Any:
+    """The claimer's reply: stored as an assistant message with ``author``, sent live to the
+    customer's connection (``conversation.item.added``)."""
+    handoff = _handoff(request)
+    message = await handoff.reply(
+        principal.tenant, conversation_id, agent_name(principal), body.text
+    )
+    return {"object": "conversation.message", "item": wire_item_dict(message)}
+
+
+@router.post("/v1/conversations/{conversation_id}/handback", response_model=Conversation,
+             responses=_CHANGE)  # fmt: skip
+async def handback(conversation_id: ConversationId, request: Request, principal: Agent) -> Any:
+    """Back to the bot (a held conversation by its holder only)."""
+    state = await _handoff(request).handback(
+        principal.tenant, conversation_id, agent_name(principal)
+    )
+    return _conversation(conversation_id, state)
+
+
+@router.post("/v1/conversations/{conversation_id}/resolve", response_model=Conversation,
+             responses=_CHANGE)  # fmt: skip
+async def resolve(conversation_id: ConversationId, request: Request, principal: Agent) -> Any:
+    """Done (a held conversation by its holder only); the customer writing again reopens it."""
+    state = await _handoff(request).resolve(
+        principal.tenant, conversation_id, agent_name(principal)
+    )
+    return _conversation(conversation_id, state)
