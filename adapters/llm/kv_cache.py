@@ -49,6 +49,8 @@ except ImportError:  # pragma: no cover - older transformers without per-layer c
 #: Spare room a ``GrowingLayer`` adds when it outgrows its buffers: a quarter of what it holds, at
 #: least this many positions.
 MIN_SPARE_POSITIONS = 256
+#: The shortest common prefix ``PrefixCacheLRU.borrow`` copies from another conversation's cache.
+MIN_SHARED_TOKENS = 8
 
 
 @dataclass
@@ -165,6 +167,8 @@ class PrefixCacheLRU:
         self.hits = 0  # lookups that reused at least one cached position
         self.misses = 0  # lookups with a key that found nothing to reuse
         self.reused_tokens = 0  # positions not prefilled again thanks to a hit, in total
+        self.shared_hits = 0  # misses that started from another entry's prefix (``borrow``)
+        self.shared_tokens = 0  # positions copied so, in total
 
     @property
     def enabled(self) -> bool:
@@ -198,6 +202,26 @@ class PrefixCacheLRU:
         self.hits += 1
         self.reused_tokens += reuse
         return entry
+
+    def borrow(self, input_ids: Sequence[int], new_cache: Callable[[], Any]) -> CachedPrefix | None:
+        """A copy (in ``new_cache()``) of the longest prefix of ``input_ids`` that any entry holds,
+        at least ``MIN_SHARED_TOKENS`` and never the whole prompt: a new conversation with the same
+        system prompt as another starts from its keys and values (the same ids at the same
+        positions), as vLLM's prefix caching does. Entries stay as they are. None: none shares
+        enough. Counted in ``shared_hits`` / ``shared_tokens``."""
+        best, length = None, 0
+        for entry in self._entries.values():
+            common = min(common_prefix(entry.ids, input_ids), len(input_ids) - 1)
+            if common > length:
+                best, length = entry, common
+        if best is None or length < MIN_SHARED_TOKENS:
+            return None
+        copy = CachedPrefix(new_cache(), list(input_ids[:length]))
+        for mine, theirs in zip(copy.cache.layers, best.cache.layers, strict=True):
+            mine.update(theirs.keys[..., :length, :], theirs.values[..., :length, :])
+        self.shared_hits += 1
+        self.shared_tokens += length
+        return copy
 
     def put(self, key: str | None, entry: CachedPrefix) -> None:
         """Store ``entry`` as the most recent for ``key``, then evict beyond the bounds. An entry

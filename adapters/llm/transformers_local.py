@@ -248,6 +248,8 @@ class TransformersLocalLM(LanguageModel):
     def admit(self, request: BatchRequest) -> CachedPrefix:
         """The request's conversation cache cropped to what its prompt reuses, or a new one."""
         prefix = self._kv_cache.take(request.cache_key, request.input_ids)
+        if prefix is None and request.cache_key is not None:  # a new conversation: a shared start?
+            prefix = self._kv_cache.borrow(request.input_ids, self._new_cache)
         prefix = prefix or CachedPrefix(self._new_cache())
         self.prefill_tokens = len(request.input_ids) - len(prefix.ids)
         return prefix

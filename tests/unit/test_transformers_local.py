@@ -306,11 +306,22 @@ async def test_the_same_prompt_again_refeeds_its_last_token_only(sharp_model, to
     assert again == first == (await reply(fresh, turn_prompt(0)))[0]
 
 
-async def test_a_different_cache_key_is_a_miss(lm):
+async def test_a_different_cache_key_is_a_miss_that_starts_from_the_shared_prefix(
+    sharp_model, tokenizer
+):
+    lm = TransformersLocalLM(sharp_model, tokenizer)
+    fresh = TransformersLocalLM(sharp_model, tokenizer, kv_cache_sessions=0)
     first, _ = await reply(lm, turn_prompt(0), cache_key="a")
     second = turn_prompt(1, replies=(first,))
-    await reply(lm, second, cache_key="b")
+    text, _ = await reply(lm, second, cache_key="b")
     assert (lm.kv_cache_hits, lm.kv_cache_misses) == (0, 2)
+    # Another conversation's cache holds the same start (system prompt, first exchange): copied.
+    shared = lm._kv_cache.shared_tokens
+    assert lm._kv_cache.shared_hits == 1 and shared >= len(lm._prompt_ids(turn_prompt(0))) - 1
+    assert lm.prefill_tokens == len(lm._prompt_ids(second)) - shared
+    assert text == (await reply(fresh, second))[0]
+    assert "a" in lm._kv_cache and len(lm._kv_cache._entries["a"].ids) > shared  # a kept whole
+    await reply(lm, second, cache_key=None)  # no conversation, nothing borrowed
     assert lm.prefill_tokens == len(lm._prompt_ids(second))
 
 
