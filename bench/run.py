@@ -1,7 +1,8 @@
 """``assistant bench`` / ``python -m bench``: run the benchmark entries, write one JSON report, print a table.
 
 Entries: ``gateway`` (``bench.gateway``), ``redis`` (``bench.redis_trips``), ``ttft_by_turn``
-(``bench.ttft``) ``image`` (``bench.image``), ``asr`` (``bench.asr``) and ``voice_to_first_token``
+(``bench.ttft``), ``concurrency`` (``bench.concurrency``: 1, 4 and 8 sessions at once on the real
+model over the real server) ``image`` (``bench.image``), ``asr`` (``bench.asr``) and ``voice_to_first_token``
 (``bench.voice``: end of speech -> first reply token over the real server, against the same
 question typed); the last four are imported only when run. ``fuzz`` (``bench.fuzz_run``, run
 only when asked for: ``--fuzz`` or ``--only fuzz``) drives generated client events and REST
@@ -26,8 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ENTRIES = ("gateway", "redis", "ttft_by_turn", "image", "asr", "voice_to_first_token", "kb",
-           "webhooks")  # fmt: skip
+ENTRIES = ("gateway", "redis", "ttft_by_turn", "concurrency", "image", "asr",
+           "voice_to_first_token", "kb", "webhooks")  # fmt: skip
 #: Entries run only when asked for (``--only`` or their flag): not benchmarks.
 EXTRA_ENTRIES = ("fuzz", "soak")
 
@@ -58,6 +59,13 @@ def _image(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
     from bench.image import measure_image  # needs torch: imported only when run
 
     return dict(measure_image(quick=quick))
+
+
+def _concurrency(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
+    """Tokens/s and first tokens at 1, 4 and 8 sessions at once on the real model and server."""
+    from bench.concurrency import measure_concurrency  # needs the model: imported only when run
+
+    return measure_concurrency(quick=quick)
 
 
 def _kb(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
@@ -111,6 +119,7 @@ RUNNERS: dict[str, Callable[[bool, dict[str, Any]], dict[str, Any]]] = {
     "gateway": _gateway,
     "redis": _redis,
     "ttft_by_turn": _ttft,
+    "concurrency": _concurrency,
     "image": _image,
     "asr": _asr,
     "kb": _kb,
