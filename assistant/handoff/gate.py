@@ -24,7 +24,7 @@ from assistant.errors import ModelError
 from assistant.handoff.service import Handoff
 from assistant.handoff.triggers import asks_for_person, too_many_unanswered
 from assistant.knowledge.answer import BotProfile
-from assistant.messages import Message, SessionInfo, TextPart
+from assistant.messages import ConversationStatus, Message, SessionInfo, TextPart
 from assistant.orchestrator import Orchestrator, ResponseOverrides, ResponseRun
 from assistant.turn_lease import TurnLease
 
@@ -38,6 +38,13 @@ class TurnGate:
         self.session_id = session_id
         #: The connection whose events these are (its own stream events are not echoed to it).
         self.origin = origin
+        #: The status as last seen (a turn's read, or the stream's events): a voice session does
+        #: not start an early reply while it is not ``bot``.
+        self.status: ConversationStatus = "bot"
+
+    def note_status(self, status: ConversationStatus) -> None:
+        """The session's stream told of a status change."""
+        self.status = status
 
     async def message_added(self, message: Message, info: SessionInfo | None = None) -> str:
         """The customer's message was stored: on the stream (and the webhook while held)."""
@@ -59,7 +66,9 @@ class TurnGate:
     ) -> AsyncIterator[str]:
         snapshot = await lease.history()
         profile = await self.handoff.profile(self.tenant)
-        if await self._held(snapshot.info, snapshot.messages, profile):
+        held = await self._held(snapshot.info, snapshot.messages, profile)
+        self.status = snapshot.info.status if held else "bot"
+        if held:
             await lease.release()
             reply = profile.handoff_reply or DEFAULT_REPLY
             run.status = "completed"

@@ -107,6 +107,8 @@ class RealtimeConnection:
             tenant = orchestrator.store.tenant
             self.feed = SessionFeed(handoff.hub, tenant, session.id, self.outbox)
             self.gate = TurnGate(handoff.handoff, tenant, session.id, origin=self.feed.origin)
+            self.gate.status = session.status
+            self.feed.on_status = self.gate.note_status
             self.responses.turns = self.gate
 
     # -- lifecycle ---------------------------------------------------------------------------------

@@ -88,6 +88,11 @@ class Responses:
         self._outbox.emit(hot.response_created(run.id))
         self._task = asyncio.create_task(self._stream(run, overrides, event_id, places))
 
+    @property
+    def held(self) -> bool:
+        """A person has the conversation (as last seen): the model is not to answer."""
+        return self.turns is not None and self.turns.status != "bot"
+
     def speculate(self, message: Message) -> Speculation:
         """An early reply to ``message``, a spoken turn not stored yet (``assistant.voice.
         speculation``): generated into a buffer with the session's defaults; nothing sent."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from assistant.errors import InvalidRequestError
 from assistant.handoff.hub import EventHub, Subscription
@@ -31,11 +32,15 @@ def check_after(after: str | None) -> str | None:
 
 
 class SessionFeed:
-    def __init__(self, hub: EventHub, tenant: str, session_id: str, outbox: Outbox) -> None:
+    def __init__(
+        self, hub: EventHub, tenant: str, session_id: str, outbox: Outbox,
+        on_status: Callable[[ConversationStatus], None] | None = None,
+    ) -> None:  # fmt: skip
         self.hub = hub
         self.tenant = tenant
         self.session_id = session_id
         self.outbox = outbox
+        self.on_status = on_status
         self.origin = new_id("conn")
         #: The status as the stream last said (the turn gate reads the stored one).
         self.status: ConversationStatus | None = None
@@ -66,6 +71,8 @@ class SessionFeed:
             return ConversationItemAdded(seq=seq, item=event["item"])
         if kind == "conversation.status.updated":
             self.status = event["status"]
+            if self.on_status is not None:
+                self.on_status(event["status"])
             return ConversationStatusUpdated(
                 seq=seq, status=event["status"], reason=event.get("reason"),
                 agent=event.get("agent"),

@@ -284,6 +284,8 @@ class VoiceSession:
         self._drop_early()
         if not self.config.create_response or self._responses.running is not None:
             return
+        if self._responses.held:  # a person has the conversation: the gate answers the turn
+            return
         message = _spoken(event.item_id, event.transcript, None)
         self._early = self._responses.speculate(message)
         self._metrics.early_response("started")
