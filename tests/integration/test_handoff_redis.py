@@ -180,3 +180,45 @@ async def test_the_stream_is_trimmed_and_expires_with_the_session(redis_url):
         ttl = await sessions.client.pttl(key)
         assert 0 < ttl <= 60_000
         assert key.startswith(f"assistant:acme:s:{{{session.id}}}:")  # the session's hash tag
+
+
+async def test_each_change_and_an_agents_message_is_published_to_the_tenants_webhooks(redis_url):
+    import json
+
+    import redis.asyncio as aioredis
+
+    from adapters.webhooks.redis_queue import RedisWebhookStore
+    from assistant.messages import now_ms
+    from assistant.webhooks.service import Webhooks
+    from assistant.webhooks.settings import WebhookSettings
+
+    settings = WebhookSettings(allow_private_addresses=True)
+    client = aioredis.from_url(redis_url)
+    queue = RedisWebhookStore(client, settings)
+    webhooks = Webhooks(queue, settings)
+    events = ["conversation.handoff", "conversation.claimed", "conversation.resolved",
+              "message.created"]  # fmt: skip
+    await webhooks.create("acme", "http://127.0.0.1:9/hook", events)
+    await webhooks.create("other", "http://127.0.0.1:9/hook", events)
+    try:
+        async with stores(redis_url) as (sessions, conversations):
+            handoff = Handoff(conversations, sessions, HandoffSettings(), profile=_profile,
+                              webhooks=webhooks)  # fmt: skip
+            session = await sessions.create(SessionInfo(id=secret_id("sess")))
+            await sessions.append(session.id, Message.from_text("user", "I need a person"))
+            await handoff.request("acme", session.id, "customer_request")
+            await handoff.claim("acme", session.id, "agent:a")
+            await handoff.reply("acme", session.id, "agent:a", "Hello, Sam here.")
+            await handoff.resolve("acme", session.id, "agent:a")
+            claims = await queue.claim(now_ms() + 1_000, 100, 60_000, 5)
+            bodies = [json.loads(c.delivery.body) for c in claims]
+            assert {b["tenant"] for b in bodies} == {"acme"}
+            by_type = {b["type"]: b["data"] for b in bodies}
+            assert sorted(by_type) == sorted(events)
+            assert by_type["conversation.handoff"]["reason"] == "customer_request"
+            assert by_type["conversation.handoff"]["summary"] == "customer: I need a person"
+            assert by_type["conversation.claimed"]["agent"] == "agent:a"
+            assert by_type["message.created"]["item"]["author"] == "agent:a"
+            assert all(d["session_id"] == session.id and d["seq"] for d in by_type.values())
+    finally:
+        await client.aclose()
