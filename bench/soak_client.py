@@ -206,11 +206,20 @@ class SoakClient:
             while (event := await _event(ws))["type"] != "response.done":
                 pass
         response = event["response"]
-        if response["status"] != "completed":
+        if response["status"] != "completed" and not self._cut_as_asked(response):
             details = json.dumps(response.get("status_details"))[:300]
             raise SoakError(f"response_{response['status']}", details)
         self.tally.turn_done("image" if with_image else "text",
                              (time.perf_counter() - started) * 1000)  # fmt: skip
+
+    def _cut_as_asked(self, response: dict[str, Any]) -> bool:
+        """A reply stopped at the ``max_output_tokens`` this client set: a turn done as asked."""
+        details = response.get("status_details") or {}
+        return (
+            self.plan.max_output_tokens is not None
+            and response["status"] == "incomplete"
+            and details.get("reason") == "max_output_tokens"
+        )
 
     async def _check_history(self, session_id: str, expected: int) -> None:
         url = f"{self.http}/v1/sessions/{session_id}/messages"
