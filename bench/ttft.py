@@ -15,6 +15,12 @@ without, back to back, alternating which goes first. Reported, over 7 repeats (a
 about a second): the median TTFTs, and ``ratio_turn20_vs_turn1``, the median of the per-repeat
 ratios (all of them in ``ratio_turn20_vs_turn1_by_repeat``).
 
+Single-stream decoding (``bench.decode``): ``tokens_per_s`` of the local model loaded in
+``precision="bf16"`` and ``tokens_per_s_baseline`` of the fp32 one, through ``stream()``, one after
+the other in every repeat, and ``decode_speedup``, the median of the per-repeat ratios; a full run
+adds ``decode_options``, every option the CPU offers (fp32, bf16, int8, eager attention) in bare
+forward passes with its greedy agreement with fp32.
+
 Late in a long conversation (``bench.long_conversation``): ``turn_60_ms``, the first token at turn
 60 of a conversation past a 512-token budget (its oldest messages summarised in the background and
 dropped in chunks), and ``turn_60_ratio`` to a new session's first turn, measured in pairs.
@@ -29,6 +35,15 @@ import json
 import statistics
 import sys
 from typing import Any
+
+from bench.decode import (
+    ADOPTED_PRECISION,
+    LONG_PROMPTS,
+    median_ratio,
+    stream_side_by_side,
+    stream_tokens_per_s,
+    survey,
+)
 
 KEY = "bench"
 SYSTEM = "You are a helpful assistant. Answer briefly and clearly."
@@ -66,14 +81,35 @@ def measure_ttft_by_turn(
     from adapters.llm.transformers_local import TransformersLocalLM
     from bench.long_conversation import measure_long_conversation
 
-    reusing = TransformersLocalLM.from_path(model_path or _default_path(), threads=threads)
+    path = model_path or _default_path()
+    reusing = TransformersLocalLM.from_path(path, threads=threads)
     cold = TransformersLocalLM(reusing.model, reusing.tokenizer, kv_cache_sessions=0)
     max_new_tokens, repeats = (4, 7) if quick else (16, 7)
     result = asyncio.run(_measure(reusing, cold, max(turns, 2), max_new_tokens, repeats))
     result.update(asyncio.run(measure_long_conversation(reusing, max_new_tokens=max_new_tokens)))
+    fast = TransformersLocalLM.from_path(path, threads=threads, precision=ADOPTED_PRECISION)
+    decoding = asyncio.run(_decoding(fast, reusing, quick))
+    del fast
+    if not quick:  # every option the CPU offers, bare forward passes: see bench.decode
+        decoding["decode_options"] = survey(path)
     import torch
 
-    return {**result, "threads": torch.get_num_threads()}
+    return {**result, **decoding, "threads": torch.get_num_threads()}
+
+
+async def _decoding(fast: Any, baseline: Any, quick: bool) -> dict[str, Any]:
+    """Single-stream decode rate of the adopted precision and of fp32, side by side."""
+    tokens, repeats = (24, 4) if quick else (64, 7)
+    await stream_tokens_per_s(fast, LONG_PROMPTS[0], 4)  # warm-up: a new model's first passes
+    rates = await stream_side_by_side({"fast": fast, "fp32": baseline}, tokens, repeats)
+    return {
+        "tokens_per_s": _median(rates["fast"]),
+        "tokens_per_s_baseline": _median(rates["fp32"]),
+        "decode_speedup": median_ratio(rates["fast"], rates["fp32"]),
+        "decode_speedup_by_repeat": [round(f / b, 3) for f, b in zip(rates["fast"], rates["fp32"])],
+        "decode_precision": ADOPTED_PRECISION,
+        "decode_tokens": tokens,
+    }
 
 
 def _default_path() -> str:
