@@ -9,14 +9,18 @@ POST /v1/conversations/{id}/claim             take it (of two agents at once, on
 POST /v1/conversations/{id}/messages          the claimer's reply, live on the customer's connection
 POST /v1/conversations/{id}/handback          the bot answers again
 POST /v1/conversations/{id}/resolve           done
+GET  /v1/conversations/{id}/events?after=     its events live (server-sent events), from a seq
 
 The agent is named by its key: ``agent:<key id>``. The state machine: ``assistant.handoff``."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from assistant.auth.principal import Principal
@@ -26,6 +30,7 @@ from assistant.handoff.status import ConversationState
 from assistant.protocol.items import wire_item_dict
 from assistant.server.rest_schema import AUTH_ERRORS, errors
 from assistant.server.security import requires
+from assistant.server.session_feed import check_after
 
 router = APIRouter(tags=["conversations"])
 Agent = Annotated[Principal, Depends(requires("agent"))]
@@ -170,3 +175,30 @@ async def resolve(conversation_id: ConversationId, request: Request, principal: 
         principal.tenant, conversation_id, agent_name(principal)
     )
     return _conversation(conversation_id, state)
+
+
+@router.get("/v1/conversations/{conversation_id}/events", response_class=StreamingResponse,
+            responses=_READ)  # fmt: skip
+async def follow(
+    conversation_id: ConversationId, request: Request, principal: Agent,
+    after: Annotated[str, Query(max_length=41, description="the last seq seen; 0: all kept")] = "0",
+) -> StreamingResponse:  # fmt: skip
+    """The session's events as server-sent events, from after ``after`` (``last_seq`` of ``GET
+    .../{id}``: nothing missed) and live: ``id:`` the seq, ``event:`` the type, ``data:`` the
+    event as JSON (``conversation.item.added`` / ``conversation.status.updated``)."""
+    runtime = request.app.state.components.handoff
+    handoff = _handoff(request)
+    check_after(after)
+    await handoff.state(principal.tenant, conversation_id)  # session_not_found before streaming
+    sub = await runtime.hub.subscribe(principal.tenant, conversation_id, after)
+
+    async def lines() -> AsyncIterator[str]:
+        try:
+            async for seq, event in sub:
+                body = {k: v for k, v in event.items() if k != "origin"}
+                yield f"id: {seq}\nevent: {body.get('type')}\ndata: {json.dumps(body)}\n\n"
+        finally:
+            runtime.hub.unsubscribe(sub)
+
+    return StreamingResponse(lines(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store"})  # fmt: skip

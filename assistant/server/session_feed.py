@@ -2,8 +2,8 @@
 (``handoff.hub``): the events other connections and agents add (their messages, status changes)
 sent to this client as ``conversation.item.added`` / ``conversation.status.updated`` with their
 ``seq``, from the position the client asked for (``?after=<seq>`` on connect: every event since,
-once) or from now. The connection's own events are on the stream too but not echoed to it
-(they carry its ``origin``)."""
+once) or from now. The connection's own items are on the stream too but not echoed to it (they
+carry its ``origin``); status changes are sent to every connection, its own request's too."""
 
 from __future__ import annotations
 
@@ -31,6 +31,9 @@ def check_after(after: str | None) -> str | None:
     return after
 
 
+STATUS = "conversation.status.updated"
+
+
 class SessionFeed:
     def __init__(
         self, hub: EventHub, tenant: str, session_id: str, outbox: Outbox,
@@ -56,8 +59,8 @@ class SessionFeed:
 
     async def _forward(self, sub: Subscription) -> None:
         async for seq, event in sub:
-            if event.get("origin") == self.origin:
-                continue
+            if event.get("origin") == self.origin and event.get("type") != STATUS:
+                continue  # its own items: it had them as conversation.item.created / response.done
             wire = self._wire(seq, event)
             if wire is not None:
                 self.outbox.emit(wire)

@@ -118,9 +118,13 @@ async def test_a_customer_on_one_worker_and_an_agent_on_another(servers, redis_u
         again = await agent.post(f"/v1/conversations/{session_id}/claim")
         assert again.status_code == 409
         assert again.json()["error"]["code"] == "conversation_status_conflict"
+        statuses = [e["status"] for e in held if e["type"] == "conversation.status.updated"]
         status = await until(ws, "conversation.status.updated")
+        statuses.append(status["status"])
         while status["status"] != "human":
             status = await until(ws, "conversation.status.updated")
+            statuses.append(status["status"])
+        assert statuses == ["waiting_human", "human"]  # its own request's change too
         assert status["agent"].startswith("agent:")
 
         posted = await agent.post(f"/v1/conversations/{session_id}/messages",
@@ -131,7 +135,12 @@ async def test_a_customer_on_one_worker_and_an_agent_on_another(servers, redis_u
         assert live["item"]["author"] == status["agent"] and live["item"]["role"] == "assistant"
         last_seen = live["seq"]
 
+        # the agent follows the conversation live on B (server-sent events from a seq)
+        followed = asyncio.create_task(first_sse_item(agent, session_id, last_seen))
         silent = await say(ws, "My parcel 1234 never came")
+        sse = await asyncio.wait_for(followed, 30)
+        assert sse["item"]["content"][0]["text"] == "My parcel 1234 never came"
+        assert "origin" not in sse
         assert reply_text(silent) == "A person from our team will answer you here shortly."
         assert not [e for e in silent if e["type"] == "response.output_text.delta"][1:]
 
@@ -162,6 +171,20 @@ async def test_a_customer_on_one_worker_and_an_agent_on_another(servers, redis_u
         await ws.close()
 
 
+async def first_sse_item(http: httpx.AsyncClient, session_id: str, after: str) -> dict:
+    """The first ``conversation.item.added`` of the session's event stream after ``after``."""
+    path = f"/v1/conversations/{session_id}/events"
+    async with http.stream("GET", path, params={"after": after}, timeout=30) as response:
+        assert response.status_code == 200
+        event = None
+        async for line in response.aiter_lines():
+            if line.startswith("event: "):
+                event = line[len("event: ") :]
+            elif line.startswith("data: ") and event == "conversation.item.added":
+                return json.loads(line[len("data: ") :])
+    raise AssertionError("the stream ended")
+
+
 ROUTES = [
     ("GET", "/v1/conversations/{}", None),
     ("POST", "/v1/conversations/{}/handoff", None),
@@ -169,4 +192,5 @@ ROUTES = [
     ("POST", "/v1/conversations/{}/messages", {"text": "hi"}),
     ("POST", "/v1/conversations/{}/handback", None),
     ("POST", "/v1/conversations/{}/resolve", None),
+    ("GET", "/v1/conversations/{}/events", None),
 ]

@@ -116,3 +116,23 @@ async def test_the_customer_writing_in_a_resolved_conversation_reopens_it_to_the
     await gate.handoff.resolve(gate.tenant, session.id, "agent:a")
     _, text = await _turn(gate, orchestrator, "one more question")
     assert text == "the bot speaks" and await _status(gate) == "bot"
+
+
+def test_a_session_tied_chat_completion_gets_the_notice_while_held(tmp_path):
+    from tests.support.openai_app import CHAT, AppClients, user
+
+    with AppClients(tmp_path) as make:
+        http = make()
+        components = http.app.state.components
+        created = http.portal.call(components.orchestrator.open_session)
+        headers = {"X-Session-Id": created.id}
+        asked = http.post(CHAT, json={"messages": user("let me talk to a human")}, headers=headers)
+        assert asked.json()["choices"][0]["message"]["content"] == HELD
+        state = http.portal.call(components.handoff.handoff.state, "default", created.id)
+        assert state.status == "waiting_human" and state.reason == "customer_request"
+        prompts = len(components.llm.prompts)
+        again = http.post(CHAT, json={"messages": user("hello?")}, headers=headers).json()
+        assert again["choices"][0]["message"]["content"] == HELD
+        assert len(components.llm.prompts) == prompts  # no model call
+        stored = http.get(f"/v1/sessions/{created.id}/messages").json()["data"]
+        assert [m["content"][0]["text"] for m in stored] == ["let me talk to a human", "hello?"]
