@@ -11,7 +11,9 @@ a reply that re-tokenises differently, only shortens the reused prefix.
 Entries are bounded by count and by total tokens (least recently used first out). An entry is taken
 *out* while its generation runs and put back only when that generation left the cache consistent, so
 a failed generation leaves nothing behind. Not thread-safe: the caller serialises (the adapter's
-generation lock). A cold worker simply misses and encodes the whole prompt.
+batch scheduler uses it on the torch thread only). A cold worker simply misses and encodes the
+whole prompt, or, when another conversation's entry starts the same way (the system prompt), a
+copy of that start (``PrefixCacheLRU.borrow``) and the rest.
 
 Two things keep a turn late in a conversation as fast as the first one, although its few new tokens
 attend to hundreds of cached ones (SmolLM2-135M, 2 CPU cores, 21 new tokens after 439 cached vs 32
