@@ -37,7 +37,7 @@ Agent = Annotated[Principal, Depends(requires("agent"))]
 ConversationId = Annotated[str, Path(min_length=1, max_length=128)]
 Status = Literal["bot", "waiting_human", "human", "resolved"]
 
-_READ = errors(*AUTH_ERRORS, 404, 500, 503)
+_READ = errors(400, *AUTH_ERRORS, 404, 500, 503)
 _CHANGE = errors(400, *AUTH_ERRORS, 404, 409, 500, 503)
 
 

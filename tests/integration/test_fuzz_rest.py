@@ -22,6 +22,13 @@ DOCUMENTED = {
     "POST /v1/knowledge/{kb}/documents", "GET /v1/knowledge/{kb}/documents",
     "DELETE /v1/knowledge/{kb}/documents/{document}", "GET /v1/knowledge/{kb}/search",
     "GET /v1/knowledge", "GET /v1/bot/profile", "PUT /v1/bot/profile",
+    "GET /v1/conversations", "GET /v1/conversations/{conversation_id}",
+    "POST /v1/conversations/{conversation_id}/handoff",
+    "POST /v1/conversations/{conversation_id}/claim",
+    "POST /v1/conversations/{conversation_id}/messages",
+    "POST /v1/conversations/{conversation_id}/handback",
+    "POST /v1/conversations/{conversation_id}/resolve",
+    "GET /v1/conversations/{conversation_id}/events",
 }  # fmt: skip
 
 
