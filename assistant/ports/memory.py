@@ -154,6 +154,8 @@ class SessionStore(abc.ABC):
         unknown = set(fields) - set(SessionInfo.model_fields)
         if unknown:
             raise ValueError(f"SessionInfo has no field(s) {sorted(unknown)}")
+        if "status" in fields:  # the handoff's compare-and-set is its one writer
+            raise ValueError("a session's status changes by ConversationStore.transition only")
         return await self._call(self._update_info_impl(session_id, fields))
 
     async def append(self, session_id: str, message: Message) -> AppendResult:

@@ -154,3 +154,10 @@ async def test_the_hub_hands_each_event_once_to_each_subscriber_from_its_own_pos
     got_first = [(await anext(aiter(from_first)))[1]["n"]]
     assert got_start == [0, 1] and got_first == [1]
     await hub.aclose()
+
+
+async def test_the_status_is_not_written_around_the_compare_and_set():
+    sessions, _, _ = await _setup()
+    with pytest.raises(ValueError, match="transition"):
+        await sessions.update_info("sess_1", status="human")
+    assert sessions.infos["sess_1"].status == "bot"
