@@ -53,7 +53,7 @@ from assistant.ports import (
 )
 from assistant.prompt import BuiltPrompt, PromptBudget, PromptCache, build_prompt
 from assistant.rendering import MessageRenderer
-from assistant.summaries import Summaries, with_earlier_summary
+from assistant.summaries import Summaries
 from assistant.token_counts import TokenCounter
 from assistant.turn_lease import StreamingReply, TurnLease
 from assistant.vision.pipeline import ImagePipeline
@@ -289,7 +289,9 @@ class Orchestrator:
             or await self.bot_instructions()
             or self._prompt_settings.instructions
         )
-        instructions, history = with_earlier_summary(instructions, snapshot)
+        instructions, history = self.summaries.shown(
+            instructions, snapshot, self.prompt_budget(overrides)
+        )
         vision = await self.image_pipeline() if any(m.images for m in history) else None
         render = await self._renderer.for_history(history, vision)
         await self.token_counter.prepare([instructions, *(m.text for m in history)])

@@ -7,9 +7,11 @@ change only) and the model forgets with no trace. Here, once a turn's prompt rea
 a background task that has the configured model summarise the oldest messages (and the earlier
 summary, if any) down to what fits in ``prompt.summary_low_water`` of the budget, and stores the
 result as the session's ``ConversationSummary`` (``SessionStore.finish_summary``: atomic, a late
-summary never replaces one covering more). From the next turn on ``with_earlier_summary`` puts
+summary never replaces one covering more). From the next turn on ``Summaries.shown`` puts
 it in the system prompt ("Summary of the earlier conversation: ...") in place of the messages it
 covers: the prefix changes once per chunk, and stays the same over the turns until the next one.
+A summary takes at most half the low-water share of the budget (a budget too small for
+``summary_max_tokens`` gets none; its last notes are left out where they do not fit).
 
 
 The turn never waits for a summary: until one is stored, the prompt is built as before (the
@@ -30,7 +32,7 @@ import re
 import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from assistant.config import PromptSettings
 from assistant.messages import Message
@@ -80,17 +82,6 @@ def _visible(snapshot: SessionSnapshot) -> tuple[ConversationSummary | None, int
     return summary, skip
 
 
-def with_earlier_summary(
-    instructions: str, snapshot: SessionSnapshot
-) -> tuple[str, tuple[Message, ...]]:
-    """The turn's instructions with the session's summary, and its history without the messages
-    the summary covers."""
-    summary, skip = _visible(snapshot)
-    if summary is None:
-        return instructions, snapshot.messages
-    return with_summary(instructions, summary), snapshot.messages[skip:]
-
-
 @dataclass(frozen=True)
 class _Plan:
     previous: ConversationSummary | None
@@ -124,6 +115,8 @@ class Summaries:
         high = self.settings.summary_high_water
         if high <= 0 or (built.tokens < high * budget.tokens and not built.dropped):
             return
+        if self.settings.summary_max_tokens > self._room(budget):
+            return  # a budget too small for a summary: the oldest messages are only dropped
         key = (store.tenant, session_id)
         if key in self._running or time.monotonic() < self._retry_at.get(key, 0.0):
             return
@@ -135,6 +128,27 @@ class Summaries:
         task = asyncio.create_task(self._summarise(store, session_id, snapshot, plan))
         self._running[key] = task
         task.add_done_callback(lambda _: self._running.pop(key, None))
+
+    def shown(
+        self, instructions: str, snapshot: SessionSnapshot, budget: PromptBudget
+    ) -> tuple[str, tuple[Message, ...]]:
+        """The turn's instructions with the session's summary, and its history without the
+        messages the summary covers. The summary takes at most ``_room`` of the budget (its last
+        notes left out to fit; not shown at all when its text alone does not fit)."""
+        summary, skip = _visible(snapshot)
+        if summary is None:
+            return instructions, snapshot.messages
+        room, notes = self._room(budget), summary.notes
+        while notes and self.count(with_summary("", replace(summary, notes=notes))) > room:
+            notes = notes[:-1]
+        summary = replace(summary, notes=notes)
+        if self.count(with_summary("", summary)) > room:
+            return instructions, snapshot.messages
+        return with_summary(instructions, summary), snapshot.messages[skip:]
+
+    def _room(self, budget: PromptBudget) -> float:
+        """What a summary may take of the budget: half the low-water mark."""
+        return budget.tokens * self.settings.summary_low_water / 2
 
     @property
     def running(self) -> int:

@@ -170,3 +170,26 @@ async def test_a_late_summary_never_replaces_a_newer_one():
     again = await store.create(session.model_copy(update={"created_at": session.created_at + 1}))
     assert not await store.finish_summary(again.id, "d", newer, session.created_at)
     assert (await store.load(again.id)).summary is None
+
+
+async def test_a_budget_too_small_for_a_summary_only_drops():
+    orchestrator, llm, store = make(context_tokens=40)  # half the low-water mark: 11 < 16 tokens
+    session = await orchestrator.open_session()
+    for n in range(6):
+        run = await turn(orchestrator, session.id, words(6, t(n)))
+        await orchestrator.summaries.idle()
+    assert run.prompt.dropped > 0 and run.prompt.tokens <= 40
+    assert orchestrator.summaries.made == 0 and session.id not in store.summaries
+
+
+async def test_notes_that_do_not_fit_beside_the_summary_are_left_out_from_the_last():
+    orchestrator, llm, store = make()
+    session = await orchestrator.open_session()
+    await turn(orchestrator, session.id, "hello")
+    notes = tuple(f"Order {n} is PP-{n}." for n in range(30))
+    summary = ConversationSummary("a summary", 2, store.messages[session.id][1].id, notes)
+    assert await store.finish_summary(session.id, "x", summary, session.created_at)
+    await turn(orchestrator, session.id, "and then")
+    system = llm.prompts[-1].messages[0].text
+    assert "Order 0 is PP-0." in system and "Order 29 is PP-29." not in system
+    assert len(system.split()) <= BUDGET * 0.55 / 2 + len("be brief".split())
