@@ -20,9 +20,21 @@ import tempfile
 import time
 from typing import Any
 
-from bench.ttft import QUESTIONS
-
 BUDGET = 512  # tokens: 60 short turns take about 2.5 times that
+QUESTIONS = (
+    "Hi, I need help with an order.",
+    "My order number is PP-204816.",
+    "It was supposed to arrive on Monday.",
+    "Can you check with the courier?",
+    "What colour is the sky on a clear day?",
+    "Is there a tracking page?",
+    "How many days are in a week?",
+    "What is your return policy?",
+    "How long do refunds take?",
+    "Name a planet with rings.",
+    "Can I change the delivery address?",
+    "What do bees make?",
+)
 
 
 async def measure_long_conversation(
