@@ -64,7 +64,7 @@ async def test_a_fact_from_turn_2_is_answered_from_the_summary_long_after_it_was
         lm, store, llm_settings=LLMSettings(max_new_tokens=8),
         prompt_settings=PromptSettings(
             instructions="You are a helpful support assistant for an online shop.",
-            context_tokens=192, summary_max_tokens=32,
+            context_tokens=192, summary_max_tokens=24,
         ),
         memory_settings=MemorySettings(),
     )  # fmt: skip
