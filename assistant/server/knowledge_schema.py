@@ -90,9 +90,10 @@ class SearchResults(BaseModel):
 
 
 class BotProfileBody(BaseModel):
-    """``PUT /v1/bot/profile``: a field left out follows the server's ``ASSISTANT_BOT__*``."""
+    """``PUT /v1/bot/profile``: a field left out follows the server's ``ASSISTANT_BOT__*``.
+    Strict: ``"threshold": true`` or ``"handoff_after_unanswered": 2.5`` is refused, not coerced."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str = Field("Assistant", min_length=1, max_length=100)
     #: The persona: the system prompt of a turn that sets none.
