@@ -139,11 +139,11 @@ class LazyKnowledge:
         self._service: KnowledgeService | None = None
         self._lock = asyncio.Lock()
         #: The profiles' and knowledge bases' store: a client, connected on first use.
-        self.store = (
-            build_knowledge_store(settings, redis_url=settings.redis_url)
-            if settings.redis_url
-            else None
-        )
+        #: None without Redis, or behind a Sentinel or Cluster URL (the knowledge store speaks
+        #: plain ``redis://`` only, for now: no knowledge bases, every turn the plain assistant's).
+        url = settings.redis_url
+        plain = url.split("://", 1)[0] in ("redis", "rediss", "unix")
+        self.store = build_knowledge_store(settings, redis_url=url) if url and plain else None
 
     def grounder(self) -> Grounder | None:
         """The support bot's turns: the tenant's profile from the store, searched with the
@@ -164,8 +164,12 @@ class LazyKnowledge:
         if self._service is None:
             async with self._lock:
                 if self._service is None:
-                    if not self._settings.redis_url:
-                        raise ConfigurationError("knowledge bases need Redis: ASSISTANT_REDIS_URL")
+                    if self.store is None:
+                        raise ConfigurationError(
+                            "knowledge bases need a plain Redis URL (redis://, rediss:// or "
+                            "unix://) in ASSISTANT_REDIS_URL; Sentinel and Cluster URLs are not "
+                            "supported for them yet"
+                        )
                     self._service = await asyncio.to_thread(
                         build_knowledge, self._settings, redis_url=self._settings.redis_url,
                         store=self.store,

@@ -75,8 +75,8 @@ def capture_spliced(llm, monkeypatch):
     captured = []
     original = llm._embed_prompt
 
-    def spy(input_ids):
-        embeds = original(input_ids)
+    def spy(input_ids, *rest):
+        embeds = original(input_ids, *rest)
         captured.append(embeds[0].clone())  # (S, H)
         return embeds
 
