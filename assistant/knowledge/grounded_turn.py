@@ -69,11 +69,12 @@ async def ground_prompt(
     if grounding is None or not grounding.answerable:
         return built, grounding
     question = _question(built)
-    await count.prepare([grounding.user_text(built.prompt.messages[question].text)])
-    fitted = _fit(built, question, grounding, budget, count)
+    grounded = _grounded(built, question, grounding)
+    await count.prepare([grounded.text])
+    fitted = _fit(built, question, grounded, budget, count)
     if fitted is not None:
         return fitted, grounding
-    extra = _cost(built, question, grounding, budget, count) - message_cost(
+    extra = message_cost(grounded, budget, count) - message_cost(
         built.prompt.messages[question], budget, count
     )
     try:
@@ -83,7 +84,8 @@ async def ground_prompt(
     passages = grounding.passages
     while passages:
         fewer = replace(grounding, passages=passages)
-        fitted = _fit(smaller, _question(smaller), fewer, budget, count)
+        index = _question(smaller)
+        fitted = _fit(smaller, index, _grounded(smaller, index, fewer), budget, count)
         if fitted is not None:
             return fitted, fewer
         passages = passages[:-1]
@@ -101,17 +103,16 @@ def _grounded(built: BuiltPrompt, index: int, grounding: Grounding) -> PromptMes
     return PromptMessage("user", grounding.user_text(question.text), question.images)
 
 
-def _cost(
-    built: BuiltPrompt, index: int, grounding: Grounding, budget: PromptBudget, count: TokenCounter
-) -> int:
-    return message_cost(_grounded(built, index, grounding), budget, count)
-
-
 def _fit(
-    built: BuiltPrompt, index: int, grounding: Grounding, budget: PromptBudget, count: TokenCounter
+    built: BuiltPrompt,
+    index: int,
+    grounded: PromptMessage,
+    budget: PromptBudget,
+    count: TokenCounter,
 ) -> BuiltPrompt | None:
+    """``built`` with its message ``index`` replaced by ``grounded``, None if that passes the
+    budget."""
     messages = built.prompt.messages
-    grounded = _grounded(built, index, grounding)
     tokens = (
         built.tokens
         - message_cost(messages[index], budget, count)
