@@ -58,6 +58,7 @@ raises it, and checks the README's list against this tree.
     │   ├── SessionNotFoundError                            session_not_found
     │   ├── ModelNotFoundError                              model_not_found
     │   ├── WebhookNotFoundError                            webhook_not_found
+    │   ├── ImageNotFoundError                              image_not_found
     │   └── KnowledgeNotFoundError                          document_not_found,
     │                                                       knowledge_base_not_found
     ├── ConfigurationError          [configuration_error]   configuration_error
@@ -255,6 +256,12 @@ class WebhookNotFoundError(NotFoundError):
     """No webhook with this id in the caller's tenant."""
 
     code = "webhook_not_found"
+
+
+class ImageNotFoundError(NotFoundError):
+    """No image with this sha256 in the conversation's history (or its bytes expired)."""
+
+    code = "image_not_found"
 
 
 class KnowledgeNotFoundError(NotFoundError):

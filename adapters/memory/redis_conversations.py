@@ -15,6 +15,9 @@ and one per tenant, outside any session (its own slot: single-key commands only)
                                             an index for ``GET /v1/conversations``: each entry's
                                             status is read from its session (the truth), the
                                             entries of expired sessions are dropped as found
+    {prefix}:{tenant}:queue           stream the tenant's status changes (``QUEUE``), written
+                                            after each applied transition; trimmed to about
+                                            ``QUEUE_MAXLEN``, expiring as a session would
 
 ``wait`` is one ``XREAD BLOCK`` over all the streams a process watches, on a connection of its own
 (a blocking read holds its connection); ``unblock`` ends it with ``CLIENT UNBLOCK`` from the
@@ -44,14 +47,18 @@ from assistant.errors import SessionNotFoundError
 from assistant.handoff.status import ConversationState
 from assistant.messages import ConversationStatus
 from assistant.ports.conversations import (
+    QUEUE,
     ConversationStore,
     Event,
     Listed,
     StreamKey,
     Transitioned,
+    queue_event,
 )
 
 POLL_S = 0.05
+#: Status changes kept in a tenant's queue stream (a console resumes within them).
+QUEUE_MAXLEN = 1_000
 
 
 def _text(value: Any) -> str:
@@ -110,6 +117,8 @@ class RedisConversations(ConversationStore):
 
     def _stream(self, session_id: str, tenant: str | None = None) -> str:
         store = self.sessions if tenant is None else self.sessions.for_tenant(tenant)
+        if session_id == QUEUE:
+            return f"{store.key_prefix}:{store.tenant}:queue"
         return store.keys(session_id)["meta"][: -len("meta")] + "events"
 
     def _index(self) -> str:
@@ -144,6 +153,7 @@ class RedisConversations(ConversationStore):
             return Transitioned(False, _state(reply[1], reply[2]))
         if new.handoff_at is not None:
             await self._pipe.call("ZADD", self._index(), str(new.handoff_at), session_id)
+        await self._append(QUEUE, queue_event(session_id, new, event), QUEUE_MAXLEN)
         return Transitioned(True, new, _text(reply[1]))
 
     async def _listed_impl(self, status: ConversationStatus | None, limit: int) -> list[Listed]:
@@ -168,9 +178,12 @@ class RedisConversations(ConversationStore):
         return found[:limit]
 
     async def _publish_impl(self, session_id: str, event: Event) -> str:
+        return await self._append(session_id, event, self.maxlen)
+
+    async def _append(self, session_id: str, event: Event, maxlen: int) -> str:
         stream = self._stream(session_id)
         replies = await self._pipe.transaction([
-            ("XADD", stream, "MAXLEN", "~", str(self.maxlen), "*", "e", json.dumps(event)),
+            ("XADD", stream, "MAXLEN", "~", str(maxlen), "*", "e", json.dumps(event)),
             ("PEXPIRE", stream, self.sessions.ttl_ms),
         ])  # fmt: skip
         return _text(replies[0])

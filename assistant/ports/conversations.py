@@ -9,7 +9,13 @@ many sessions of any tenants (``handoff.hub.EventHub``, one per process), keyed 
 ``(tenant, session_id)``.
 
 Sequence numbers are the stream's ids (``"1767000000000-0"``): strings that grow, compared with
-``seq_key``; ``"0"`` is before the first event."""
+``seq_key``; ``"0"`` is before the first event.
+
+Beside the sessions' streams each tenant has one more, its queue (``QUEUE`` in place of a session
+id, for ``events``, ``first_seq``, ``last_seq``, ``wait`` and ``EventHub.subscribe``): one
+``conversation.status.updated`` event per status change of any of its conversations
+(``queue_event``: with the ``conversation``'s id and its whole state), so an agent console follows
+every conversation waiting for a person with one subscription."""
 
 from __future__ import annotations
 
@@ -28,6 +34,8 @@ _T = TypeVar("_T")
 Event = dict[str, Any]
 #: A stream position: (tenant, session id).
 StreamKey = tuple[str, str]
+#: The session id that names the tenant's queue stream (no session has an empty id).
+QUEUE = ""
 
 
 def seq_key(seq: str) -> tuple[int, int]:
@@ -39,6 +47,14 @@ def seq_key(seq: str) -> tuple[int, int]:
 def valid_seq(seq: str) -> bool:
     ms, dash, n = seq.partition("-")
     return ms.isdigit() and len(ms) < 20 and (not dash or (n.isdigit() and len(n) < 20))
+
+
+def queue_event(session_id: str, state: ConversationState, event: Event) -> Event:
+    """A status change as the tenant's queue stream holds it: the session's event with the
+    conversation's id and its whole state (reason, summary, since, handoff_at)."""
+    fields = state.model_dump(mode="json")
+    body = {k: v for k, v in event.items() if k != "origin"}
+    return {**body, **fields, "conversation": session_id}
 
 
 @dataclass(frozen=True)
@@ -78,6 +94,7 @@ class ConversationStore(abc.ABC):
     ) -> Transitioned:
         """Atomically: if the session's status is one of ``expected``, store ``new`` (the
         session's ``status`` with it) and append ``event`` to its stream; else change nothing.
+        An applied change is then appended to the tenant's queue stream too (``queue_event``).
         ``SessionNotFoundError`` for an unknown session."""
         return await self._call(self._transition_impl(session_id, frozenset(expected), new, event))
 

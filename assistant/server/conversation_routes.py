@@ -10,6 +10,9 @@ POST /v1/conversations/{id}/messages          the claimer's reply, live on the c
 POST /v1/conversations/{id}/handback          the bot answers again
 POST /v1/conversations/{id}/resolve           done
 GET  /v1/conversations/{id}/events?after=     its events live (server-sent events), from a seq
+GET  /v1/conversations/{id}/images/{sha256}   an image of its history (the bytes)
+GET  /v1/queue/events?after=                  every status change of the tenant's conversations,
+                                              live (server-sent events): an agent console's queue
 
 The agent is named by its key: ``agent:<key id>``. The state machine: ``assistant.handoff``."""
 
@@ -20,13 +23,17 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from assistant.auth.principal import Principal
-from assistant.errors import ConfigurationError
+from assistant.errors import ConfigurationError, ImageNotFoundError
+from assistant.handoff.hub import Subscription
+from assistant.handoff.runtime import HandoffRuntime
 from assistant.handoff.service import Handoff
 from assistant.handoff.status import ConversationState
+from assistant.messages import ImagePart
+from assistant.ports.conversations import QUEUE
 from assistant.protocol.items import wire_item_dict
 from assistant.server.rest_schema import AUTH_ERRORS, errors
 from assistant.server.security import requires
@@ -55,6 +62,9 @@ class Conversation(BaseModel):
 class ConversationList(BaseModel):
     object: Literal["list"] = "list"
     data: list[Conversation]
+    #: The tenant's queue stream position when listed: ``/v1/queue/events?after=`` it, and no
+    #: change since is missed.
+    last_seq: str
 
 
 class ConversationDetail(Conversation):
@@ -80,11 +90,15 @@ class AddedMessage(BaseModel):
     item: dict[str, Any]
 
 
-def _handoff(request: Request) -> Handoff:
+def _runtime(request: Request) -> HandoffRuntime:
     runtime = request.app.state.components.handoff
     if runtime is None:
         raise ConfigurationError("the handoff needs a session store (ASSISTANT_REDIS_URL)")
-    return runtime.handoff
+    return runtime
+
+
+def _handoff(request: Request) -> Handoff:
+    return _runtime(request).handoff
 
 
 def agent_name(principal: Principal) -> str:
@@ -100,9 +114,13 @@ async def list_conversations(
     request: Request, principal: Agent, status: Status | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> Any:  # fmt: skip
-    """The tenant's conversations that were handed off (``status``: only those), newest first."""
-    found = await _handoff(request).listed(principal.tenant, status, limit)
-    return {"object": "list", "data": [_conversation(x.session_id, x.state) for x in found]}
+    """The tenant's conversations that were handed off (``status``: only those), newest first;
+    ``last_seq``: where to follow the queue from (``/v1/queue/events``)."""
+    handoff = _handoff(request)
+    last_seq = await handoff.conversations.for_tenant(principal.tenant).last_seq(QUEUE)
+    found = await handoff.listed(principal.tenant, status, limit)
+    data = [_conversation(x.session_id, x.state) for x in found]
+    return {"object": "list", "data": data, "last_seq": last_seq}
 
 
 @router.get("/v1/conversations/{conversation_id}", response_model=ConversationDetail,
@@ -177,21 +195,41 @@ async def resolve(conversation_id: ConversationId, request: Request, principal: 
     return _conversation(conversation_id, state)
 
 
+_After = Annotated[str, Query(max_length=41, description="the last seq seen; 0: all kept")]
+
+
 @router.get("/v1/conversations/{conversation_id}/events", response_class=StreamingResponse,
             responses=_READ)  # fmt: skip
 async def follow(
-    conversation_id: ConversationId, request: Request, principal: Agent,
-    after: Annotated[str, Query(max_length=41, description="the last seq seen; 0: all kept")] = "0",
-) -> StreamingResponse:  # fmt: skip
+    conversation_id: ConversationId, request: Request, principal: Agent, after: _After = "0"
+) -> StreamingResponse:
     """The session's events as server-sent events, from after ``after`` (``last_seq`` of ``GET
     .../{id}``: nothing missed) and live: ``id:`` the seq, ``event:`` the type, ``data:`` the
     event as JSON (``conversation.item.added`` / ``conversation.status.updated``)."""
-    runtime = request.app.state.components.handoff
-    handoff = _handoff(request)
+    runtime = _runtime(request)
     check_after(after)
-    await handoff.state(principal.tenant, conversation_id)  # session_not_found before streaming
+    await runtime.handoff.state(principal.tenant, conversation_id)  # not found before streaming
     sub = await runtime.hub.subscribe(principal.tenant, conversation_id, after)
+    return _event_stream(runtime, sub)
 
+
+@router.get("/v1/queue/events", response_class=StreamingResponse, responses=_READ)
+async def follow_queue(
+    request: Request, principal: Agent, after: _After = "0"
+) -> StreamingResponse:
+    """Every status change of the tenant's conversations as server-sent events, from after
+    ``after`` (``last_seq`` of ``GET /v1/conversations``) and live: ``event:
+    conversation.status.updated``, ``data:`` its ``conversation`` (the id), ``status``, ``agent``,
+    ``reason``, ``summary``, ``since``, ``handoff_at``. A queue of waiting conversations kept
+    from this stays right without listing again (a claim-timeout is applied when the
+    conversation is next read, and shows here then)."""
+    runtime = _runtime(request)
+    check_after(after)
+    sub = await runtime.hub.subscribe(principal.tenant, QUEUE, after)
+    return _event_stream(runtime, sub)
+
+
+def _event_stream(runtime: HandoffRuntime, sub: Subscription) -> StreamingResponse:
     async def lines() -> AsyncIterator[str]:
         try:
             async for seq, event in sub:
@@ -202,3 +240,25 @@ async def follow(
 
     return StreamingResponse(lines(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store"})  # fmt: skip
+
+
+@router.get("/v1/conversations/{conversation_id}/images/{sha256}", response_class=Response,
+            responses=_READ)  # fmt: skip
+async def image(
+    conversation_id: ConversationId, request: Request, principal: Agent,
+    sha256: Annotated[str, Path(pattern="^[0-9a-f]{64}$")],
+) -> Response:  # fmt: skip
+    """An image of the conversation's history, by the ``image_sha256`` of its item: the bytes,
+    as the customer sent them (only an image this conversation holds)."""
+    handoff = _handoff(request)
+    snapshot = await handoff.history(principal.tenant, conversation_id)
+    part = next((p for m in snapshot.messages for p in m.content
+                 if isinstance(p, ImagePart) and p.sha256 == sha256), None)  # fmt: skip
+    data = None
+    if part is not None:
+        data = await handoff.sessions.for_tenant(principal.tenant).get_blob(sha256)
+    if part is None or data is None:
+        raise ImageNotFoundError(f"no image {sha256[:12]}... in this conversation")
+    headers = {"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff",
+               "Content-Security-Policy": "default-src 'none'"}  # fmt: skip
+    return Response(data, media_type=part.mime_type, headers=headers)

@@ -13,11 +13,13 @@ from assistant.errors import SessionNotFoundError
 from assistant.handoff.status import ConversationState
 from assistant.messages import ConversationStatus
 from assistant.ports.conversations import (
+    QUEUE,
     ConversationStore,
     Event,
     Listed,
     StreamKey,
     Transitioned,
+    queue_event,
     seq_key,
 )
 from assistant.testing.memory import MemoryStore
@@ -49,7 +51,7 @@ class MemoryConversations(ConversationStore):
         return view
 
     def _key(self, session_id: str) -> StreamKey:
-        if session_id not in self.sessions.infos:
+        if session_id != QUEUE and session_id not in self.sessions.infos:
             raise SessionNotFoundError(f"no session {session_id!r}")
         return self.tenant, session_id
 
@@ -77,7 +79,9 @@ class MemoryConversations(ConversationStore):
         self._shared.states[key] = new
         infos = self.sessions.infos
         infos[session_id] = infos[session_id].model_copy(update={"status": new.status})
-        return Transitioned(True, new, await self._publish_impl(session_id, event))
+        seq = await self._publish_impl(session_id, event)
+        await self._publish_impl(QUEUE, queue_event(session_id, new, event))
+        return Transitioned(True, new, seq)
 
     async def _listed_impl(self, status: ConversationStatus | None, limit: int) -> list[Listed]:
         found = [

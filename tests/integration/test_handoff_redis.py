@@ -19,6 +19,7 @@ from assistant.handoff.service import Handoff
 from assistant.handoff.settings import HandoffSettings
 from assistant.knowledge.answer import BotProfile
 from assistant.messages import Message, SessionInfo, secret_id
+from assistant.ports.conversations import QUEUE
 
 pytestmark = pytest.mark.integration
 
@@ -114,6 +115,45 @@ async def test_another_tenant_neither_sees_nor_changes_a_conversation(redis_url)
                 session.id, {"bot"}, (await conversations.state(session.id)), {"type": "x"}
             )
         assert await conversations.for_tenant("other").events(session.id, "0", 10) == []
+
+
+async def test_the_tenants_queue_stream_follows_every_change_of_its_conversations_only(redis_url):
+    async with stores(redis_url, tenant="queue-a") as (sessions, conversations):
+        handoff = _handoff(sessions, conversations)
+        hub = EventHub(conversations, block_ms=1_000)
+        other = conversations.for_tenant("queue-b")
+        start = await conversations.last_seq(QUEUE)
+        sub = await hub.subscribe("queue-a", QUEUE, start)  # a console, live from now
+        one = await sessions.create(SessionInfo(id=secret_id("sess")))
+        two = await sessions.create(SessionInfo(id=secret_id("sess")))
+        await sessions.append(one.id, Message.from_text("user", "I want a refund"))
+        await handoff.request("queue-a", one.id, "customer_request")
+        await handoff.request("queue-a", two.id, "api")
+        await handoff.claim("queue-a", one.id, "agent:a")
+        await handoff.resolve("queue-a", one.id, "agent:a")
+        got = []
+        async with asyncio.timeout(10):
+            async for seq, event in sub:
+                got.append((seq, event))
+                if len(got) == 4:
+                    break
+        hub.unsubscribe(sub)
+        changes = [(e["conversation"], e["status"], e["agent"]) for _, e in got]
+        assert changes == [(one.id, "waiting_human", None), (two.id, "waiting_human", None),
+                           (one.id, "human", "agent:a"), (one.id, "resolved", None)]  # fmt: skip
+        first = got[0][1]
+        assert first["type"] == "conversation.status.updated"
+        assert (
+            first["reason"] == "customer_request"
+            and first["summary"] == "customer: I want a refund"
+        )
+        assert "origin" not in first and first["handoff_at"]
+        # Resuming from the second change's seq gives the two after it, once each.
+        again = await conversations.events(QUEUE, got[1][0], 10)
+        assert [e["status"] for _, e in again] == ["human", "resolved"]
+        assert await other.events(QUEUE, "0", 10) == []  # another tenant's queue holds none
+        assert await other.last_seq(QUEUE) == "0"
+        await hub.aclose()
 
 
 async def test_a_resumed_subscriber_misses_nothing_and_repeats_nothing_over_1000_events(redis_url):

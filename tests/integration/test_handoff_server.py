@@ -93,8 +93,16 @@ async def test_a_customer_on_one_worker_and_an_agent_on_another(servers, redis_u
         first = await say(ws, "Hello, what do you sell?")
         assert reply_text(first)  # the real model answered
 
+        # an agent's console on B follows the tenant's queue from where the list left it
+        listed = (await agent.get("/v1/conversations", params={"status": "waiting_human"})).json()
+        assert listed["data"] == []
+        queued = asyncio.create_task(first_sse(agent, "/v1/queue/events", listed["last_seq"],
+                                               "conversation.status.updated"))  # fmt: skip
         # the customer asks for a person: a phrase of the profile (the defaults)
         held = await say(ws, "I want to talk to a person please")
+        change = await asyncio.wait_for(queued, 30)
+        assert change["conversation"] == session_id and change["status"] == "waiting_human"
+        assert change["reason"] == "customer_request" and "origin" not in change
         assert reply_text(held) == "A person from our team will answer you here shortly."
         queue = (await agent.get("/v1/conversations", params={"status": "waiting_human"})).json()
         assert [c["id"] for c in queue["data"]] == [session_id]
@@ -174,13 +182,18 @@ async def test_a_customer_on_one_worker_and_an_agent_on_another(servers, redis_u
 async def first_sse_item(http: httpx.AsyncClient, session_id: str, after: str) -> dict:
     """The first ``conversation.item.added`` of the session's event stream after ``after``."""
     path = f"/v1/conversations/{session_id}/events"
+    return await first_sse(http, path, after, "conversation.item.added")
+
+
+async def first_sse(http: httpx.AsyncClient, path: str, after: str, kind: str) -> dict:
+    """The first event of ``kind`` of the server-sent events at ``path`` after ``after``."""
     async with http.stream("GET", path, params={"after": after}, timeout=30) as response:
         assert response.status_code == 200
         event = None
         async for line in response.aiter_lines():
             if line.startswith("event: "):
                 event = line[len("event: ") :]
-            elif line.startswith("data: ") and event == "conversation.item.added":
+            elif line.startswith("data: ") and event == kind:
                 return json.loads(line[len("data: ") :])
     raise AssertionError("the stream ended")
 
@@ -193,4 +206,5 @@ ROUTES = [
     ("POST", "/v1/conversations/{}/handback", None),
     ("POST", "/v1/conversations/{}/resolve", None),
     ("GET", "/v1/conversations/{}/events", None),
+    ("GET", "/v1/conversations/{}/images/" + "0" * 64, None),
 ]
