@@ -109,6 +109,7 @@ class RealtimeConnection:
             self.gate = TurnGate(handoff.handoff, tenant, session.id, origin=self.feed.origin)
             self.gate.status = session.status
             self.feed.on_status = self.gate.note_status
+            self.feed.on_item = self.voice.speak_added
             self.responses.turns = self.gate
 
     # -- lifecycle ---------------------------------------------------------------------------------

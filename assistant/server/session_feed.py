@@ -3,7 +3,8 @@
 sent to this client as ``conversation.item.added`` / ``conversation.status.updated`` with their
 ``seq``, from the position the client asked for (``?after=<seq>`` on connect: every event since,
 once) or from now. The connection's own items are on the stream too but not echoed to it (they
-carry its ``origin``); status changes are sent to every connection, its own request's too."""
+carry its ``origin``); status changes are sent to every connection, its own request's too.
+``on_item`` hears every item sent (a voice connection speaks an agent's reply)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from assistant.errors import InvalidRequestError
 from assistant.handoff.hub import EventHub, Subscription
@@ -38,12 +40,14 @@ class SessionFeed:
     def __init__(
         self, hub: EventHub, tenant: str, session_id: str, outbox: Outbox,
         on_status: Callable[[ConversationStatus], None] | None = None,
+        on_item: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:  # fmt: skip
         self.hub = hub
         self.tenant = tenant
         self.session_id = session_id
         self.outbox = outbox
         self.on_status = on_status
+        self.on_item = on_item
         self.origin = new_id("conn")
         #: The status as the stream last said (the turn gate reads the stored one).
         self.status: ConversationStatus | None = None
@@ -71,7 +75,10 @@ class SessionFeed:
     def _wire(self, seq: str, event: Event) -> object | None:
         kind = event.get("type")
         if kind == "conversation.item.added":
-            return ConversationItemAdded(seq=seq, item=event["item"])
+            wire = ConversationItemAdded(seq=seq, item=event["item"])
+            if self.on_item is not None:
+                self.on_item(event["item"])
+            return wire
         if kind == "conversation.status.updated":
             self.status = event["status"]
             if self.on_status is not None:

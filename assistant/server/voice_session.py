@@ -9,6 +9,12 @@ a buffer (``Responses.speculate``); when the turn ends with the same transcript 
 is stored, that reply becomes the turn's response (``Responses.adopt``); if voice comes back, the
 buffer is cleared, or the final transcript differs, it is dropped: nothing sent, nothing stored.
 
+Handed to a person: while an agent holds the conversation (status ``human``) a spoken turn is
+stored (the agent reads it live) and not answered; the agent's replies reach this connection on
+the session's stream (``speak_added``) and are spoken with the session's voice, as
+``response.output_audio.*`` under a response id of their own (no model response), one after the
+other, stopped by barge-in as the bot's are.
+
 What it needs from the connection is passed in: the outbox to emit into, the responses to start
 and interrupt, and a way to store a message as the session's writer.
 """
@@ -46,6 +52,7 @@ from assistant.protocol import (
 )
 from assistant.server.metrics import Metrics
 from assistant.server.outbox import Outbox
+from assistant.server.person_replies import PersonReplies
 from assistant.server.responses import Responses
 from assistant.server.voice_settings import (
     check_audio_format,
@@ -104,6 +111,7 @@ class VoiceSession:
         self._spoken: SpokenReply | None = None
         self._early: Speculation | None = None  # the early reply to the turn being spoken
         self._dropped: set[Speculation] = set()  # dropped, their generation still ending
+        self._people = PersonReplies(outbox)  # an agent's replies, spoken
         responses.voice = self
 
     # -- the connection's side ---------------------------------------------------------------------
@@ -158,6 +166,7 @@ class VoiceSession:
         return await transcribe_pending(self._require_speech(), message)
 
     async def aclose(self) -> None:
+        self._people.close()
         if self._pipeline is not None:
             await self._pipeline.aclose()
         self._drop_early()
@@ -181,6 +190,21 @@ class VoiceSession:
     def _spoken_ended(self, spoken: SpokenReply) -> None:
         if self._spoken is spoken:
             self._spoken = None
+
+    def speak_added(self, item: dict[str, Any]) -> None:
+        """An item on the session's stream (``SessionFeed.on_item``): a person's reply is spoken
+        when this connection speaks, after the one before it."""
+        if self._tts is None or "audio" not in self.modalities:
+            return
+        if item.get("role") != "assistant" or not item.get("author"):
+            return
+        text = " ".join(part.get("text") or "" for part in item.get("content") or ()).strip()
+        if text:
+            self._people.say(str(item["id"]), text, self._tts, self._tts_voice)
+
+    def _person_answers(self) -> bool:
+        turns = self._responses.turns
+        return turns is not None and turns.status == "human"
 
     # -- audio in ----------------------------------------------------------------------------------
 
@@ -243,6 +267,7 @@ class VoiceSession:
         self._responses.interrupt()
         if self._spoken is not None:
             self._spoken.stop()
+        self._people.stop()
 
     async def _add_spoken_turn(self, event: TranscriptCompleted) -> None:
         """Store the transcript as the user's message; answer it when the server VAD ended it
@@ -264,7 +289,8 @@ class VoiceSession:
             self._outbox.emit_error(exc)
             return
         self._outbox.emit(ConversationItemCreated(item=wire_item(result.message)))
-        if not (event.by_vad and self.config.create_response and self._responses.running is None):
+        answer = event.by_vad and self.config.create_response and not self._person_answers()
+        if not (answer and self._responses.running is None):
             if early is not None:
                 self._drop(early)
             return
