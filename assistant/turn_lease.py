@@ -14,6 +14,11 @@ While a reply streams, the renewals also carry its text so far (``PartialReply``
 turn stores it as ``interrupted``). Nothing is written before the first ``flush_s``: a reply
 that is done by then still costs two round trips. The lease is renewed with those writes, and on
 its own when a third of its time has passed since the last one.
+
+With ``events`` set (a connection that others follow: ``server.session_feed``) and a store that
+``appends_events``, each message the lease stores (the user's item, the reply) has its event
+appended to the session's event stream by the same round trip (``AppendResult.seq``): no write
+of its own.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from assistant.errors import StoreError
 from assistant.messages import Message
@@ -58,6 +65,8 @@ class TurnLease:
         self.wait_s = wait_s
         self.last = last
         self.flush_s = flush_s
+        #: A stored message -> its event for the session's stream (None: nothing published).
+        self.events: Callable[[Message], dict[str, Any]] | None = None
         self.snapshot: SessionSnapshot | None = None
         self._taken_at = 0.0
         # The last ``last`` messages read so far, the session's length then, and its creation
@@ -115,7 +124,18 @@ class TurnLease:
         await self._stop_renewing()
         self.snapshot = None
         self._reply = None
-        return await self.store.end_turn(self.session_id, self.token, reply)
+        return await self.store.end_turn(self.session_id, self.token, reply, self._event(reply))
+
+    @property
+    def publishes(self) -> bool:
+        """The messages it stores go on the session's event stream in the same round trip."""
+        return self.events is not None and self.store.appends_events
+
+    def _event(self, message: Message | None) -> dict[str, Any] | None:
+        if message is None or not self.publishes:
+            return None
+        assert self.events is not None
+        return self.events(message)
 
     async def release(self) -> None:
         """Give the lease back if held (a connection closing); errors are logged, not raised:
@@ -152,7 +172,7 @@ class TurnLease:
     async def _read(self, message: Message | None, known: int) -> TurnStart:
         started = await self.store.begin_turn(
             self.session_id, self.token, message=message, last=self.last, wait_s=self.wait_s,
-            known=known,
+            known=known, event=self._event(message),
         )  # fmt: skip
         self._taken_at = time.monotonic()
         if started.recovered:

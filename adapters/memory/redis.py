@@ -63,14 +63,16 @@ from assistant.ports import (
     TurnStart,
     check_tenant,
 )
+from assistant.ports.conversations import Event
 
 _T = TypeVar("_T")
-_KEYS = ("meta", "msgs", "turns", "lock", "partial", "sumlock")
+_KEYS = ("meta", "msgs", "turns", "lock", "partial", "sumlock", "events")
 
 
 class RedisSessionStore(SessionStore):
     name = "redis"
     backend_errors = (RedisError,)  # redis-py's errors do not derive from the builtin ones
+    appends_events = True  # the turn scripts append to the session's event stream (``events``)
 
     def __init__(
         self,
@@ -93,8 +95,8 @@ class RedisSessionStore(SessionStore):
         self._views: dict[str, RedisSessionStore] = {self.tenant: self}
         self.ttl_ms = max(1, int(ttl_s * 1000))
         self.lock_ttl_ms = int(lock_ttl_ms)
-        #: Requests sent to Redis (a pipeline or a script call counts once).
-        self.round_trips = 0
+        self.round_trips = 0  # requests sent to Redis (a pipeline or a script call counts once)
+        self.events_maxlen = 10_000  # the session event streams' MAXLEN ~ (see conversations)
         self._binary: aioredis.Redis | None = None  # for blobs, made on first use
         self._keys: dict[str, dict[str, str]] = {}  # session id -> its key names
         self._lines = lines
@@ -240,14 +242,15 @@ class RedisSessionStore(SessionStore):
         return codec.append_result(message, status, reply[1] if status == 0 else "")
 
     async def _begin_turn_impl(
-        self, session_id: str, token: str, message: Message | None, last: int | None, known: int
-    ) -> TurnStart | None:
-        return await self.turns.begin(self, session_id, token, message, last, known)
+        self, session_id: str, token: str, message: Message | None, last: int | None, known: int,
+        event: Event | None = None,
+    ) -> TurnStart | None:  # fmt: skip
+        return await self.turns.begin(self, session_id, token, message, last, known, event)
 
     async def _end_turn_impl(
-        self, session_id: str, token: str, message: Message | None
+        self, session_id: str, token: str, message: Message | None, event: Event | None = None
     ) -> AppendResult | None:
-        return await self.turns.end(self, session_id, token, message)
+        return await self.turns.end(self, session_id, token, message, event)
 
     async def _renew_turn_impl(
         self, session_id: str, token: str, partial: PartialReply | None

@@ -156,10 +156,13 @@ def refusal(status: int, message: Message, stored: str, limits: SessionLimits) -
     return limits.too_large(len(stored.encode()) + blob_sizes.of(message))
 
 
-def append_result(message: Message, created: int, stored: str) -> AppendResult:
+def append_result(message: Message, created: int, stored: str, seq: Any = "") -> AppendResult:
+    """A script's answer for a message: the stored one for a known turn id (``created`` 0), else
+    ``message``; ``seq``: its event's stream id when the script appended one ('': none)."""
     if created == 0:
         return AppendResult(Message.model_validate_json(stored), created=False)
-    return AppendResult(message, created=True)
+    seq = seq.decode() if isinstance(seq, bytes) else str(seq or "")
+    return AppendResult(message, created=True, seq=seq or None)
 
 
 __all__ = [

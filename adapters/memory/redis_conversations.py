@@ -93,6 +93,8 @@ class RedisConversations(ConversationStore):
         self.sessions = sessions
         self.tenant = sessions.tenant
         self.maxlen = maxlen
+        for view in {sessions, *sessions._root._views.values()}:  # its turn scripts append
+            view.events_maxlen = maxlen  # to the same streams
         self._script = sessions.client.register_script(lua.TRANSITION)
         self._root = self
         self._views: dict[str, RedisConversations] = {self.tenant: self}

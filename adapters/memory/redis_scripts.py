@@ -38,6 +38,12 @@ end
 local function touch(ttl)
   for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ttl) end
 end
+local function publish(created, event, maxlen, ttl)
+  if created ~= 1 or event == '' then return '' end
+  local seq = redis.call('XADD', KEYS[6], 'MAXLEN', '~', maxlen, '*', 'e', event)
+  redis.call('PEXPIRE', KEYS[6], ttl)
+  return seq
+end
 """
 
 # recover(mine): a partial reply in KEYS[5] that another lock value wrote is stored as the message
@@ -64,7 +70,9 @@ end
 # ARGV: message JSON, once key, ttl ms, extra bytes, max messages, max bytes (0: no limit).
 # Returns {-1} for an unknown session, {0, stored JSON} for a known turn id, {1} when stored,
 # {-3} / {-4} when refused (the session's limits, see append).
-APPEND = HELPERS + """
+APPEND = (
+    HELPERS
+    + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
 local created, stored = append(ARGV[1], ARGV[2], tonumber(ARGV[4]), tonumber(ARGV[5]),
                                tonumber(ARGV[6]))
@@ -72,19 +80,26 @@ touch(ARGV[3])
 if created == 0 then return {0, stored} end
 return {created}
 """
+)
 
 # Take (or keep) the lease, store a partial reply another writer left, append the user's message
 # if any, return the history.
 # ARGV: lock value, lease ms, message JSON ('' for none), once key, ttl ms, last N ('' for all, 0
 # none), known (the caller holds messages [0, known) already: only later ones are sent), the
 # lock value of a holder whose process is gone ('': none), taken over if it still holds the lease,
-# then the message's extra bytes, max messages and max bytes (append's limits, 0: none).
+# then the message's extra bytes, max messages and max bytes (append's limits, 0: none), then
+# the message's event JSON for the session's event stream KEYS[6] ('': none; appended when the
+# message is created) and the stream's MAXLEN.
 # Returns {-1} unknown session, {-2, holder} busy, {-3} / {-4} the message refused (the session's
 # limits: nothing of it stored, the lease not kept unless it was the caller's already; a partial
 # recovered on the way stays stored),
-# else {created (-1: no message), stored, meta, msgs from index first, first, length, recovered};
+# else {created (-1: no message), stored, meta, msgs from index first, first, length, recovered,
+# the event's stream id or ''};
 # meta is HGETALL's flat list without the '#bytes' counter (the store parses it once per content).
-BEGIN_TURN = HELPERS + RECOVER + """
+BEGIN_TURN = (
+    HELPERS
+    + RECOVER
+    + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
 local holder = redis.call('GET', KEYS[4])
 if holder and holder ~= ARGV[1] and holder ~= ARGV[8] then return {-2, holder} end
@@ -116,15 +131,20 @@ for i = 1, #meta, 2 do
     break
   end
 end
-return {created, stored or '', meta, msgs, first, length, recovered}
+local seq = publish(created, ARGV[12], ARGV[13], ARGV[5])
+return {created, stored or '', meta, msgs, first, length, recovered, seq}
 """
+)
 
 # Append the reply if any (never refused for the session's limits; its bytes are counted), release
 # the lease if it is still the lock value's, and delete the partial reply the lock value wrote
 # (only looked for when the writer flushed one).
-# ARGV: lock value, message JSON ('' for none), once key, ttl ms, '1' when a partial was written.
-# Returns {-1} unknown session, else {created (-1: no message), stored JSON or ''}.
-END_TURN = HELPERS + """
+# ARGV: lock value, message JSON ('' for none), once key, ttl ms, '1' when a partial was written,
+# the reply's event JSON for the session's event stream KEYS[6] ('': none) and its MAXLEN.
+# Returns {-1} unknown session, else {created (-1: no message), stored JSON or '', stream id or ''}.
+END_TURN = (
+    HELPERS
+    + """
 if redis.call('GET', KEYS[4]) == ARGV[1] then redis.call('DEL', KEYS[4]) end
 if ARGV[5] == '1' and redis.call('GETRANGE', KEYS[5], 0, #ARGV[1]) == ARGV[1] .. '\\n' then
   redis.call('DEL', KEYS[5])
@@ -133,8 +153,9 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
 local created, stored = -1, false
 if ARGV[2] ~= '' then created, stored = append(ARGV[2], ARGV[3], 0, 0, 0) end
 touch(ARGV[4])
-return {created, stored or ''}
+return {created, stored or '', publish(created, ARGV[6], ARGV[7], ARGV[4])}
 """
+)
 
 # KEYS: meta, msgs, turns. ARGV: ttl ms, then field, JSON value pairs. Returns the new HGETALL.
 UPDATE_INFO = """

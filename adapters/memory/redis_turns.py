@@ -69,7 +69,7 @@ def partial_header(lock: str, message_id: str) -> str:
     message = PartialReply(message_id, _TEXT).as_interrupted().model_dump_json()
     before, text, after = message.partition(json.dumps(_TEXT))
     assert text and _TEXT not in after, message
-    return f"{lock}\nid:{message_id}\n{before}\"\n\"{after}\n"
+    return f'{lock}\nid:{message_id}\n{before}"\n"{after}\n'
 
 
 def decode_partial(value: str) -> tuple[str, str]:
@@ -147,6 +147,7 @@ class RedisTurns:
         message: Message | None,
         last: int | None,
         known: int,
+        event: dict[str, Any] | None = None,
     ) -> TurnStart | None:
         await self.owner.ensure()  # alive before it holds a lease (once per process)
         k = store.keys(session_id)
@@ -160,8 +161,9 @@ class RedisTurns:
             str(max(known, 0)),
             "",  # a dead holder to take the lease over from: none on the fast path
             *(limit_args(message, store.limits) if message else ("0", "0", "0")),
+            *_event_args(store, event),
         ]
-        keys = [k["meta"], k["msgs"], k["turns"], k["lock"], k["partial"]]
+        keys = [k["meta"], k["msgs"], k["turns"], k["lock"], k["partial"], k["events"]]
         reply = await store._sent(store._run(store._begin_script, keys, args))
         if int(reply[0]) == -2:  # busy: the slow path asks whether the holder still lives
             if not await store._sent(self.owner.holder_gone(reply[1])):
@@ -177,7 +179,7 @@ class RedisTurns:
             raise SessionNotFoundError(f"no session {session_id!r} (it may have expired)")
         appended = None
         if message is not None:
-            appended = append_result(message, int(reply[0]), reply[1])
+            appended = append_result(message, int(reply[0]), reply[1], reply[7])
         messages = tuple([parse_message(raw) for raw in reply[3]])
         flat = tuple(reply[2])
         summary, first = summary_from_flat(flat), int(reply[4])
@@ -185,8 +187,9 @@ class RedisTurns:
         return TurnStart(appended, snapshot, first, int(reply[5]), bool(reply[6]))
 
     async def end(
-        self, store: Any, session_id: str, token: str, message: Message | None
-    ) -> AppendResult | None:
+        self, store: Any, session_id: str, token: str, message: Message | None,
+        event: dict[str, Any] | None = None,
+    ) -> AppendResult | None:  # fmt: skip
         k = store.keys(session_id)
         args = [
             self.lock(token),
@@ -194,12 +197,13 @@ class RedisTurns:
             once_key(message) if message else "",
             str(store.ttl_ms),
             "1" if self.partials.forget(k["partial"]) else "0",
+            *_event_args(store, event),
         ]
-        keys = [k["meta"], k["msgs"], k["turns"], k["lock"], k["partial"]]
+        keys = [k["meta"], k["msgs"], k["turns"], k["lock"], k["partial"], k["events"]]
         reply = await store._sent(store._run(store._end_script, keys, args))
         if int(reply[0]) == -1 and len(reply) == 1:
             raise SessionNotFoundError(f"no session {session_id!r} (it may have expired)")
-        return append_result(message, int(reply[0]), reply[1]) if message else None
+        return append_result(message, int(reply[0]), reply[1], reply[2]) if message else None
 
     async def renew(
         self, store: Any, session_id: str, token: str, partial: PartialReply | None
@@ -220,6 +224,11 @@ class RedisTurns:
         if partial is not None:
             self.partials.stored(k["partial"], code)
         return code != -1
+
+
+def _event_args(store: Any, event: dict[str, Any] | None) -> tuple[str, str]:
+    """The turn scripts' last two arguments: the event's JSON ('': none) and the stream's MAXLEN."""
+    return (json.dumps(event) if event else "", str(store.events_maxlen))
 
 
 __all__ = ["PartialWriter", "RedisTurns", "decode_partial", "escape", "partial_header"]

@@ -14,18 +14,20 @@ history read (``SessionInfo.status`` comes back with the begin-turn round trip: 
 
 Every message stored on the way (the bot's reply; the customer's, by the caller) goes to the
 session's event stream (``Handoff.message_added``): the bot's deltas do not, only its final
-item, one stream write per reply instead of one per token."""
+item, one stream write per reply instead of one per token; none at all when the turn's lease
+``publishes`` (the store's turn scripts append them: ``lease_events``)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
 from assistant.errors import ModelError
-from assistant.handoff.service import Handoff
+from assistant.handoff.service import Handoff, item_event
 from assistant.handoff.triggers import asks_for_person, too_many_unanswered
 from assistant.knowledge.answer import BotProfile
 from assistant.messages import ConversationStatus, Message, SessionInfo, TextPart
 from assistant.orchestrator import Orchestrator, ResponseOverrides, ResponseRun
+from assistant.ports.conversations import Event
 from assistant.turn_lease import TurnLease
 
 DEFAULT_REPLY = "A person will answer you here shortly."
@@ -46,10 +48,17 @@ class TurnGate:
         """The session's stream told of a status change."""
         self.status = status
 
-    async def message_added(self, message: Message, info: SessionInfo | None = None) -> str:
-        """The customer's message was stored: on the stream (and the webhook while held)."""
+    def lease_events(self, message: Message) -> Event:
+        """``TurnLease.events``: a message the connection's lease stores, as its stream event."""
+        return item_event(message, self.origin)
+
+    async def message_added(
+        self, message: Message, info: SessionInfo | None = None, seq: str | None = None
+    ) -> str:
+        """The customer's message was stored: on the stream unless ``seq`` says it is there
+        already (and the webhook while held)."""
         return await self.handoff.message_added(
-            self.tenant, self.session_id, message, origin=self.origin, state=info
+            self.tenant, self.session_id, message, origin=self.origin, state=info, seq=seq
         )
 
     async def request(self) -> None:
@@ -85,7 +94,7 @@ class TurnGate:
             raise
         finally:
             await deltas.aclose()
-        if run.message is not None:
+        if run.message is not None and not lease.publishes:
             await self.handoff.message_added(self.tenant, self.session_id, run.message,
                                              origin=self.origin)  # fmt: skip
             after = profile.handoff_after_unanswered

@@ -150,13 +150,15 @@ class Handoff:
 
     async def message_added(
         self, tenant: str, session_id: str, message: Message, *, origin: str | None = None,
-        state: ConversationState | SessionInfo | None = None,
+        state: ConversationState | SessionInfo | None = None, seq: str | None = None,
     ) -> str:  # fmt: skip
-        """A message was stored: its event on the session's stream (its sequence number), and
-        the ``message.created`` webhook when a person has the conversation."""
-        seq = await self.conversations.for_tenant(tenant).publish(
-            session_id, item_event(message, origin)
-        )
+        """A message was stored: its event on the session's stream (its sequence number; given
+        as ``seq``: the store's turn round trip appended it already), and the
+        ``message.created`` webhook when a person has the conversation."""
+        if seq is None:
+            seq = await self.conversations.for_tenant(tenant).publish(
+                session_id, item_event(message, origin)
+            )
         if state is not None and state.status != "bot":
             data = {"session_id": session_id, "seq": seq, "item": wire_item_dict(message)}
             await self._webhook(tenant, "message.created", data)

@@ -29,6 +29,9 @@ _T = TypeVar("_T")
 class AppendResult:
     message: Message
     created: bool  # False when the turn id was seen before: the stored message is returned
+    #: The position of the message's event on the session's event stream, when the store
+    #: appended it in the same round trip (``begin_turn`` / ``end_turn`` with ``event``).
+    seq: str | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,9 @@ class SessionStore(abc.ABC):
     backend_errors: tuple[type[Exception], ...] = ()
     #: What each session may store (``SessionLimits``); the default is no limit.
     limits: SessionLimits = SessionLimits()
+    #: ``begin_turn`` / ``end_turn`` append a message's ``event`` to the session's event stream
+    #: in their own round trip (the Redis store); else the caller publishes it.
+    appends_events: bool = False
 
     @abc.abstractmethod
     def for_tenant(self, tenant: str) -> SessionStore:
@@ -181,6 +187,7 @@ class SessionStore(abc.ABC):
         last: int | None = None,
         wait_s: float = 0.0,
         known: int = 0,
+        event: dict[str, Any] | None = None,
     ) -> TurnStart:
         """In one round trip: take (or keep) the session's writer lease for ``token``, append
         ``message`` (idempotent on its turn id) and return the history (the ``last`` N messages).
@@ -194,11 +201,15 @@ class SessionStore(abc.ABC):
 
         ``message`` past the session's ``limits`` is refused as ``append`` refuses it: nothing
         is stored and the lease is not kept (unless it was the caller's already); a partial
-        reply recovered on the way is stored all the same."""
+        reply recovered on the way is stored all the same.
+
+        ``event``: appended to the session's event stream (``ports.conversations``) in the same
+        round trip when ``message`` is created (its ``seq`` in ``appended``), by a store whose
+        ``appends_events`` is true; others ignore it (the caller publishes)."""
         deadline = time.monotonic() + max(wait_s, 0.0)
         pause = 0.02
         while True:
-            call = self._begin_turn_impl(session_id, token, message, last, known)
+            call = self._begin_turn_impl(session_id, token, message, last, known, event)
             started = await self._call(call)
             if started is not None:
                 return started
@@ -209,12 +220,13 @@ class SessionStore(abc.ABC):
             pause = min(pause * 2, 0.2)
 
     async def end_turn(
-        self, session_id: str, token: str, message: Message | None = None
-    ) -> AppendResult | None:
+        self, session_id: str, token: str, message: Message | None = None,
+        event: dict[str, Any] | None = None,
+    ) -> AppendResult | None:  # fmt: skip
         """In one round trip: append ``message`` (the reply), release ``token``'s lease and drop
         the partial reply ``token`` recorded, if any. The reply is never refused for the
-        session's ``limits`` (it counts towards them)."""
-        return await self._call(self._end_turn_impl(session_id, token, message))
+        session's ``limits`` (it counts towards them). ``event``: as ``begin_turn``'s."""
+        return await self._call(self._end_turn_impl(session_id, token, message, event))
 
     async def renew_turn(
         self, session_id: str, token: str, partial: PartialReply | None = None
@@ -275,7 +287,9 @@ class SessionStore(abc.ABC):
     async def _load_impl(self, session_id: str, last: int | None) -> SessionSnapshot | None: ...
 
     @abc.abstractmethod
-    async def _update_info_impl(self, session_id: str, fields: dict[str, object]) -> SessionInfo: ...
+    async def _update_info_impl(
+        self, session_id: str, fields: dict[str, object]
+    ) -> SessionInfo: ...
 
     @abc.abstractmethod
     async def _append_impl(self, session_id: str, message: Message) -> AppendResult: ...
@@ -285,13 +299,14 @@ class SessionStore(abc.ABC):
 
     @abc.abstractmethod
     async def _begin_turn_impl(
-        self, session_id: str, token: str, message: Message | None, last: int | None, known: int
-    ) -> TurnStart | None:
+        self, session_id: str, token: str, message: Message | None, last: int | None, known: int,
+        event: dict[str, Any] | None,
+    ) -> TurnStart | None:  # fmt: skip
         """None when another token holds the lease. ``SessionNotFoundError`` for an unknown id."""
 
     @abc.abstractmethod
     async def _end_turn_impl(
-        self, session_id: str, token: str, message: Message | None
+        self, session_id: str, token: str, message: Message | None, event: dict[str, Any] | None
     ) -> AppendResult | None: ...
 
     @abc.abstractmethod

@@ -110,6 +110,7 @@ class RealtimeConnection:
             self.gate.status = session.status
             self.feed.on_status = self.gate.note_status
             self.feed.on_item = self.voice.speak_added
+            self.lease.events = self.gate.lease_events
             self.responses.turns = self.gate
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -238,5 +239,6 @@ class RealtimeConnection:
         result = await self.orchestrator.add_item(self.session.id, message, self.lease)
         if self.gate is not None and result.created:  # on the session's stream, for the others
             snapshot = self.lease.snapshot
-            await self.gate.message_added(result.message, snapshot.info if snapshot else None)
+            info = snapshot.info if snapshot else None
+            await self.gate.message_added(result.message, info, result.seq)
         return result

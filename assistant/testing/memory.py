@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import secrets
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from assistant.errors import RateLimitError, SessionNotFoundError, StoreError
 from assistant.messages import Message, SessionInfo
@@ -141,8 +141,9 @@ class MemoryStore(SessionStore):
         return AppendResult(message, created=True)
 
     async def _begin_turn_impl(
-        self, session_id: str, token: str, message: Message | None, last: int | None, known: int
-    ) -> TurnStart | None:
+        self, session_id: str, token: str, message: Message | None, last: int | None, known: int,
+        event: dict[str, Any] | None = None,
+    ) -> TurnStart | None:  # fmt: skip
         if session_id not in self.infos:
             raise SessionNotFoundError(session_id)
         mine = (self.owner, token)
@@ -176,8 +177,9 @@ class MemoryStore(SessionStore):
         return True
 
     async def _end_turn_impl(
-        self, session_id: str, token: str, message: Message | None
-    ) -> AppendResult | None:
+        self, session_id: str, token: str, message: Message | None,
+        event: dict[str, Any] | None = None,
+    ) -> AppendResult | None:  # fmt: skip
         mine = (self.owner, token)
         if self.leases.get(session_id) == mine:
             del self.leases[session_id]

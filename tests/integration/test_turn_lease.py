@@ -14,7 +14,7 @@ from assistant.messages import Message, SessionInfo, now_ms
 from assistant.server.app import create_app
 from assistant.testing.language_models import ScriptedLM
 from assistant.turn_lease import TurnLease
-from tests.support.redis import CountingConnection, wait_until_expired, writes
+from tests.support.redis import CountingConnection, wait_until_expired
 from tests.support.waiting import wait_for_async
 
 pytestmark = pytest.mark.integration
@@ -36,11 +36,15 @@ async def raw(redis_url):
 
 
 async def test_begin_takes_the_lease_appends_and_returns_the_history(store):
-    started = await store.begin_turn("s1", "tok-a", message=Message.from_text("user", "hi", turn_id="t1"))
+    started = await store.begin_turn(
+        "s1", "tok-a", message=Message.from_text("user", "hi", turn_id="t1")
+    )
     assert started.appended is not None and started.appended.created
     assert [m.text for m in started.snapshot.messages] == ["hi"]
     # The same token may write again (a second item of the same turn); a retry is stored once.
-    again = await store.begin_turn("s1", "tok-a", message=Message.from_text("user", "hi", turn_id="t1"))
+    again = await store.begin_turn(
+        "s1", "tok-a", message=Message.from_text("user", "hi", turn_id="t1")
+    )
     assert not again.appended.created and again.appended.message.id == started.appended.message.id
     # Another writer is refused while the lease is held...
     with pytest.raises(SessionBusyError):
@@ -111,19 +115,22 @@ def test_a_text_turn_costs_two_redis_round_trips(redis_url):
         ws.receive_json()
         counts = []
         for _ in range(3):  # the first turn also loads the scripts
-            before = (store.round_trips, writes(store))
+            before = (store.round_trips, store.pipe.writes, CountingConnection.sends)
             ws.send_json({"type": "conversation.item.create", "item": item})
             assert ws.receive_json()["type"] == "conversation.item.created"
             ws.send_json({"type": "response.create"})
             while ws.receive_json()["type"] != "response.done":
                 pass
-            counts.append((store.round_trips - before[0], writes(store) - before[1]))
+            counts.append((store.round_trips - before[0], store.pipe.writes - before[1],
+                           CountingConnection.sends - before[2]))  # fmt: skip
         client.portal.call(store.aclose)
-    # The turn's own cost: 2 round trips. The socket writes beside them (6): the turn's 2, the
-    # fan-out's 2 stream appends (the user's item, the reply: issue 14) and the 2 XREADs the
-    # connection's stream reader issues again after each. Folding the appends into the turn's
-    # two scripts would bring it back to 2 + 2.
-    assert counts[1:] == [(2, 6), (2, 6)]
+    # The turn's own cost: 2 round trips on the store's line, 2 writes, which also append the
+    # user's item and the reply to the session's event stream (the fan-out). Beside them, on the
+    # stream reader's own connection, the XREAD it issues again each time an append wakes it:
+    # one per append, or one for both when they come before it asks again.
+    for trips, line_writes, reader_writes in counts[1:]:
+        assert (trips, line_writes) == (2, 2), counts
+        assert 1 <= reader_writes <= 2, counts
 
 
 async def test_a_kept_alive_lease_outlives_its_time_and_stops_being_renewed_when_finished(store):
@@ -188,3 +195,27 @@ async def test_a_session_created_again_under_the_same_id_is_read_from_the_start(
     await lease.add(Message.from_text("user", "again"))
     assert [m.text for m in (await lease.history()).messages] == ["new", "life", "here", "again"]
     await lease.finish(None)
+
+
+async def test_the_turn_scripts_append_a_created_messages_event_to_the_stream_once(store, raw):
+    from adapters.memory.redis_conversations import RedisConversations
+
+    conversations = RedisConversations(store, maxlen=500)
+    asked = Message.from_text("user", "hi", turn_id="t-ev")
+    event = {"type": "conversation.item.added", "item": {"id": asked.id}, "origin": "conn_1"}
+    started = await store.begin_turn("s1", "tok-a", message=asked, event=event)
+    assert started.appended.seq
+    retried = await store.begin_turn("s1", "tok-a", message=asked, event=event)  # stored once:
+    assert not retried.appended.created and retried.appended.seq is None  # not appended again
+    reply = Message.from_text("assistant", "hello")
+    ended = await store.end_turn("s1", "tok-a", reply, {"type": "x", "item": {"id": reply.id}})
+    assert ended.seq and ended.seq > started.appended.seq
+    events = await conversations.events("s1", "0", 10)
+    assert [(seq, e["item"]["id"]) for seq, e in events] == [
+        (started.appended.seq, asked.id), (ended.seq, reply.id)
+    ]  # fmt: skip
+    stream = store.keys("s1")["events"]
+    assert 0 < await raw.pttl(stream) <= 60_000  # expiring with the session (ttl_s=60)
+    plain = await store.begin_turn("s1", "tok-b", message=Message.from_text("user", "no event"))
+    assert plain.appended.seq is None and len(await conversations.events("s1", "0", 10)) == 2
+    await store.end_turn("s1", "tok-b")

@@ -145,7 +145,9 @@ async def test_history_is_fitted_to_the_budget():
     orchestrator._prompt_settings = PromptSettings(instructions="sys", context_tokens=40)
     session = await orchestrator.open_session()
     for i in range(10):
-        await orchestrator.add_item(session.id, Message.from_text("user", f"message number {i} here"))
+        await orchestrator.add_item(
+            session.id, Message.from_text("user", f"message number {i} here")
+        )
         await collect(orchestrator, session.id, orchestrator.start_response())
     run = orchestrator.start_response()
     await orchestrator.add_item(session.id, Message.from_text("user", "last one"))
@@ -196,11 +198,11 @@ async def test_a_task_cancelled_while_the_reply_is_being_stored_still_stores_it_
             self.go = asyncio.Event()
             self.entered = asyncio.Event()
 
-        async def _end_turn_impl(self, session_id, token, message):
+        async def _end_turn_impl(self, session_id, token, message, event=None):
             if message is not None:
                 self.entered.set()
                 await self.go.wait()
-            return await super()._end_turn_impl(session_id, token, message)
+            return await super()._end_turn_impl(session_id, token, message, event)
 
     store = SlowEnd()
     orchestrator = Orchestrator(
@@ -216,8 +218,9 @@ async def test_a_task_cancelled_while_the_reply_is_being_stored_still_stores_it_
     with pytest.raises(asyncio.CancelledError):
         await task
     store.go.set()
-    await wait_for_async(lambda: len(store.messages[session.id]) >= 2,
-                         what="the background write of the reply")  # it finishes on its own
+    await wait_for_async(
+        lambda: len(store.messages[session.id]) >= 2, what="the background write of the reply"
+    )  # it finishes on its own
     assert [m.text for m in store.messages[session.id]] == ["q", "all of it"]
     assert store.messages[session.id][1].id == run.item_id
 
