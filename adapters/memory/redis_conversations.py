@@ -162,10 +162,12 @@ class RedisConversations(ConversationStore):
         ids = [_text(x) for x in await self._pipe.call("ZREVRANGE", self._index(), 0, 9_999)]
         if not ids:
             return []
-        metas = [self.sessions.keys(sid)["meta"] for sid in ids]
-        replies = await self._pipe.transaction(
-            [("HMGET", meta, "status", "handoff", "created_at") for meta in metas]
-        )
+        reads = [("HMGET", self.sessions.keys(sid)["meta"], "status", "handoff", "created_at")
+                 for sid in ids]  # fmt: skip
+        if self._cluster:  # the sessions' slots differ: one read each (pipelined by the client)
+            replies = await asyncio.gather(*(self._pipe.call(*read) for read in reads))
+        else:
+            replies = await self._pipe.transaction(reads)
         found: list[Listed] = []
         gone: list[str] = []
         for session_id, (state_status, handoff, created) in zip(ids, replies):
