@@ -59,6 +59,7 @@ raises it, and checks the README's list against this tree.
     │   ├── ModelNotFoundError                              model_not_found
     │   ├── WebhookNotFoundError                            webhook_not_found
     │   ├── ImageNotFoundError                              image_not_found
+    │   ├── EventsLostError                                 events_lost
     │   └── KnowledgeNotFoundError                          document_not_found,
     │                                                       knowledge_base_not_found
     ├── ConfigurationError          [configuration_error]   configuration_error
@@ -262,6 +263,14 @@ class ImageNotFoundError(NotFoundError):
     """No image with this sha256 in the conversation's history (or its bytes expired)."""
 
     code = "image_not_found"
+
+
+class EventsLostError(NotFoundError):
+    """Some events after the sequence number a client resumes from are no longer kept (the
+    session's stream was trimmed past it, or expired): read the history again, then follow on
+    from its ``last_seq``."""
+
+    code = "events_lost"
 
 
 class KnowledgeNotFoundError(NotFoundError):

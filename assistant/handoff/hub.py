@@ -15,6 +15,9 @@ stream's ids only grow).
 
 A subscription whose consumer falls ``max_queue`` events behind is dropped (``lagging``; its
 iteration ends): its connection resumes from its last sequence number when it is ready again.
+A subscription from a sequence number older than the stream's oldest kept event is ``lost``:
+events after it may have been trimmed (the caller tells its client: ``events_lost``); it goes on
+from the oldest kept.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class Subscription:
         self.key = key
         self.after = after  # the last sequence number handed to the consumer's queue
         self.lagging = False
+        self.lost = False  # events after ``after`` may have been trimmed before it caught up
         self.closed = False
         self._queue: asyncio.Queue[tuple[str, Event]] = asyncio.Queue()
         self._max_queue = max_queue
@@ -95,6 +99,9 @@ class EventHub:
         """Events of the session after ``after``: those already in the stream, then live ones."""
         store = self.store.for_tenant(tenant)
         sub = Subscription((tenant, session_id), after, self.max_queue)
+        if after != "0":
+            first = await store.first_seq(session_id)
+            sub.lost = first != "0" and seq_key(first) > seq_key(after)
         while True:
             entries = await store.events(session_id, sub.after, self.page)
             sub.offer(entries)

@@ -37,7 +37,7 @@ from assistant.ports.conversations import QUEUE
 from assistant.protocol.items import wire_item_dict
 from assistant.server.rest_schema import AUTH_ERRORS, errors
 from assistant.server.security import requires
-from assistant.server.session_feed import check_after
+from assistant.server.session_feed import check_after, lost
 
 router = APIRouter(tags=["conversations"])
 Agent = Annotated[Principal, Depends(requires("agent"))]
@@ -210,7 +210,7 @@ async def follow(
     check_after(after)
     await runtime.handoff.state(principal.tenant, conversation_id)  # not found before streaming
     sub = await runtime.hub.subscribe(principal.tenant, conversation_id, after)
-    return _event_stream(runtime, sub)
+    return _event_stream(runtime, sub, after)
 
 
 @router.get("/v1/queue/events", response_class=StreamingResponse, responses=_READ)
@@ -226,10 +226,16 @@ async def follow_queue(
     runtime = _runtime(request)
     check_after(after)
     sub = await runtime.hub.subscribe(principal.tenant, QUEUE, after)
-    return _event_stream(runtime, sub)
+    return _event_stream(runtime, sub, after)
 
 
-def _event_stream(runtime: HandoffRuntime, sub: Subscription) -> StreamingResponse:
+def _event_stream(runtime: HandoffRuntime, sub: Subscription, after: str) -> StreamingResponse:
+    """The subscription as server-sent events; one from a seq trimmed away: 404 ``events_lost``
+    (read the conversation, or the list, again and follow from its ``last_seq``)."""
+    if sub.lost:
+        runtime.hub.unsubscribe(sub)
+        raise lost(after)
+
     async def lines() -> AsyncIterator[str]:
         try:
             async for seq, event in sub:

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from assistant.errors import InvalidRequestError
+from assistant.errors import EventsLostError, InvalidRequestError
 from assistant.handoff.hub import EventHub, Subscription
 from assistant.messages import ConversationStatus, new_id
 from assistant.ports.conversations import Event, valid_seq
@@ -31,6 +31,13 @@ def check_after(after: str | None) -> str | None:
             code="invalid_request", param="after",
         )  # fmt: skip
     return after
+
+
+def lost(after: str) -> EventsLostError:
+    return EventsLostError(
+        f"events after seq {after} are no longer kept (the stream was trimmed): read the "
+        "history again (GET /v1/sessions/{id}/messages) and follow on from its last event"
+    )
 
 
 STATUS = "conversation.status.updated"
@@ -58,7 +65,11 @@ class SessionFeed:
         return await self.hub.store.for_tenant(self.tenant).last_seq(self.session_id)
 
     async def start(self, after: str) -> None:
+        """Follow from ``after``; one trimmed away: an ``events_lost`` error first (the client
+        reads the history again), then the events kept."""
         self._sub = await self.hub.subscribe(self.tenant, self.session_id, after)
+        if self._sub.lost:
+            self.outbox.emit_error(lost(after))
         self._task = asyncio.create_task(self._forward(self._sub))
 
     async def _forward(self, sub: Subscription) -> None:

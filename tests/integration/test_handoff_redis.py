@@ -220,6 +220,15 @@ async def test_the_stream_is_trimmed_and_expires_with_the_session(redis_url):
         ttl = await sessions.client.pttl(key)
         assert 0 < ttl <= 60_000
         assert key.startswith(f"assistant:acme:s:{{{session.id}}}:")  # the session's hash tag
+        # A resume from a seq trimmed away is told so, and goes on from the oldest kept.
+        hub = EventHub(conversations, block_ms=500)
+        first_written = f"{int(kept[0][0].split('-')[0]) - 1}-0"
+        resumed = await hub.subscribe("acme", session.id, first_written)
+        assert resumed.lost
+        within = await hub.subscribe("acme", session.id, kept[5][0])
+        assert not within.lost
+        assert not (await hub.subscribe("acme", session.id, "0")).lost
+        await hub.aclose()
 
 
 async def test_each_change_and_an_agents_message_is_published_to_the_tenants_webhooks(redis_url):
