@@ -19,6 +19,12 @@ and one per tenant, outside any session (its own slot: single-key commands only)
                                             after each applied transition; trimmed to about
                                             ``QUEUE_MAXLEN``, expiring as a session would
 
+and one for the whole deployment:
+
+    {prefix}:handoff:waiting          zset  ``[tenant, session id]`` (JSON) of conversations
+                                            gone to ``waiting_human``, by when: the
+                                            claim-timeout sweeper's work list (``due``)
+
 ``wait`` is one ``XREAD BLOCK`` over all the streams a process watches, on a connection of its own
 (a blocking read holds its connection); ``unblock`` ends it with ``CLIENT UNBLOCK`` from the
 store's shared connection, so a stream added is read at once. On a Redis Cluster one XREAD
@@ -156,7 +162,24 @@ class RedisConversations(ConversationStore):
         if new.handoff_at is not None:
             await self._pipe.call("ZADD", self._index(), str(new.handoff_at), session_id)
         await self._append(QUEUE, queue_event(session_id, new, event), QUEUE_MAXLEN)
+        if new.status == "waiting_human":
+            member = json.dumps([self.tenant, session_id])
+            await self._pipe.call("ZADD", self._waiting(), str(new.since), member)
         return Transitioned(True, new, _text(reply[1]))
+
+    def _waiting(self) -> str:
+        return f"{self.sessions.key_prefix}:handoff:waiting"
+
+    async def _due_impl(self, before_ms: int, limit: int) -> list[StreamKey]:
+        raw = await self._pipe.call(
+            "ZRANGEBYSCORE", self._waiting(), "-inf", f"({before_ms}", "LIMIT", 0, limit
+        )
+        return [tuple(json.loads(_text(member))) for member in raw or []]  # type: ignore[misc]
+
+    async def _swept_impl(self, keys: list[StreamKey]) -> None:
+        if keys:
+            members = [json.dumps([tenant, sid]) for tenant, sid in keys]
+            await self._pipe.call("ZREM", self._waiting(), *members)
 
     async def _listed_impl(self, status: ConversationStatus | None, limit: int) -> list[Listed]:
         ids = [_text(x) for x in await self._pipe.call("ZREVRANGE", self._index(), 0, 9_999)]

@@ -1,6 +1,6 @@
 """The handoff in a server process: the conversations store beside the session store (Redis, or
-the in-memory one a unit test hands in), the ``Handoff`` service and the process's ``EventHub``,
-built with the app and closed with it."""
+the in-memory one a unit test hands in), the ``Handoff`` service, the process's ``EventHub`` and
+its claim-timeout sweeper (``ClaimTimeouts``), built with the app and closed with it."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from assistant.config import Settings
 from assistant.handoff.hub import EventHub
 from assistant.handoff.service import Handoff
+from assistant.handoff.sweeper import ClaimTimeouts
 from assistant.knowledge.answer import BotProfile
 from assistant.orchestrator import Orchestrator
 from assistant.ports import SessionStore
@@ -22,6 +23,7 @@ from assistant.webhooks.service import Webhooks
 class HandoffRuntime:
     handoff: Handoff
     hub: EventHub
+    sweeper: ClaimTimeouts
 
 
 async def start_handoff(
@@ -42,7 +44,10 @@ async def start_handoff(
     handoff = Handoff(conversations, store, settings.handoff, profile=profile, webhooks=webhooks)
     hub = EventHub(conversations, block_ms=settings.handoff.block_ms)
     stack.push_async_callback(hub.aclose)
-    return HandoffRuntime(handoff, hub)
+    sweeper = ClaimTimeouts(handoff)
+    sweeper.start()
+    stack.push_async_callback(sweeper.aclose)
+    return HandoffRuntime(handoff, hub, sweeper)
 
 
 def _conversations(settings: Settings, store: SessionStore) -> ConversationStore:

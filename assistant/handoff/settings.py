@@ -11,8 +11,13 @@ class HandoffSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     #: A conversation waiting for a person that nobody claimed in this many seconds goes back to
-    #: the bot (applied when it is next read: listed, opened, or the customer writes); 0: never.
+    #: the bot (found by each process's sweeper within ``sweep_s``, or when it is next read:
+    #: listed, opened, or the customer writes); 0: never.
     claim_timeout_s: float = Field(600.0, ge=0)
+    #: How often each server process looks for waiting conversations past ``claim_timeout_s``
+    #: (``handoff.sweeper``: one sorted-set read; the status change is the usual compare-and-set,
+    #: so of processes sweeping at once one applies it); 0: no sweeper.
+    sweep_s: float = Field(5.0, ge=0, le=3_600)
     #: Events a session's stream keeps (about: ``XADD MAXLEN ~``); a connection resuming from
     #: before the oldest kept is told it missed some (``events_lost``).
     stream_maxlen: int = Field(10_000, ge=100, le=1_000_000)

@@ -103,6 +103,17 @@ class ConversationStore(abc.ABC):
         those in ``status`` only when given; expired sessions are left out."""
         return await self._call(self._listed_impl(status, limit))
 
+    async def due(self, before_ms: int, limit: int) -> list[StreamKey]:
+        """``(tenant, session id)`` of up to ``limit`` conversations of any tenant that went to
+        ``waiting_human`` before ``before_ms`` and were not ``swept`` since: the claim-timeout
+        sweeper's work list (``handoff.sweeper``). Each applied change to ``waiting_human``
+        (re)enters it."""
+        return await self._call(self._due_impl(before_ms, limit))
+
+    async def swept(self, keys: list[StreamKey]) -> None:
+        """Take ``keys`` off the sweeper's work list."""
+        await self._call(self._swept_impl(keys))
+
     async def publish(self, session_id: str, event: Event) -> str:
         """Append ``event`` to the session's stream (trimmed to about ``maxlen`` events, expiring
         with the session); its sequence number."""
@@ -153,6 +164,12 @@ class ConversationStore(abc.ABC):
 
     @abc.abstractmethod
     async def _listed_impl(self, status: ConversationStatus | None, limit: int) -> list[Listed]: ...
+
+    @abc.abstractmethod
+    async def _due_impl(self, before_ms: int, limit: int) -> list[StreamKey]: ...
+
+    @abc.abstractmethod
+    async def _swept_impl(self, keys: list[StreamKey]) -> None: ...
 
     @abc.abstractmethod
     async def _publish_impl(self, session_id: str, event: Event) -> str: ...

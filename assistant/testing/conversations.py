@@ -31,6 +31,7 @@ class _Shared:
         self.streams: dict[StreamKey, list[tuple[str, Event]]] = {}
         self.counter = itertools.count()
         self.changed: asyncio.Condition | None = None
+        self.waiting: dict[StreamKey, int] = {}  # the sweeper's work list: key -> since
         self.unblocked = 0
 
 
@@ -81,6 +82,8 @@ class MemoryConversations(ConversationStore):
         infos[session_id] = infos[session_id].model_copy(update={"status": new.status})
         seq = await self._publish_impl(session_id, event)
         await self._publish_impl(QUEUE, queue_event(session_id, new, event))
+        if new.status == "waiting_human":
+            self._shared.waiting[key] = new.since
         return Transitioned(True, new, seq)
 
     async def _listed_impl(self, status: ConversationStatus | None, limit: int) -> list[Listed]:
@@ -92,6 +95,14 @@ class MemoryConversations(ConversationStore):
         ]  # fmt: skip
         found.sort(key=lambda x: -(x.state.handoff_at or 0))
         return found[:limit]
+
+    async def _due_impl(self, before_ms: int, limit: int) -> list[StreamKey]:
+        waiting = sorted(self._shared.waiting.items(), key=lambda item: item[1])
+        return [key for key, since in waiting if since < before_ms][:limit]
+
+    async def _swept_impl(self, keys: list[StreamKey]) -> None:
+        for key in keys:
+            self._shared.waiting.pop(key, None)
 
     async def _publish_impl(self, session_id: str, event: Event) -> str:
         key = self._key(session_id)

@@ -156,6 +156,26 @@ async def test_the_tenants_queue_stream_follows_every_change_of_its_conversation
         await hub.aclose()
 
 
+async def test_two_processes_sweeping_at_once_hand_a_timed_out_conversation_back_once(redis_url):
+    from assistant.handoff.sweeper import ClaimTimeouts
+    from assistant.messages import now_ms
+
+    settings = HandoffSettings(claim_timeout_s=0.001)  # 1 ms: past it by the time we sweep
+    async with stores(redis_url, tenant="sweep") as (s1, c1), stores(redis_url) as (s2, c2):
+        one = Handoff(c1, s1, settings, profile=_profile)
+        two = Handoff(c2.for_tenant("sweep"), s2.for_tenant("sweep"), settings, profile=_profile)
+        session = await s1.create(SessionInfo(id=secret_id("sess")))
+        state = await one.request("sweep", session.id, "customer_request")
+        while now_ms() <= state.since + 1:  # the clock passes the 1 ms timeout
+            await asyncio.sleep(0)
+        done = await asyncio.gather(ClaimTimeouts(one).sweep(), ClaimTimeouts(two).sweep())
+        assert sum(done) >= 1
+        assert (await c1.state(session.id)).status == "bot"
+        events = await c1.events(session.id, "0", 10)
+        assert [e["status"] for _, e in events] == ["waiting_human", "bot"]  # changed once
+        assert ("sweep", session.id) not in await c1.due(now_ms() + 1, 100)  # off the list
+
+
 async def test_a_resumed_subscriber_misses_nothing_and_repeats_nothing_over_1000_events(redis_url):
     async with stores(redis_url) as (sessions, conversations):
         session = await sessions.create(SessionInfo(id=secret_id("sess")))

@@ -14,7 +14,7 @@ from assistant.handoff.status import STATUSES, TRANSITIONS, ConversationState, a
 from assistant.handoff.summary import summarize
 from assistant.handoff.triggers import asks_for_person, too_many_unanswered, unanswered_in_a_row
 from assistant.knowledge.answer import BotProfile
-from assistant.messages import ImagePart, Message, SessionInfo, TextPart
+from assistant.messages import ImagePart, Message, SessionInfo, TextPart, now_ms
 from assistant.testing.conversations import MemoryConversations
 from assistant.testing.memory import MemoryStore
 
@@ -141,6 +141,34 @@ async def test_a_waiting_conversation_nobody_claims_goes_back_to_the_bot_when_re
     conversations._shared.states[key] = state.model_copy(update={"since": state.since - 60_000})
     assert (await handoff.state("acme", "sess_1")).status == "bot"
     assert await handoff.listed("acme", "waiting_human", 10) == []
+
+
+async def test_the_sweeper_hands_back_what_nobody_claimed_in_time_and_nothing_else():
+    from assistant.handoff.sweeper import ClaimTimeouts
+    from assistant.ports.conversations import QUEUE
+
+    sessions, conversations, handoff = await _setup(timeout_s=60)
+    for sid in ("sess_2", "sess_3"):
+        await sessions.create(SessionInfo(id=sid))
+    sweeper = ClaimTimeouts(handoff)
+    for sid in ("sess_1", "sess_2", "sess_3"):
+        await handoff.request("acme", sid, "api")
+    await handoff.claim("acme", "sess_3", "agent:a")  # claimed: not the sweeper's
+    assert await sweeper.sweep() == 0  # none is past the timeout yet
+    aged = conversations._shared  # sess_1 and sess_3 waited (or were claimed) 61 s ago
+    for sid in ("sess_1", "sess_3"):
+        key = ("acme", sid)
+        aged.states[key] = aged.states[key].model_copy(update={"since": now_ms() - 61_000})
+        aged.waiting[key] = now_ms() - 61_000
+    after = await conversations.last_seq(QUEUE)
+    assert await sweeper.sweep() == 1
+    assert (await handoff.state("acme", "sess_1")).status == "bot"
+    assert (await handoff.state("acme", "sess_2")).status == "waiting_human"
+    assert (await handoff.state("acme", "sess_3")).status == "human"
+    told = await conversations.events(QUEUE, after, 10)  # the console's queue hears it at once
+    assert [(e["conversation"], e["status"]) for _, e in told] == [("sess_1", "bot")]
+    assert await conversations.due(now_ms() + 1, 10) == [("acme", "sess_2")]  # the rest: swept
+    assert await sweeper.sweep() == 0
 
 
 async def test_the_hub_hands_each_event_once_to_each_subscriber_from_its_own_position():
