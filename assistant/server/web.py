@@ -32,7 +32,8 @@ router = APIRouter()
 #: The widget's sources, in the order they are joined (each one a concern; see its header).
 SOURCES = (
     "settings.js", "i18n.js", "markdown.js", "storage.js", "auth.js", "connection.js", "audio.js",
-    "images.js", "view.js", "citations.js", "thread.js", "voice.js", "controller.js", "api.js",
+    "images.js", "view.js", "citations.js", "thread.js", "voice.js", "handoff.js", "controller.js",
+    "api.js",
 )  # fmt: skip
 #: (the name the widget knows it by, file, version, licence, licence files) of each vendored library.
 #: Copied unchanged from the npm registry's tarballs (``npm pack marked@18.2.1 dompurify@3.5.0``:

@@ -1,4 +1,5 @@
-// The WebSocket to /v1/realtime: one at a time, resumed with ?session_id= after a drop (tries back
+// The WebSocket to /v1/realtime: one at a time, resumed with ?session_id= (and &after=, the seq of
+// the last event of the session's stream seen: those since come first) after a drop (tries back
 // off from 0.25 s doubling to 5 s, with jitter; at once when the browser is back online). Close
 // codes are read: 4404 (the session is gone: a new one is started), 1008 (refused: the error code
 // is the reason's first word; an expired secret is minted again, a refused key stops the tries
@@ -40,6 +41,8 @@ function makeConnection(server, credentials, handlers) {
     opening = false;
     if (!wanted || socket) return;
     var query = sessionId ? "?session_id=" + encodeURIComponent(sessionId) : "";
+    var after = sessionId && handlers.after ? handlers.after(sessionId) : null;
+    if (after) query += "&after=" + encodeURIComponent(after); // the session's events since
     var ws = new WebSocket(url + query, protocols);
     socket = ws;
     ws.onmessage = function (message) {

@@ -3,7 +3,7 @@
 // GET /v1/sessions/{id}/messages), the messages not yet acknowledged (each sent once, with its
 // client turn id, when the socket is up; a message typed offline waits for it, and one whose turn
 // id the stored history already holds is not sent again), and the response that streams.
-// Voice (the mic, transcripts, spoken replies) is in voice.js.
+// Voice (the mic, transcripts, spoken replies) is in voice.js, the human handoff in handoff.js.
 
 function makeController(settings) {
   var storage = makeStorage(settings.server);
@@ -32,16 +32,24 @@ function makeController(settings) {
   var connection = makeConnection(settings.server, credentials, {
     sessionId: function () { return state.sessionId; },
     sessionLost: forgetSession,
+    after: function (id) { return handoff.after(id); },
     event: onEvent,
     closed: onClosed,
     failed: function (error) { showError(error.code, error.retryAfter); }
   });
   var voice = makeVoice(settings, state, view, thread, connection, showError);
+  var handoff = makeHandoff(settings, view, thread, storage, connection,
+    {sessionId: function () { return state.sessionId; }, message: arrived});
   credentials.follow(function () { return state.sessionId; });
   if (user) credentials.setUser(user);
 
   function emit(name, detail) {
     window.dispatchEvent(new CustomEvent("assistant:" + name, {detail: detail}));
+  }
+
+  function arrived(detail) { // a finished assistant message
+    if (!view.isOpen()) view.setBadge(++state.unread);
+    emit("message", detail);
   }
 
   function welcomeText() { return settings.welcome || view.t("welcome"); }
@@ -118,6 +126,7 @@ function makeController(settings) {
 
   function onEvent(event) {
     var type = event.type;
+    if (handoff.event(event)) return;
     if (type === "session.created") return onSession(event.session);
     if (type === "conversation.item.created") {
       if (event.item.role === "user" && !voice.owns(event.item)) acknowledged(event.item);
@@ -148,6 +157,7 @@ function makeController(settings) {
     var resumed = state.sessionId === session.id;
     state.sessionId = session.id;
     storage.setSessionId(user && user.id, session.id);
+    handoff.session(session);
     state.connected = true;
     state.ever = true;
     view.setStatus("");
@@ -160,6 +170,7 @@ function makeController(settings) {
     (resumed ? restore() : Promise.resolve()).then(function () {
       if (state.sessionId !== session.id || !state.connected) return;
       state.live = true;
+      handoff.ready();
       flush();
     });
   }
@@ -175,11 +186,8 @@ function makeController(settings) {
     var annotations = citationsOf(item && item.content);
     if (!current.stream && text) current.stream = thread.stream();
     if (current.stream) current.stream.finish(text, status, item && item.id, annotations);
-    if (item && text) {
-      if (!view.isOpen()) view.setBadge(++state.unread);
-      emit("message", {id: item.id, role: "assistant", text: text, status: item.status,
-        annotations: annotations});
-    }
+    if (item && text) arrived({id: item.id, role: "assistant", text: text, status: item.status,
+      annotations: annotations});
     flush();
   }
 
@@ -210,6 +218,7 @@ function makeController(settings) {
     thread.typing(false);
     view.setStreaming(false);
     voice.silence();
+    handoff.closed();
     if (state.ever) view.setStatus(view.t("offline"));
   }
 
@@ -341,6 +350,7 @@ function makeController(settings) {
     setLocale: function (locale) {
       settings.locale = locale || navigator.language || "en";
       view.setLocale(settings.locale);
+      handoff.setLocale();
       var welcome = view.thread.querySelector(".welcome");
       if (welcome && !settings.welcome) welcome.querySelector(".body").textContent = view.t("welcome");
     },
@@ -348,7 +358,7 @@ function makeController(settings) {
       return {
         connected: state.connected, sessionId: state.sessionId, open: view.isOpen(),
         unread: state.unread, pending: state.pending.length, streaming: Boolean(state.response),
-        mic: voice.active(), audio: voice.stats()
+        mic: voice.active(), audio: voice.stats(), handoff: handoff.status()
       };
     }
   };

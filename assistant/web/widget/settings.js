@@ -1,6 +1,7 @@
 // Settings: defaults, then the page's `window.AssistantWidgetSettings` object, then the script
 // tag's data-* attributes (data-key="pk_...", data-title, ...). The server is where this script
-// came from unless the settings name another.
+// came from unless the settings name another. A switch is off when it is false, or "false",
+// "off", "no" or "0" (data-handoff="off").
 
 var DEFAULTS = {
   key: "",                 // a publishable key (pk_...); empty: the server's open mode (loopback)
@@ -15,13 +16,15 @@ var DEFAULTS = {
   open: false,             // start opened
   images: true,            // offer image upload (file button, paste, drag and drop)
   mic: true,               // offer the mic button
+  handoff: true,           // offer "Talk to a person" (a person's replies show either way)
   spokenReplies: "mic",    // "mic": speak replies while the mic is on; true: always; false: never
   user: null,              // {id, name, email, hash}: see AssistantWidget.setUser
   clientSecretTtl: 600,    // seconds a client secret lives (publishable-key mode)
   imageMaxSide: 1568       // images are downscaled to this many pixels on their longer side
 };
 
-var BOOLEAN_SETTINGS = ["launcher", "open", "images", "mic"];
+var BOOLEAN_SETTINGS = ["launcher", "open", "images", "mic", "handoff"];
+var OFF_WORDS = ["false", "off", "no", "0"];
 
 function currentScript() {
   var script = document.currentScript;
@@ -48,12 +51,13 @@ function readSettings(script) {
         return "-" + c.toLowerCase();
       }));
       if (attr === null) return;
-      if (BOOLEAN_SETTINGS.indexOf(name) >= 0) settings[name] = attr !== "false";
+      if (BOOLEAN_SETTINGS.indexOf(name) >= 0) settings[name] = attr;
       else if (name === "spokenReplies") settings[name] = attr === "true" ? true : attr === "false" ? false : attr;
       else if (name === "clientSecretTtl" || name === "imageMaxSide") settings[name] = Number(attr);
       else settings[name] = attr;
     });
   }
+  BOOLEAN_SETTINGS.forEach(function (name) { settings[name] = switchedOn(settings[name]); });
   settings.server = serverOrigin(settings.server, script);
   if (!settings.locale) settings.locale = navigator.language || "en";
   settings.clientSecretTtl = Math.max(5, Math.min(7200, Number(settings.clientSecretTtl) || 600));
@@ -62,6 +66,11 @@ function readSettings(script) {
   if (["light", "dark", "auto"].indexOf(settings.theme) < 0) settings.theme = "auto";
   if (settings.position !== "left") settings.position = "right";
   return settings;
+}
+
+function switchedOn(value) {
+  if (typeof value === "string") return OFF_WORDS.indexOf(value.trim().toLowerCase()) < 0;
+  return Boolean(value);
 }
 
 function serverOrigin(given, script) {

@@ -3,7 +3,9 @@
 // the next animation frame (not once per token). Images show as thumbnails; the typing indicator
 // stands between a send and the reply's first token; a live transcript grows while the visitor
 // speaks. A stored thread (GET /v1/sessions/{id}/messages) is drawn with the same bubbles; a
-// grounded reply's sources are footnotes under it (citations.js).
+// grounded reply's sources are footnotes under it (citations.js). A person's reply (an assistant
+// message with an `author`: a support agent's) is plain text, never parsed, under the person's
+// name (class from-person, data-author); a notice (handoff.js) is a line of text between bubbles.
 
 function makeThread(view, storage, render) {
   var container = view.thread;
@@ -68,6 +70,29 @@ function makeThread(view, storage, render) {
     if (id) b.node.setAttribute("data-id", id);
     if (status === "interrupted") note(b.node, view.t("stopped"));
     return b.node;
+  }
+
+  function person(text, id, author, name) {
+    var b = bubble("assistant", "from-person");
+    b.node.setAttribute("data-author", author || "");
+    if (id) b.node.setAttribute("data-id", id);
+    b.node.insertBefore(el("div", {"class": "author", text: name || view.t("supportAgent")}), b.body);
+    b.body.textContent = text || "";
+    return b.node;
+  }
+
+  function notice(text, status) {
+    var stick = atBottom();
+    var node = el("div", {"class": "notice", "data-status": status || "", text: text});
+    container.insertBefore(node, typing ? typing : null);
+    follow(stick);
+    return node;
+  }
+
+  function has(id) {
+    var nodes = container.querySelectorAll("[data-id]");
+    for (var i = 0; i < nodes.length; i++) if (nodes[i].getAttribute("data-id") === id) return true;
+    return false;
   }
 
   function stream() {
@@ -142,7 +167,9 @@ function makeThread(view, storage, render) {
       var text = parts.map(function (part) {
         return part.type === "text" ? part.text : part.type === "audio" ? part.transcript : "";
       }).filter(Boolean).join("\n");
-      if (message.role === "assistant") {
+      if (message.role === "assistant" && message.author) {
+        person(text, message.id, message.author, message.author_name);
+      } else if (message.role === "assistant") {
         assistant(text, message.status, message.id, citationsOf(parts));
       } else if (message.role === "user") {
         var thumbs = parts.filter(function (part) { return part.type === "image"; })
@@ -162,7 +189,11 @@ function makeThread(view, storage, render) {
       var node = container.querySelector(".welcome");
       if (node) node.remove();
     },
-    user: user, assistant: assistant, stream: stream, partial: partial, typing: showTyping,
-    stored: stored
+    lastNotice: function () {
+      var nodes = container.querySelectorAll(".notice");
+      return nodes.length ? nodes[nodes.length - 1].getAttribute("data-status") : null;
+    },
+    user: user, assistant: assistant, person: person, notice: notice, has: has, stream: stream,
+    partial: partial, typing: showTyping, stored: stored
   };
 }

@@ -209,6 +209,7 @@ function makeView(settings, handlers) {
       stop.hidden = !streaming;
       if (streaming && shadow.activeElement === send) stop.focus();
     },
+    headControl: function (node) { resetButton.parentNode.insertBefore(node, resetButton); },
     setMicAvailable: function (available) { mic.hidden = !available; },
     setMic: function (on) {
       mic.setAttribute("aria-pressed", String(on));
