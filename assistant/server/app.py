@@ -22,6 +22,7 @@ from assistant.ports.keys import KeyStore
 from assistant.ports.limits import Limiter
 from assistant.protocol.client import describe_problems
 from assistant.server import docs, logs
+from assistant.server.agent_page import router as agent_page_router
 from assistant.server.auth_routes import router as auth_router
 from assistant.server.body_limit import BodyLimit, upload_body_limit
 from assistant.server.components import Components, Injected, build_components
@@ -85,6 +86,7 @@ def create_app(
     app.include_router(router)
     app.include_router(auth_router)
     app.include_router(web_router)  # widget.js and the demo page at /
+    app.include_router(agent_page_router)  # the agent console at /agent
     app.include_router(openai_router)
     app.include_router(webhook_router)
     app.include_router(knowledge_router)
