@@ -29,6 +29,8 @@ PAGE = (
 HELD_REPLY = "A person from our team will answer you here shortly."  # the profile's default
 XSS = '<img src=x onerror="window.__x=1"> and <b>bold</b>'
 PERSON = ".msg.assistant.from-person"
+#: Events a session's stream keeps (about: Redis trims whole nodes of 100 entries): the least.
+STREAM_MAXLEN = 100
 
 
 async def _make_keys(redis_url: str, origin: str) -> tuple[str, str]:
@@ -86,6 +88,7 @@ def served(tmp_path_factory):
                 tmp_path_factory.mktemp("widget-handoff"), ASSISTANT_LLM__ADAPTER="scripted",
                 ASSISTANT_LLM__TOKEN_DELAY_S="0.02", ASSISTANT_REDIS_URL=redis.url,
                 ASSISTANT_AUTH__OPEN="false", ASSISTANT_AUTH__SECRET=SECRET,
+                ASSISTANT_HANDOFF__STREAM_MAXLEN=str(STREAM_MAXLEN),
             )  # fmt: skip
             with ServerProcess(env) as server:
                 embed = web.snippet(server.base_url).replace(
@@ -246,6 +249,36 @@ def test_what_the_person_sent_while_the_socket_was_down_shows_once(served, conte
     texts = [text for _, text in widget.bubbles()]
     assert len(texts) == len(set(texts)) == 7  # every message once
     expect(widget.page.locator(".notice[data-status='human']")).to_have_count(1)
+
+
+def test_a_resume_from_before_the_kept_events_draws_the_whole_thread_silently(
+    served, context, widget
+):
+    session_id = start(served, widget)
+    talk_to_a_person(served, widget, session_id)
+    served.say(session_id, "Before the drop")
+    wait_persons(widget, 1)
+    context.set_offline(True)
+    expect(widget.page.locator(".status")).to_have_text("Offline: reconnecting…")
+    errors = []  # the error events the next socket gets
+
+    def follow(socket) -> None:
+        socket.on(
+            "framereceived", lambda frame: errors.append(frame) if '"error"' in frame else None
+        )
+
+    widget.page.on("websocket", follow)
+    away = [f"Away {n}" for n in range(3 * STREAM_MAXLEN)]  # the seq it saw: trimmed away
+    for text in away:
+        served.say(session_id, text)
+    context.set_offline(False)
+
+    assert wait_persons(widget, 1 + len(away)) == ["Before the drop", *away]  # from the history
+    assert any('"events_lost"' in frame for frame in errors), errors
+    expect(widget.page.locator(".alert")).to_be_hidden()  # nothing to tell the visitor
+    assert widget.events("error") == []
+    served.say(session_id, "And live again")
+    assert wait_persons(widget, 2 + len(away))[-1] == "And live again"
 
 
 def test_another_tab_of_the_same_conversation(served, context, widget):

@@ -10,6 +10,8 @@
 // The seq of the last event seen is kept per session (storage.js); a reconnect asks for the events
 // since (?after=, connection.js). Events that come while the thread is redrawn from the stored
 // history wait for it (ready), and then the notice of the status as it is now is shown again.
+// A resume from a seq the stream no longer keeps is told `events_lost`: nothing to say to the
+// visitor, the thread is drawn from the stored history on every resume.
 
 var HANDOFF_STATUSES = ["bot", "waiting_human", "human", "resolved"];
 var SEQ_PATTERN = /^\d{1,19}(-\d{1,19})?$/;
@@ -127,7 +129,9 @@ function makeHandoff(settings, view, thread, storage, connection, hooks) {
     event: function (event) {
       var type = event.type;
       if (type === "error") {
-        if (requesting && event.error && event.error.event_id === requesting) requesting = null;
+        var error = event.error || {};
+        if (error.code === "events_lost") return true; // the stored history is drawn anyway
+        if (requesting && error.event_id === requesting) requesting = null;
         refresh();
         return false;
       }
