@@ -64,6 +64,18 @@ class Subscription:
             self.closed = True
             self._queue.put_nowait(_END)
 
+    async def next(self, timeout_s: float) -> tuple[str, Event] | None:
+        """The next event, or None when none came within ``timeout_s``; ``StopAsyncIteration``
+        once the subscription has ended."""
+        try:
+            item = await asyncio.wait_for(self._queue.get(), timeout_s)
+        except TimeoutError:
+            return None
+        if item is _END:
+            self._queue.put_nowait(_END)  # ended for every later call too
+            raise StopAsyncIteration
+        return item
+
     async def __aiter__(self) -> AsyncIterator[tuple[str, Event]]:
         while True:
             item = await self._queue.get()

@@ -219,6 +219,7 @@ class WireError(BaseModel):
     code: str
     message: str
     event_id: str | None = Field(None, description="the client event's id that caused it")
+    param: str | None = Field(None, description="the field or parameter at fault, when one is")
     #: ``rate_limit_error``: seconds until the limit lets the request through again.
     retry_after_s: float | None = Field(
         None, description="rate_limit_error: seconds until the limit lets it through again"
@@ -237,8 +238,9 @@ class ErrorEvent(_ServerEvent):
         echo = event_id or exc.event_id
         retry = getattr(exc, "retry_after_s", None)  # RateLimitError's
         error = WireError(
-            type=exc.type, code=exc.code, message=exc.message, event_id=echo, retry_after_s=retry
-        )
+            type=exc.type, code=exc.code, message=exc.message, event_id=echo,
+            param=getattr(exc, "param", None), retry_after_s=retry,
+        )  # fmt: skip
         return cls(error=error)
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from assistant.server.web import _code, _inline_hashes, _read
+from assistant.server.web import inline_hashes, read_asset, strip_comments
 
 router = APIRouter()
 
@@ -50,17 +50,19 @@ class Console:
 
 
 def build_console() -> Console:
-    sources = "".join(f"// ---- {name}\n{_code(_read('agent/' + name))}\n" for name in SOURCES)
+    sources = "".join(
+        f"// ---- {name}\n{strip_comments(read_asset('agent/' + name))}\n" for name in SOURCES
+    )
     script = f'/*! assistant agent console */\n(function () {{\n"use strict";\n{sources}}})();\n'
-    styles = _read("agent/styles.css")
+    styles = read_asset("agent/styles.css")
     version = hashlib.sha256((script + styles).encode()).hexdigest()[:16]
-    page = _read("agent/index.html").replace("{{version}}", version)
+    page = read_asset("agent/index.html").replace("{{version}}", version)
     return Console(page, console_csp(page), script.encode(), styles.encode(), version)
 
 
 def console_csp(page: str) -> str:
     """The page's CSP: its own origin only (any inline script or style by its hash)."""
-    scripts, styles = (" ".join(filter(None, ("'self'", _inline_hashes(page, tag))))
+    scripts, styles = (" ".join(filter(None, ("'self'", inline_hashes(page, tag))))
                        for tag in ("script", "style"))  # fmt: skip
     return (
         f"default-src 'none'; script-src {scripts}; style-src {styles}; img-src 'self' blob:; "

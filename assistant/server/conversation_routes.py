@@ -44,6 +44,8 @@ Agent = Annotated[Principal, Depends(requires("agent"))]
 ConversationId = Annotated[str, Path(min_length=1, max_length=128)]
 Status = Literal["bot", "waiting_human", "human", "resolved"]
 
+#: A server-sent event stream with nothing to say sends a comment line this often.
+KEEPALIVE_S = 15.0
 _READ = errors(400, *AUTH_ERRORS, 404, 500, 503)
 _CHANGE = errors(400, *AUTH_ERRORS, 404, 409, 500, 503)
 
@@ -205,7 +207,8 @@ async def follow(
 ) -> StreamingResponse:
     """The session's events as server-sent events, from after ``after`` (``last_seq`` of ``GET
     .../{id}``: nothing missed) and live: ``id:`` the seq, ``event:`` the type, ``data:`` the
-    event as JSON (``conversation.item.added`` / ``conversation.status.updated``)."""
+    event as JSON (``conversation.item.added`` / ``conversation.status.updated``); a comment
+    line (``: keep-alive``) every ``KEEPALIVE_S`` with nothing else to send."""
     runtime = _runtime(request)
     check_after(after)
     await runtime.handoff.state(principal.tenant, conversation_id)  # not found before streaming
@@ -238,7 +241,15 @@ def _event_stream(runtime: HandoffRuntime, sub: Subscription, after: str) -> Str
 
     async def lines() -> AsyncIterator[str]:
         try:
-            async for seq, event in sub:
+            while True:
+                try:
+                    got = await sub.next(KEEPALIVE_S)
+                except StopAsyncIteration:
+                    return
+                if got is None:  # a comment line: proxies keep the stream, a dead peer shows
+                    yield ": keep-alive\n\n"
+                    continue
+                seq, event = got
                 body = {k: v for k, v in event.items() if k != "origin"}
                 yield f"id: {seq}\nevent: {body.get('type')}\ndata: {json.dumps(body)}\n\n"
         finally:

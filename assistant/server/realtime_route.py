@@ -94,8 +94,16 @@ async def _open_session(
         metrics.error(exc.code)
         with contextlib.suppress(Exception):  # the client may be gone already
             await ws.send_text(ErrorEvent.from_exception(exc).model_dump_json())
-            await ws.close(CLOSE_SESSION_NOT_FOUND if exc.code == "session_not_found" else 1011)
+            await ws.close(_close_code(exc))
         return None
+
+
+def _close_code(exc: AssistantError) -> int:
+    """4404 for an unknown session, 1011 when the server failed (the store), else 1008: the
+    request was refused (a malformed ``after``...), so a client should not retry it as it is."""
+    if exc.code == "session_not_found":
+        return CLOSE_SESSION_NOT_FOUND
+    return 1011 if exc.type == "server_error" else CLOSE_POLICY
 
 
 def _reason(exc: AssistantError) -> str:

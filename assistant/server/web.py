@@ -55,7 +55,7 @@ class Widget:
     version: str
 
 
-def _read(name: str) -> str:
+def read_asset(name: str) -> str:
     return resources.files("assistant.web").joinpath(name).read_text(encoding="utf-8")
 
 
@@ -79,7 +79,7 @@ def build_widget(limits: dict[str, int]) -> Widget:
     vendor = []
     for name, file, _, _, _ in VENDORED:
         code = "\n".join(
-            line for line in _read(f"vendor/{file}").splitlines()
+            line for line in read_asset(f"vendor/{file}").splitlines()
             if not line.startswith("//# sourceMappingURL=")
         )  # fmt: skip
         vendor.append(
@@ -87,10 +87,12 @@ def build_widget(limits: dict[str, int]) -> Widget:
             f"{code}\nvendor[{_js(name)}] = module.exports; }})();\n"
         )
     constants = (
-        f"var LIMITS = {_js(limits)};\nvar CSS = {_js(_read('widget/styles.css'))};\n"
-        f"var MIC_WORKLET = {_js(_read('widget/mic-worklet.js'))};\n"
+        f"var LIMITS = {_js(limits)};\nvar CSS = {_js(read_asset('widget/styles.css'))};\n"
+        f"var MIC_WORKLET = {_js(read_asset('widget/mic-worklet.js'))};\n"
     )
-    sources = "".join(f"// ---- {name}\n{_code(_read('widget/' + name))}\n" for name in SOURCES)
+    sources = "".join(
+        f"// ---- {name}\n{strip_comments(read_asset('widget/' + name))}\n" for name in SOURCES
+    )
     inner = "".join(vendor) + constants + '(function () {\n"use strict";\n' + sources + "})();\n"
     version = hashlib.sha256(inner.encode()).hexdigest()[:16]
     credits = ", ".join(f"{name} {v} ({lic})" for name, _, v, lic, _ in VENDORED)
@@ -103,7 +105,7 @@ def build_widget(limits: dict[str, int]) -> Widget:
     return Widget(body=data, gzipped=gzip.compress(data, 9, mtime=0), version=version)
 
 
-def _code(source: str) -> str:
+def strip_comments(source: str) -> str:
     """A source without its whole-line comments (the files' own documentation) and blank lines."""
     return "\n".join(
         line for line in source.splitlines() if line.strip() and not line.lstrip().startswith("//")
@@ -114,7 +116,7 @@ def licences() -> str:
     parts = ["Third-party libraries bundled in widget.js\n"]
     for name, _, version, licence, files in VENDORED:
         for file in files:
-            text = _read(f"vendor/{file}")
+            text = read_asset(f"vendor/{file}")
             parts.append(f"\n==== {name} {version} ({licence}): {file}\n\n{text}")
     return "".join(parts)
 
@@ -122,12 +124,12 @@ def licences() -> str:
 def demo_page(server: str) -> tuple[str, str]:
     """The demo page for a server at ``server`` (scheme://host:port), and its CSP header (the
     page's inline script and style by their hashes; every request to its own origin only)."""
-    template = _read("index.html")
+    template = read_asset("index.html")
     embed = _embed(template)
     safe = html.escape(server, quote=True)
     page = template.replace("{{snippet}}", html.escape(embed.replace("{{server}}", safe)))
     page = page.replace("{{server}}", safe)
-    hashes = {kind: _inline_hashes(page, kind) for kind in ("script", "style")}
+    hashes = {kind: inline_hashes(page, kind) for kind in ("script", "style")}
     csp = (
         f"default-src 'none'; script-src 'self' {hashes['script']} blob:; "
         f"style-src 'self' {hashes['style']}; img-src 'self' data: blob:; connect-src 'self'; "
@@ -138,14 +140,14 @@ def demo_page(server: str) -> tuple[str, str]:
 
 def snippet(server: str) -> str:
     """The embed tags the demo page uses, for a server at ``server`` (the README shows them)."""
-    return _embed(_read("index.html")).replace("{{server}}", server)
+    return _embed(read_asset("index.html")).replace("{{server}}", server)
 
 
 def _embed(template: str) -> str:
     return template.split(_EMBED_START, 1)[1].split(_EMBED_END, 1)[0].strip("\n")
 
 
-def _inline_hashes(page: str, tag: str) -> str:
+def inline_hashes(page: str, tag: str) -> str:
     found = []
     for chunk in page.split(f"<{tag}>")[1:]:
         content = chunk.split(f"</{tag}>", 1)[0]

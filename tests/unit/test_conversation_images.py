@@ -70,3 +70,15 @@ def test_the_list_says_where_to_follow_the_queue_from(tmp_path):
         assert f'"conversation": "{session_id}"' in block[2] and '"reason": "api"' in block[2]
         bad = http.get("/v1/queue/events", params={"after": "yesterday"})
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "after"
+
+
+def test_a_quiet_event_stream_sends_keep_alive_comments(tmp_path, monkeypatch):
+    from assistant.server import conversation_routes
+
+    monkeypatch.setattr(conversation_routes, "KEEPALIVE_S", 0.05)
+    with AppClients(tmp_path) as make:
+        http = make()
+        session_id, _ = _with_image(http, PNG)
+        with http.stream("GET", f"/v1/conversations/{session_id}/events") as sse:
+            lines = sse.iter_lines()
+            assert next(lines) == ": keep-alive"  # nothing happened: a comment, not an event

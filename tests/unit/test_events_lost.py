@@ -40,3 +40,18 @@ def test_a_resume_from_before_the_window_is_told_and_the_connection_goes_on(tmp_
             assert ws.receive_json()["type"] == "session.created"
             ws.send_json({"type": "session.update", "session": {"instructions": "be brief"}})
             assert ws.receive_json()["type"] == "session.updated"  # no error before it
+
+
+def test_a_malformed_after_is_refused_as_a_bad_request_not_a_server_failure(tmp_path):
+    import pytest
+    from starlette.websockets import WebSocketDisconnect
+
+    with AppClients(tmp_path) as make:
+        http = make()
+        with http.websocket_connect("/v1/realtime?after=yesterday") as ws:
+            error = ws.receive_json()
+            assert error["error"]["code"] == "invalid_request"
+            assert error["error"]["param"] == "after"
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+        assert closed.value.code == 1008  # policy: do not retry as it is (1011: server failed)
