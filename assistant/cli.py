@@ -37,6 +37,9 @@ def cmd_prepare_models(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM (both stop gracefully, exit code 0); the private
     redis-server, when there is one, is stopped on every way out."""
+    from assistant import heap
+
+    heap.tune_allocator()  # first: before any thread allocates; the workers inherit it
     from assistant.processes import Stopped, stop_on_signals
     from assistant.registry import prepare_models, start_embedded_redis
 

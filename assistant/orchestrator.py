@@ -218,6 +218,13 @@ class Orchestrator:
             flush_s=self._memory_settings.partial_flush_ms / 1000,
         )
 
+    def forget_session(self, session_id: str) -> None:
+        """Drop what this process keeps of ``session_id`` for its next turn (its last prompt, the
+        store's parsed metadata): its connection closed. A turn after that (a resume) builds it
+        again from the store."""
+        self._prompts.forget(session_id)
+        self.store.forget_session(session_id)
+
     async def add_item(
         self, session_id: str, message: Message, lease: TurnLease | None = None
     ) -> AppendResult:

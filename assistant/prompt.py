@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from assistant import heap
 from assistant.errors import ContextLengthError
 from assistant.messages import Message
 from assistant.ports import Prompt, PromptMessage
@@ -131,11 +132,14 @@ class PromptCache:
     since, nothing was left out then, and everything still fits. Then only the new messages are
     rendered and counted, so a turn costs the same at message 4 and at message 400; otherwise
     ``build_prompt`` starts over. The result is always the one ``build_prompt`` gives. Holds the
-    last prompt of at most ``sessions`` sessions (the least recently built go first)."""
+    last prompt of at most ``sessions`` sessions (the least recently built go first); a session's
+    connection forgets it as it closes (``forget``), so what is held follows the sessions open
+    now, not every session seen since the process started (a few KB each)."""
 
     def __init__(self, sessions: int = 4096) -> None:
         self.sessions = sessions
         self._by_session: dict[str, _Built] = {}
+        heap.track("prompts", self, sessions)
         self.extended = 0  #: prompts built from the previous one (for tests and metrics)
 
     def build(
@@ -163,6 +167,13 @@ class PromptCache:
                 built, key, history[0].id, history[-1].id, len(history)
             )
         return built
+
+    def forget(self, session_id: str) -> None:
+        """Drop ``session_id``'s prompt (its connection closed; a resumed one builds it again)."""
+        self._by_session.pop(session_id, None)
+
+    def __len__(self) -> int:
+        return len(self._by_session)
 
     @staticmethod
     def _extend(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from assistant import heap
 from assistant.messages import ImagePart, Message
 from assistant.ports import IMAGE_MARKER, LanguageModel, PromptImage, PromptMessage
 from assistant.vision.pipeline import ImagePipeline
@@ -19,6 +20,7 @@ class MessageRenderer:
         # Text-only messages as the model reads them, by message id (with the message they were
         # made from: a hit must be that very object), so a turn renders only what is new.
         self._plain: dict[str, tuple[Message, PromptMessage]] = {}
+        heap.track("rendered_messages", self, _PLAIN_PROMPTS_MAX, lambda r: len(r._plain))
 
     async def for_history(
         self, history: Sequence[Message], vision: ImagePipeline | None

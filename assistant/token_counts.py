@@ -14,6 +14,8 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
+from assistant import heap
+
 MAX_CHARS_PER_TOKEN = 64
 #: Texts longer than this are counted in a worker thread (``prepare``), not on the event loop.
 OFF_LOOP_CHARS = 4_096
@@ -25,6 +27,7 @@ class TokenCounter:
         self._too_long = max(context_tokens, 1) * MAX_CHARS_PER_TOKEN
         self._size = size
         self._known: OrderedDict[tuple[int, int], int] = OrderedDict()
+        heap.track("token_counts", self, size, lambda counter: len(counter._known))
 
     def __call__(self, text: str) -> int:
         """The count of ``text`` (on the caller's thread when not known yet)."""

@@ -9,18 +9,28 @@ models are linked in, not copied):
 - **scripted**: ``sessions`` clients on the scripted model (``ASSISTANT_LLM__ADAPTER=scripted``,
   an echo of the user's words, so the model costs nothing), ``workers`` worker processes;
 - **real model**: ``real_sessions`` clients on the default SmolLM2 (one worker; replies cut at
-  ``real_max_output_tokens``), for ``real_minutes``. ``real_sessions=0`` skips it.
+  ``real_max_output_tokens``; conversations of ``real_conversation_turns``, so they end and the
+  model's KV caches of ended ones are replaced within the run, as they are on a server that
+  runs for days), for ``real_minutes``. ``real_sessions=0`` skips it.
+
+The server runs with ``OMP_NUM_THREADS=1`` unless this process's environment sets it: two torch
+threads per worker on cores the workers share slowed image encodings past the model timeout.
 
 The clients (``bench.soak_client``) run in this process: text turns mostly, an image now and
 then, a hang-up and resume now and then, each client waiting for its reply and then thinking
 ``think_s`` (0.5x-1.5x at random), so many sessions are a steady load, not a flood. Every
 process of the server's pid tree (``bench.soak_procs``) is sampled at the start, every
-``sample_s`` (a minute) and at the end: RSS, open file descriptors, and Redis's ``used_memory``.
+``sample_s`` (a minute) and at the end: RSS, open file descriptors, Redis's ``used_memory``, and
+how full each worker's bounded caches are (``bench.soak_caches``, from ``/metrics``).
 
-``growth_after_warmup`` per process is (end - value after the first minute) / value after the
-first minute. ``findings`` lists what misses the issue's target (any error, a process gone or
-new, a server process other than Redis growing 5 % or more); Redis holds the conversations, so
-its memory grows with what is stored and is reported, not judged.
+The warm-up is over at the first sample at which every cache is full or steady
+(``soak_caches.warm_index``); ``growth_after_warmup`` per process is (end - value then) / value
+then (``growth_after_first_minute``: from the sample after the first minute, for comparison).
+``findings`` lists what misses the issue's target: any error, a process gone or new, a server
+process other than Redis growing 5 % or more after warm-up, a warm-up not over by the end or
+past half the run (too short a run to judge; ``warm_up.caches_filling`` says what was still
+filling). Redis holds the conversations, so its memory grows with what is stored and is
+reported, not judged.
 """
 
 from __future__ import annotations
@@ -64,6 +74,7 @@ class SoakConfig:
     real_sessions: int = 4
     real_minutes: float | None = None  # None: ``minutes``
     real_max_output_tokens: int = 24
+    real_conversation_turns: int = 8  # 40 turns on the real model take the whole ten minutes
     sample_s: float = 60.0
     timeout_s: float = 60.0
 
@@ -90,6 +101,7 @@ def run_soak(config: SoakConfig) -> dict[str, Any]:
         report.update(scripted, findings=_findings(scripted, "scripted"))
     if config.real_sessions > 0:
         plan.max_output_tokens = config.real_max_output_tokens
+        plan.conversation_turns = config.real_conversation_turns
         plan.timeout_s = max(config.timeout_s, 180.0)
         minutes = config.real_minutes if config.real_minutes is not None else config.minutes
         real = _soak_one("real", config.real_sessions, minutes, config, plan, {}, 1)
@@ -111,6 +123,7 @@ def _soak_one(
     port = free_port()
     args = ["-m", "assistant.cli", "serve", "--port", str(port), "--data-dir", str(tmp),
             "--log-level", "warning", "--workers", str(workers)]  # fmt: skip
+    settings = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **settings}
     server = ServerProcess(f"soak-{name}", args, port, tmp, bench_env(**settings))
     failed = False
     try:
@@ -146,7 +159,13 @@ async def _drive(
     config: SoakConfig, plan: ClientPlan,
 ) -> dict[str, Any]:  # fmt: skip
     watch = ProcessWatch(server.pid, redis_url)
-    watch.sample()
+    base_url = server.url("").replace("ws://", "http://", 1)
+
+    async def sample() -> None:
+        watch.sample()
+        await asyncio.to_thread(watch.read_caches, base_url)  # the clients go on meanwhile
+
+    await sample()
     tally, stop = Tally(), asyncio.Event()
     images = image_pool(plan.images)
     clients = [SoakClient(server.url(), plan, tally, stop, images, seed=i) for i in range(sessions)]
@@ -156,9 +175,9 @@ async def _drive(
         while (left := deadline - time.monotonic()) > 0:
             await asyncio.wait(tasks, timeout=min(left, config.sample_s))  # the clients run on
             if left > config.sample_s:
-                watch.sample()
+                await sample()
                 _progress(watch, tally)
-        watch.sample()  # the end, still under the same load as the samples before
+        await sample()  # the end, still under the same load as the samples before
     finally:
         stop.set()  # each client ends after its turn in flight
         await asyncio.wait(tasks, timeout=plan.timeout_s + 10)
@@ -196,6 +215,13 @@ def _findings(run: dict[str, Any], name: str) -> list[str]:
     found += [f"{name}: {change}" for change in run["process_changes"]]
     if not run["turns"]:
         found.append(f"{name}: no turn completed")
+    warm, times = run["warm_up"], run["sample_times_s"]
+    filling = ", ".join(warm["caches_filling"])
+    if warm["sample"] is None:
+        found.append(f"{name}: warm-up not over by the end ({filling} still filling)")
+    elif warm["after_s"] > times[-1] / 2:
+        found.append(f"{name}: warm-up took {warm['after_s']:.0f} of {times[-1]:.0f} s "
+                     f"(waiting for {filling}): too short a run to judge the growth after it")  # fmt: skip
     for process, ratio in run["growth_after_warmup"].items():
         if process != "redis" and ratio is not None and ratio >= GROWTH_LIMIT:
             found.append(f"{name}: {process} RSS grew {ratio:.1%} after warm-up")
@@ -214,11 +240,16 @@ def table_rows(data: dict[str, Any]) -> list[tuple[str, str, Any]]:
                  ("soak", f"{prefix}errors", run["error_count"]),
                  ("soak", f"{prefix}turn p50 / p99 ms",
                   f"{run['turn_p50_ms']} / {run['turn_p99_ms']}")]  # fmt: skip
+        warm = run["warm_up"]
+        rows.append(("soak", f"{prefix}warm-up (caches full or steady) over at s",
+                     "not over" if warm["after_s"] is None else warm["after_s"]))  # fmt: skip
         for process, values in run["rss_mb"].items():
             growth = run["growth_after_warmup"][process]
             shown = "-" if growth is None else f"{growth:+.1%}"
             rows.append(("soak", f"{prefix}{process} RSS MB start/end, growth after warm-up",
                          f"{values[0]} / {values[-1]}, {shown}"))  # fmt: skip
+            rows.append(("soak", f"{prefix}{process} RSS MB at each sample",
+                         " ".join("-" if v is None else f"{v:.0f}" for v in values)))  # fmt: skip
             fds = run["fds"][process]
             rows.append(("soak", f"{prefix}{process} open fds start/end", f"{fds[0]} / {fds[-1]}"))
         redis = run["redis_used_memory_mb"]

@@ -1,6 +1,8 @@
 """What the soak (``bench.soak``) watches of a running server: every process in its pid tree (the
 ``assistant serve`` process, its workers, its private ``redis-server``), each one's resident
-memory and open file descriptors from ``/proc``, and Redis's own ``INFO memory`` figure.
+memory and open file descriptors from ``/proc``, Redis's own ``INFO memory`` figure, and how full
+each worker's bounded caches are (``bench.soak_caches``: the warm-up is over when they are full
+or steady; growth after warm-up is measured from that sample).
 
 Processes are named once, when the watch starts (``wait_for_workers`` first): ``serve`` (the
 root), ``redis`` (a ``redis-server``), ``resource-tracker`` (multiprocessing's, beside several
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import process_tree, rss_kb
+from bench.soak_caches import Fill, fill_report, scrape, warm_index
 
 
 def cmdline(pid: int) -> str:
@@ -28,6 +31,17 @@ def cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
     except OSError:
         return ""
+
+
+def malloc_env(pid: int) -> dict[str, str]:
+    """The glibc ``MALLOC_*`` settings in ``pid``'s environment (``assistant serve`` sets them,
+    ``assistant.heap.tune_allocator``); empty when it cannot be read."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (entry.decode(errors="replace").partition("=") for entry in raw.split(b"\0"))
+    return {name: value for name, _, value in pairs if name.startswith("MALLOC_")}
 
 
 def fd_count(pid: int) -> int:
@@ -96,6 +110,8 @@ class ProcessWatch:
     redis_keys: list[int] = field(default_factory=list)
     #: Processes that went away or appeared, as "<name> (pid N) exited at 120 s".
     changes: list[str] = field(default_factory=list)
+    #: Each sample's caches, ``{pid: {cache: [entries, capacity]}}`` (``read_caches``).
+    caches: list[dict[int, Fill]] = field(default_factory=list)
     _reported: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -126,6 +142,15 @@ class ProcessWatch:
         self.redis_mb.append(round(used / 2**20, 2))
         self.redis_keys.append(keys)
 
+    def workers(self) -> dict[str, int]:
+        """The processes that serve (``worker-N``; ``serve`` itself when it has no workers)."""
+        named = {n: pid for n, pid in self.names.items() if n.startswith("worker-")}
+        return named or {"serve": self.root}
+
+    def read_caches(self, base_url: str) -> None:
+        """Each worker's caches, for the sample just taken (blocking: run it in a thread)."""
+        self.caches.append(scrape(base_url, set(self.workers().values())))
+
     def snapshot(self) -> dict[str, Any]:
         """RSS and descriptors now, not kept as a sample (after the clients have gone)."""
         living = set(process_tree(self.root))
@@ -141,24 +166,54 @@ class ProcessWatch:
         return out
 
     def report(self) -> dict[str, Any]:
+        fills = fill_report(self.names, self.caches)
+        warm, filling = warm_index(fills) if fills else (None, ["no cache read"])
         return {
             "processes": {name: {"pid": pid, "cmdline": cmdline(pid)[:120]}
                           for name, pid in self.names.items()},
             "sample_times_s": self.times_s,
             "rss_mb": self.rss_mb,
-            "growth_after_warmup": {n: growth(v) for n, v in self.rss_mb.items()},
+            "warm_up": {
+                "sample": warm, "after_s": None if warm is None else self.times_s[warm],
+                # before the warm sample (what it waited for), or at the end when none is warm
+                "caches_filling": filling,
+            },
+            "growth_after_warmup": {
+                n: None if warm is None else growth(v, warm) for n, v in self.rss_mb.items()
+            },
+            "growth_after_first_minute": {n: growth(v) for n, v in self.rss_mb.items()},
+            "caches": _by_cache(fills),
             "fds": self.fds,
             "redis_used_memory_mb": self.redis_mb,
             "redis_keys": self.redis_keys,
             "process_changes": self.changes,
+            "malloc_env": malloc_env(next(iter(self.workers().values()))),
         }  # fmt: skip
 
 
-def growth(values: list[Any]) -> float | None:
-    """(end - value after warm-up) / value after warm-up: the warm-up value is the second sample
-    (the one after the first minute) when there are three or more, else the first. None when a
-    value is missing (the process was gone)."""
+def growth(values: list[Any], warm: int | None = None) -> float | None:
+    """(end - value at sample ``warm``) / value at sample ``warm``; by default ``warm`` is the
+    second sample (the one after the first minute) when there are three or more, else the first.
+    None when a value is missing (the process was gone) or ``warm`` is the last sample."""
     if len(values) < 2 or any(v is None for v in values):
         return None
-    warm = values[1] if len(values) >= 3 else values[0]
-    return round((values[-1] - warm) / warm, 4) if warm else None
+    if warm is None:
+        warm = 1 if len(values) >= 3 else 0
+    if warm >= len(values) - 1:
+        return None
+    start = values[warm]
+    return round((values[-1] - start) / start, 4) if start else None
+
+
+def _by_cache(fills: list[dict[str, Fill]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{process: {cache: {"capacity": n, "entries": [one per sample, None: not read]}}}``."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for index, sample in enumerate(fills):
+        for process, caches in sample.items():
+            for cache, (entries, capacity) in caches.items():
+                row = out.setdefault(process, {}).setdefault(
+                    cache, {"capacity": capacity, "entries": [None] * len(fills)}
+                )
+                row["entries"][index] = entries
+                row["capacity"] = capacity
+    return out

@@ -43,6 +43,8 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
+from assistant import heap
+
 try:
     from transformers.cache_utils import DynamicLayer
 except ImportError:  # pragma: no cover - older transformers without per-layer caches
@@ -166,6 +168,8 @@ class PrefixCacheLRU:
         self.max_tokens = max(int(max_tokens), 0)
         self._entries: OrderedDict[str, CachedPrefix] = OrderedDict()
         self._tokens = 0
+        heap.track("kv_cache_sessions", self, self.max_sessions)
+        heap.track("kv_cache_tokens", self, self.max_tokens, lambda lru: lru._tokens)
         self.hits = 0  # lookups that reused at least one cached position
         self.misses = 0  # lookups with a key that found nothing to reuse
         self.reused_tokens = 0  # positions not prefilled again thanks to a hit, in total
@@ -275,6 +279,7 @@ class SegmentIds:
         ordered = sorted(self._special, key=len, reverse=True)  # the longest match first
         self._pattern = re.compile(f"({'|'.join(map(re.escape, ordered))})") if added else None
         self._pieces: OrderedDict[str, list[int]] = OrderedDict()
+        heap.track("token_pieces", self, max_pieces, lambda ids: len(ids._pieces))
         self.usable = bool(plain and self._pattern and self._agrees(tokenizer))
 
     def __call__(self, text: str) -> list[int]:

@@ -307,6 +307,9 @@ class RedisSessionStore(SessionStore):
     async def _ping_impl(self) -> bool:
         return await self._sent(self.pipe.call("PING")) in ("PONG", True)  # a cluster: True
 
+    def forget_session(self, session_id: str) -> None:
+        codec.session_meta.forget(session_id)
+
     async def aclose(self) -> None:
         if self._root is not self:  # a tenant view: the root owns the connections
             return

@@ -1,13 +1,14 @@
 """How the Redis session store writes and reads messages and session metadata: the JSON a message
 is stored as (parsed once per process), the key it is stored once under, SessionInfo as a
-hash of JSON values, and what a message counts towards the session's limits."""
+hash of JSON values (parsed once per session while it stays the same), and what a message counts
+towards the session's limits. The caches here are bounded and tracked (``assistant.heap``)."""
 
 from __future__ import annotations
 
-import functools
 import json
 from typing import Any
 
+from assistant import heap
 from assistant.errors import RateLimitError
 from assistant.messages import Message, SessionInfo
 from assistant.ports import AppendResult, ConversationSummary, SessionLimits
@@ -25,13 +26,6 @@ def info_from_hash(raw: dict[Any, Any]) -> SessionInfo:
     return SessionInfo.model_validate({text_of(k): json.loads(v) for k, v in raw.items()})
 
 
-@functools.lru_cache(maxsize=4096)
-def info_from_flat(flat: tuple[str, ...]) -> SessionInfo:
-    """SessionInfo from HGETALL's flat field, value list; parsed once per distinct content (every
-    turn reads it, it rarely changes; SessionInfo is frozen, so sharing it is safe)."""
-    return info_from_hash(dict(zip(flat[::2], flat[1::2])))
-
-
 def summary_json(summary: ConversationSummary) -> str:
     fields = {"text": summary.text, "upto": summary.upto, "last_id": summary.last_id,
               "notes": list(summary.notes)}  # fmt: skip
@@ -39,6 +33,7 @@ def summary_json(summary: ConversationSummary) -> str:
 
 
 def summary_from_hash(raw: dict[Any, Any]) -> ConversationSummary | None:
+    """The summary in the meta hash's fields (None: it has none)."""
     value = raw.get(SUMMARY)
     if value is None:
         return None
@@ -48,12 +43,42 @@ def summary_from_hash(raw: dict[Any, Any]) -> ConversationSummary | None:
     )
 
 
-@functools.lru_cache(maxsize=1024)
-def summary_from_flat(flat: tuple[str, ...]) -> ConversationSummary | None:
-    """The summary in HGETALL's flat list of the meta hash (parsed once per distinct content)."""
-    if SUMMARY not in flat[::2]:
-        return None
-    return summary_from_hash(dict(zip(flat[::2], flat[1::2])))
+_Meta = tuple[tuple[str, ...], SessionInfo, ConversationSummary | None]
+
+
+class SessionMeta:
+    """Each session's meta hash as a turn reads it (HGETALL's flat field, value list), parsed
+    once while it stays the same: its ``SessionInfo`` and summary, by session id (every turn
+    reads them and they rarely change; both are frozen, so sharing them is safe). Holds at most
+    ``size`` sessions, the least recently read first out; a session's entry is dropped when its
+    connection closes (``forget``), so what is held follows the sessions open now."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._by_session: dict[str, _Meta] = {}  # session id -> (flat, info, summary)
+        heap.track("session_meta", self, size)
+
+    def __call__(
+        self, session_id: str, flat: tuple[str, ...]
+    ) -> tuple[SessionInfo, ConversationSummary | None]:
+        by_session = self._by_session
+        entry = by_session.pop(session_id, None)
+        if entry is None or entry[0] != flat:
+            fields = dict(zip(flat[::2], flat[1::2]))
+            entry = (flat, info_from_hash(fields), summary_from_hash(fields))
+            if len(by_session) >= self.size:
+                del by_session[next(iter(by_session))]
+        by_session[session_id] = entry  # the most recently read last
+        return entry[1], entry[2]
+
+    def forget(self, session_id: str) -> None:
+        self._by_session.pop(session_id, None)
+
+    def __len__(self) -> int:
+        return len(self._by_session)
+
+
+session_meta = SessionMeta()
 
 
 def info_to_mapping(data: dict[str, Any]) -> dict[str, str]:
@@ -78,6 +103,10 @@ class ParsedMessages:
         self.max_entry_bytes = max_entry_bytes
         self.bytes = 0  # what the kept JSON takes, in characters
         self._by_raw: dict[str, Message] = {}
+        heap.track("parsed_messages", self, size)
+
+    def __len__(self) -> int:
+        return len(self._by_raw)
 
     def __call__(self, raw: str) -> Message:
         message = self._by_raw.get(raw)
@@ -123,6 +152,7 @@ class BlobSizes:
     def __init__(self, size: int = 4096) -> None:
         self.size = size
         self._sizes: dict[str, int] = {}
+        heap.track("blob_sizes", self, size, lambda sizes: len(sizes._sizes))
 
     def wrote(self, sha256: str, size: int) -> None:
         sizes = self._sizes
@@ -168,12 +198,12 @@ def append_result(message: Message, created: int, stored: str, seq: Any = "") ->
 __all__ = [
     "BlobSizes",
     "ParsedMessages",
+    "SessionMeta",
     "TOO_LARGE",
     "TOO_MANY_MESSAGES",
     "append_result",
     "blob_sizes",
     "dump",
-    "info_from_flat",
     "info_from_hash",
     "info_to_mapping",
     "limit_args",

@@ -41,12 +41,11 @@ from adapters.memory.redis_codec import (
     TOO_MANY_MESSAGES,
     append_result,
     dump,
-    info_from_flat,
     limit_args,
     once_key,
     parse_message,
     refusal,
-    summary_from_flat,
+    session_meta,
 )
 from adapters.memory.redis_owner import OwnerHeartbeat, lock_value
 from assistant.errors import SessionNotFoundError
@@ -181,9 +180,9 @@ class RedisTurns:
         if message is not None:
             appended = append_result(message, int(reply[0]), reply[1], reply[7])
         messages = tuple([parse_message(raw) for raw in reply[3]])
-        flat = tuple(reply[2])
-        summary, first = summary_from_flat(flat), int(reply[4])
-        snapshot = SessionSnapshot(info_from_flat(flat), messages, summary, first)
+        info, summary = session_meta(session_id, tuple(reply[2]))
+        first = int(reply[4])
+        snapshot = SessionSnapshot(info, messages, summary, first)
         return TurnStart(appended, snapshot, first, int(reply[5]), bool(reply[6]))
 
     async def end(

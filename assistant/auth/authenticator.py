@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+from assistant import heap
 from assistant.auth.keys import StoredKey, digest_matches, key_digest, parse_key
 from assistant.auth.principal import SCOPES, Principal
 from assistant.auth.tokens import PREFIX as CLIENT_SECRET_PREFIX
@@ -69,6 +70,7 @@ class Authenticator:
         # Static keys by their digest: the keys themselves are not kept.
         self._static = {key_digest(k, secret): t for k, t in (static_keys or {}).items()}
         self._cache: dict[str, tuple[StoredKey | None, float]] = {}
+        heap.track("verified_keys", self, _CACHE_MAX, lambda auth: len(auth._cache))
         self._origins: tuple[frozenset[str], float] | None = None  # publishable keys' origins
 
     async def authenticate(self, credential: str | None, *, origin: str | None) -> Principal:

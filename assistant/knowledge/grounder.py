@@ -22,6 +22,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+from assistant import heap
 from assistant.knowledge.answer import BotProfile, Grounding, ground
 from assistant.ports.retrieval import KnowledgeStore, Retriever
 
@@ -46,6 +47,7 @@ class Grounder:
         self.profile_cache_s = profile_cache_s
         self._clock = clock
         self._profiles: dict[str, tuple[float, BotProfile]] = {}
+        heap.track("bot_profiles", self, _MAX_TENANTS, lambda grounder: len(grounder._profiles))
         self._reading: dict[str, asyncio.Task[BotProfile]] = {}
 
     async def profile(self, tenant: str) -> BotProfile:

@@ -274,6 +274,10 @@ class SessionStore(abc.ABC):
         except StoreError:
             return False
 
+    def forget_session(self, session_id: str) -> None:
+        """Drop what this process keeps of ``session_id`` in memory to speed up its turns (its
+        connection closed); the stored session is untouched. A no-op by default."""
+
     async def aclose(self) -> None:
         """Release connections."""
 

@@ -3,15 +3,20 @@ process, as they do in tests).
 
 The counters a text turn bumps (client events, responses, output tokens, errors) are plain Python
 integers, read only when ``/metrics`` is scraped (``_TurnCounters``): a prometheus_client counter
-takes a lock per increment, and a turn makes five of them."""
+takes a lock per increment, and a turn makes five of them.
+
+How full the process's bounded caches are (``assistant.heap``) is read at the scrape too
+(``_CacheFill``), with the pid of the worker that answered: several workers share one port, each
+scrape lands on one of them."""
 
 from __future__ import annotations
 
+import os
 from collections import Counter as Tally
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
@@ -46,6 +51,28 @@ class _TurnCounters(Collector):
         )
 
 
+class _CacheFill(Collector):
+    """assistant_cache_entries{cache} and assistant_cache_capacity{cache}: what each bounded
+    in-process cache holds and may hold (entries; tokens for ``kv_cache_tokens``), and
+    assistant_worker_pid: the process that answered."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from assistant import heap
+
+        entries = GaugeMetricFamily(
+            "assistant_cache_entries", "What a bounded cache holds", labels=["cache"]
+        )
+        capacity = GaugeMetricFamily(
+            "assistant_cache_capacity", "The most a bounded cache holds", labels=["cache"]
+        )
+        for name, fill in heap.caches().items():
+            entries.add_metric([name], fill.entries)
+            capacity.add_metric([name], fill.capacity)
+        yield entries
+        yield capacity
+        yield GaugeMetricFamily("assistant_worker_pid", "The worker process", value=os.getpid())
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -59,6 +86,7 @@ class Metrics:
         )
         self._counts = _TurnCounters()
         r.register(self._counts)
+        r.register(_CacheFill())
 
     def event_in(self, kind: str) -> None:
         self._counts.events_in[kind] += 1

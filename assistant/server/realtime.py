@@ -136,6 +136,7 @@ class RealtimeConnection:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(sender, 5)
             self.lease.forget()  # the history it kept for the next turn
+            self.orchestrator.forget_session(self.session.id)  # its last prompt, parsed metadata
             if self._received > _TRIM_AFTER_BYTES:
                 heap.trim()  # this connection's large messages are freed now
 
