@@ -208,11 +208,11 @@ class Completions:
         instructions = (
             overrides.instructions
             or await orchestrator.bot_instructions()
-            or orchestrator.instructions
+            or orchestrator.defaults.instructions
         )
         count = orchestrator.token_counter
         await count.prepare([instructions, *(m.text for m in messages)])
-        budget = orchestrator.prompt_budget(overrides)
+        budget = orchestrator.defaults.budget(overrides)
         built = build_prompt(instructions, messages, budget, count, render)
         grounding = None
         if orchestrator.grounder is not None:
@@ -224,7 +224,7 @@ class Completions:
         if grounding is not None and not grounding.answerable:
             generation = grounding.fallback_reply()
         else:
-            options = orchestrator.generation_options(overrides)
+            options = orchestrator.defaults.options(overrides)
             generation = orchestrator.llm.stream(built.prompt, options)
         return Completion(
             new_id("chatcmpl"), int(time.time()), None, generation, aiter(generation),

@@ -46,13 +46,13 @@ from assistant.messages import (
 from assistant.ports import (
     AppendResult,
     Generation,
-    GenerationOptions,
     LanguageModel,
     SessionStore,
     Usage,
 )
 from assistant.prompt import BuiltPrompt, PromptBudget, PromptCache, build_prompt
 from assistant.rendering import MessageRenderer
+from assistant.response_settings import ResponseOverrides, ResponseSettings
 from assistant.summaries import Summaries
 from assistant.token_counts import TokenCounter
 from assistant.turn_lease import StreamingReply, TurnLease
@@ -66,18 +66,6 @@ _STORED_STATUS: dict[ResponseStatus, MessageStatus] = {
     "cancelled": "interrupted",
     "failed": "interrupted",
 }
-
-
-@dataclass(frozen=True)
-class ResponseOverrides:
-    """Per-response settings from the client; ``None`` keeps the session's or server's value."""
-
-    instructions: str | None = None
-    max_output_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    #: Stop strings: the reply ends before the first of them (``GenerationOptions.stop``).
-    stop: tuple[str, ...] = ()
 
 
 @dataclass
@@ -132,8 +120,8 @@ class Orchestrator:
         self._root = self
         self._tenants: dict[str, Orchestrator] = {store.tenant: self}
         self._tenant_vision: ImagePipeline | None = None
-        self._llm_settings = llm_settings
-        self._prompt_settings = prompt_settings
+        #: The server's side of a response's settings (prompt budget, generation options).
+        self.defaults = ResponseSettings(llm, llm_settings, prompt_settings)
         self._memory_settings = memory_settings
         # Token counts of message texts, so a turn only tokenizes what is new (on the loop);
         # shared by the tenant views and the stateless completions (``assistant.completions``).
@@ -214,7 +202,7 @@ class Orchestrator:
             session_id,
             lease_s=self._memory_settings.lock_ttl_ms / 1000,
             wait_s=self._memory_settings.lock_wait_s,
-            last=self._prompt_settings.max_history_messages,
+            last=self.defaults.prompt_settings.max_history_messages,
             flush_s=self._memory_settings.partial_flush_ms / 1000,
         )
 
@@ -264,7 +252,7 @@ class Orchestrator:
             if run.grounding is not None and not run.grounding.answerable:
                 generation = run.grounding.fallback_reply()
             else:
-                generation = self.llm.stream(run.prompt.prompt, self.generation_options(overrides))
+                generation = self.llm.stream(run.prompt.prompt, self.defaults.options(overrides))
             run._generation = generation
             if run.cancelled:
                 generation.cancel()
@@ -294,15 +282,15 @@ class Orchestrator:
             overrides.instructions
             or snapshot.info.instructions
             or await self.bot_instructions()
-            or self._prompt_settings.instructions
+            or self.defaults.instructions
         )
         instructions, history = self.summaries.shown(
-            instructions, snapshot, self.prompt_budget(overrides)
+            instructions, snapshot, self.defaults.budget(overrides)
         )
         vision = await self.image_pipeline() if any(m.images for m in history) else None
         render = await self._renderer.for_history(history, vision)
         await self.token_counter.prepare([instructions, *(m.text for m in history)])
-        budget, count = self.prompt_budget(overrides), self.token_counter
+        budget, count = self.defaults.budget(overrides), self.token_counter
         built = self._prompts.build(session_id, instructions, history, budget, count, render)
         self.summaries.consider(self.store, session_id, snapshot, built, budget)
         if self.grounder is None:
@@ -321,29 +309,6 @@ class Orchestrator:
         if self.grounder is None:
             return ""
         return (await self.grounder.profile(self.store.tenant)).instructions
-
-    @property
-    def instructions(self) -> str:
-        """The system prompt of a response whose session and request set none."""
-        return self._prompt_settings.instructions
-
-    def prompt_budget(self, overrides: ResponseOverrides) -> PromptBudget:
-        """What a prompt may take: the configured context, else the model's minus the reply."""
-        max_new = overrides.max_output_tokens or self._llm_settings.max_new_tokens
-        context = self._prompt_settings.context_tokens or (
-            self.llm.capabilities.context_tokens - max_new
-        )
-        return PromptBudget(tokens=max(context, 1), per_message=self.llm.message_overhead_tokens())
-
-    def generation_options(self, overrides: ResponseOverrides) -> GenerationOptions:
-        """The model's options for a response: the overrides, else the server's settings."""
-        llm = self._llm_settings
-        return GenerationOptions(
-            max_new_tokens=overrides.max_output_tokens or llm.max_new_tokens,
-            temperature=llm.temperature if overrides.temperature is None else overrides.temperature,
-            top_p=llm.top_p if overrides.top_p is None else overrides.top_p,
-            stop=overrides.stop,
-        )
 
     async def _store_reply(
         self, run: ResponseRun, generation: Generation, text: str, lease: TurnLease

@@ -69,6 +69,14 @@ _T = TypeVar("_T")
 _KEYS = ("meta", "msgs", "turns", "lock", "partial", "sumlock", "events")
 
 
+def _binary_client(client: aioredis.Redis) -> aioredis.Redis:
+    """A client of ``client``'s server whose replies are not decoded (blobs, the cache)."""
+    pool = client.connection_pool
+    kwargs = {**pool.connection_kwargs, "decode_responses": False}
+    binary_pool = aioredis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+    return aioredis.Redis(connection_pool=binary_pool)
+
+
 class RedisSessionStore(SessionStore):
     name = "redis"
     backend_errors = (RedisError,)  # redis-py's errors do not derive from the builtin ones
@@ -271,10 +279,7 @@ class RedisSessionStore(SessionStore):
     def _bytes_client(self) -> aioredis.Redis:
         root = self._root  # one binary pool for all the tenant views
         if root._binary is None:
-            pool = root.client.connection_pool
-            kwargs = {**pool.connection_kwargs, "decode_responses": False}
-            binary_pool = aioredis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
-            root._binary = aioredis.Redis(connection_pool=binary_pool)
+            root._binary = _binary_client(root.client)
         return root._binary
 
     def _tenant_key(self, kind: str, name: str) -> str:

@@ -142,7 +142,7 @@ async def test_a_second_response_on_a_busy_session_is_refused():
 async def test_history_is_fitted_to_the_budget():
     llm = ScriptedLM()
     orchestrator, _ = make(llm)
-    orchestrator._prompt_settings = PromptSettings(instructions="sys", context_tokens=40)
+    orchestrator.defaults.prompt_settings = PromptSettings(instructions="sys", context_tokens=40)
     session = await orchestrator.open_session()
     for i in range(10):
         await orchestrator.add_item(
