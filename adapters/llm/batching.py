@@ -12,7 +12,13 @@ torch work still interleaves between two steps) over every active sequence at on
   nothing else is decoding, else at most ``prefill_chunk_tokens`` prompt tokens per step over all
   the sequences prefilling, so the running streams go on while a long prompt comes in;
 - a request joins at the next step (up to ``max_batch`` sequences at once; more wait, first come
-  first served) and leaves as soon as it ends: an EOS id (not sent), ``max_new_tokens``, or its
+  first served). When nothing runs, the first step waits for a burst to come in (a request arriving
+  less than ``admission_gap_s`` after the one before, at most ``admission_window_s`` after the
+  first, until ``max_batch`` wait): people asking at once reach the server a few milliseconds
+  apart, and one that arrives just after a step began waits for all of it and then its own, where
+  waiting those milliseconds prefills it in the same pass as the others. A request alone pays
+  ``admission_gap_s`` once;
+- a request leaves as soon as it ends: an EOS id (not sent), ``max_new_tokens``, or its
   cancel token, checked before and after every step, so a cancel stops within one token;
 - each sequence picks its token with its own settings (temperature, top-p, its own seeded
   generator) and keeps its own KV cache: taken from the adapter's ``PrefixCacheLRU`` when it joins
@@ -30,6 +36,7 @@ import asyncio
 import contextlib
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +51,10 @@ from assistant.ports import CancelToken, GenerationOptions, Usage
 
 THREAD_NAME = "llm-batch"
 END = object()  # delivered last to a request that ended without an error
+#: With nothing running, how long the first step waits for one more request to arrive (another
+#: after it waits again), and for the first at most: a burst is admitted into one step.
+ADMISSION_GAP_S = 0.003
+ADMISSION_WINDOW_S = 0.02
 
 
 class BatchEngine(Protocol):
@@ -72,6 +83,7 @@ class BatchRequest:
     prefix: CachedPrefix | None = None  # set when it joins: the cache and the ids it holds
     pending: int | None = None  # the last token picked, fed at the next step
     produced: int = 0
+    queued_at: float = 0.0  # time.monotonic() when it was submitted
     #: Called from the scheduler's threads with each token id, then ``END`` or the exception
     #: that ended the request (e.g. ``loop.call_soon_threadsafe`` onto an asyncio queue).
     deliver: Callable[[object], None] = lambda item: None
@@ -97,6 +109,8 @@ class BatchScheduler:
         max_batch: int = 8,
         max_queue: int = 32,
         prefill_chunk_tokens: int = 128,
+        admission_gap_s: float = ADMISSION_GAP_S,
+        admission_window_s: float = ADMISSION_WINDOW_S,
         name: str = "language model",
         inference_mode: Callable[[], Any] | None = None,
     ) -> None:
@@ -105,6 +119,8 @@ class BatchScheduler:
         self.max_batch = max(int(max_batch), 1)
         self.max_queue = max(int(max_queue), 0)
         self.prefill_chunk_tokens = max(int(prefill_chunk_tokens), 1)
+        self.admission_gap_s = max(float(admission_gap_s), 0.0)
+        self.admission_window_s = max(float(admission_window_s), 0.0)
         self.name = name
         self._inference_mode = inference_mode
         self._reset()
@@ -132,6 +148,7 @@ class BatchScheduler:
                     f"{self.name} is busy: {len(self._active)} replies are being generated and "
                     f"{len(self._waiting)} wait; try again shortly"
                 )
+            request.queued_at = time.monotonic()
             self._waiting.append(request)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
@@ -171,6 +188,8 @@ class BatchScheduler:
             with self._cond:
                 while not self._waiting and not self._active:
                     self._cond.wait()
+                if not self._active:
+                    self._admit_burst()
                 joining = []
                 while self._waiting and len(self._active) < self.max_batch:
                     joining.append(self._waiting.popleft())
@@ -184,6 +203,19 @@ class BatchScheduler:
                 self._active = [r for r in self._active if r not in left]
             for request, error in left.items():  # after leaving the batch: a next turn may join
                 request.deliver(END if error is None else error)
+
+    def _admit_burst(self) -> None:
+        """With nothing running (under the lock): wait while requests keep arriving less than
+        ``admission_gap_s`` apart, at most ``admission_window_s`` after the first, until
+        ``max_batch`` wait."""
+        first = self._waiting[0].queued_at
+        while len(self._waiting) < self.max_batch:
+            last = self._waiting[-1].queued_at
+            until = min(last + self.admission_gap_s, first + self.admission_window_s)
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            self._cond.wait(left)
 
     def _step_here(
         self, active: list[BatchRequest], joining: list[BatchRequest]
