@@ -7,19 +7,18 @@ request lands on one of them, so ``scrape`` asks again, a new connection each ti
 worker has answered.
 
 A worker's memory grows while its caches fill; that is warm-up, not a leak. ``warm_index`` is the
-first sample (after the first one) at which every cache of every worker is *warm*: it has been
-full (``FULL`` of its capacity) by then, or it holds at least ``STEADY`` of the median of what it
-holds from then on (it has reached the level it keeps: the sessions open now, the texts in use;
-the median, so a level that wavers is a level), or what it gains later is at most ``NEGLIGIBLE``
-of its capacity (a few sessions' worth of a cache of thousands). A cache that fills all run long keeps the warm-up
-going until late in the run (a steady rise: about four fifths of it) or to its end: the run is
-then too short to judge (``bench.soak`` reports it); the goal is not moved.
+first sample (after the first one) by which every cache that fills up during the run (``FULL`` of
+its capacity at some sample) has been full: the warm-up is the time those caches take to fill,
+reported as such (``caches_filling``: what it waited for). A cache that never fills during the run
+does not hold the warm-up back: what it gains is counted in the growth after warm-up, not
+excused (ending the warm-up earlier can only make that growth larger). A cache that fills only
+late in the run keeps the warm-up going until then: the run is too short to judge
+(``bench.soak`` reports it); the goal is not moved.
 """
 
 from __future__ import annotations
 
 import contextlib
-import statistics
 import time
 import urllib.request
 from typing import Any
@@ -27,10 +26,6 @@ from typing import Any
 #: A cache this full counts as full (a cache bounded by tokens evicts whole entries: it stays a
 #: little under its bound).
 FULL = 0.95
-#: A cache holding this much of the median it holds from then on has reached its level.
-STEADY = 0.9
-#: A cache that gains at most this share of its capacity from then on is as good as warm.
-NEGLIGIBLE = 0.01
 
 #: ``{cache: [entries, capacity]}`` of one worker at one sample.
 Fill = dict[str, list[int]]
@@ -66,11 +61,11 @@ def scrape(base_url: str, pids: set[int], timeout_s: float = 20.0) -> dict[int, 
 
 
 def warm_index(fills: list[dict[str, Fill]]) -> tuple[int | None, list[str]]:
-    """The first sample (index >= 1) at which every cache is warm (see the module's doc), and
-    the caches still filling at the sample before it (``"worker-1 prompts 120/4096"``); None
-    when no sample is warm, with the caches still filling at the end. ``fills[i]``: sample
-    ``i``'s ``{process: {cache: [entries, capacity]}}``; a process or cache missing from a
-    sample (not scraped) makes that sample not warm."""
+    """The first sample (index >= 1) by which every cache that fills up during the run has been
+    full, and the caches not full yet at the sample before it (``"worker-1 parsed_messages
+    14389/16384"``); None when no sample is warm, with the caches not full at the end.
+    ``fills[i]``: sample ``i``'s ``{process: {cache: [entries, capacity]}}``; a process or cache
+    missing from a sample (not scraped) makes that sample not warm."""
     names = sorted({(p, c) for sample in fills for p, caches in sample.items() for c in caches})
 
     def filling(index: int) -> list[str]:
@@ -83,18 +78,19 @@ def warm_index(fills: list[dict[str, Fill]]) -> tuple[int | None, list[str]]:
 
 
 def _cold(fills: list[dict[str, Fill]], index: int, process: str, cache: str) -> str:
-    """Empty when ``cache`` of ``process`` is warm at sample ``index``, else how full it is."""
+    """Empty when ``cache`` of ``process`` does not hold the warm-up back at sample ``index``,
+    else how full it is."""
     series = [sample.get(process, {}).get(cache) for sample in fills]
     now = series[index]
     if now is None:
         return f"{process} {cache} not read"
-    entries, capacity = now
-    been_full = any(p is not None and p[0] >= FULL * p[1] for p in series[: index + 1])
-    later = [p[0] for p in series[index:] if p is not None]
-    steady = entries >= STEADY * statistics.median(later)
-    if been_full or steady or max(later) - entries <= NEGLIGIBLE * capacity:
-        return ""
-    return f"{process} {cache} {entries}/{capacity}"
+
+    def full(pair: list[int] | None) -> bool:
+        return pair is not None and pair[0] >= FULL * pair[1]
+
+    if not any(full(pair) for pair in series) or any(full(pair) for pair in series[: index + 1]):
+        return ""  # it never fills in this run (its growth is counted), or it has filled
+    return f"{process} {cache} {now[0]}/{now[1]}"
 
 
 def fill_report(names: dict[str, int], scraped: list[dict[int, Fill]]) -> list[dict[str, Any]]:

@@ -66,7 +66,6 @@ from assistant.ports import (
 from assistant.ports.conversations import Event
 
 _T = TypeVar("_T")
-_KEYS = ("meta", "msgs", "turns", "lock", "partial", "sumlock", "events")
 
 
 def _binary_client(client: aioredis.Redis) -> aioredis.Redis:
@@ -106,7 +105,7 @@ class RedisSessionStore(SessionStore):
         self.round_trips = 0  # requests sent to Redis (a pipeline or a script call counts once)
         self.events_maxlen = 10_000  # the session event streams' MAXLEN ~ (see conversations)
         self._binary: aioredis.Redis | None = None  # for blobs, made on first use
-        self._keys: dict[str, dict[str, str]] = {}  # session id -> its key names
+        self._keys = codec.SessionKeys(f"{key_prefix}:{self.tenant}")
         self._lines = lines
         #: Session keys: one shared pipelined connection to ``client``'s server, or the lines'.
         line = lines.line if lines else None
@@ -165,20 +164,13 @@ class RedisSessionStore(SessionStore):
                 root._views = {root.tenant: root}
             view = copy.copy(root)
             view.tenant = check_tenant(tenant)
-            view._keys = {}
+            view._keys = codec.SessionKeys(f"{root.key_prefix}:{view.tenant}")
             view.round_trips = 0
             root._views[tenant] = view
         return view
 
     def keys(self, session_id: str) -> dict[str, str]:
-        keys = self._keys.get(session_id)
-        if keys is None:
-            base = f"{self.key_prefix}:{self.tenant}:s:{{{session_id}}}:"
-            keys = {part: base + part for part in _KEYS}
-            if len(self._keys) >= 4096:
-                self._keys.clear()
-            self._keys[session_id] = keys
-        return keys
+        return self._keys(session_id)
 
     # -- error mapping -----------------------------------------------------------------------------
 
@@ -313,6 +305,7 @@ class RedisSessionStore(SessionStore):
         return await self._sent(self.pipe.call("PING")) in ("PONG", True)  # a cluster: True
 
     def forget_session(self, session_id: str) -> None:
+        self._keys.forget(session_id)
         codec.session_meta.forget(session_id)
 
     async def aclose(self) -> None:

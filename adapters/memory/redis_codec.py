@@ -81,6 +81,36 @@ class SessionMeta:
 session_meta = SessionMeta()
 
 
+class SessionKeys:
+    """The key names of each session under ``base`` (``{prefix}:{tenant}``), made once (every turn
+    needs them); at most ``size`` sessions' (emptied when full: cheap to make again), a session's
+    dropped when its connection closes (``forget``)."""
+
+    PARTS = ("meta", "msgs", "turns", "lock", "partial", "sumlock", "events")
+
+    def __init__(self, base: str, size: int = 4096) -> None:
+        self.base = base
+        self.size = size
+        self._by_session: dict[str, dict[str, str]] = {}
+        heap.track("session_keys", self, size)
+
+    def __call__(self, session_id: str) -> dict[str, str]:
+        keys = self._by_session.get(session_id)
+        if keys is None:
+            prefix = f"{self.base}:s:{{{session_id}}}:"
+            keys = {part: prefix + part for part in self.PARTS}
+            if len(self._by_session) >= self.size:
+                self._by_session.clear()
+            self._by_session[session_id] = keys
+        return keys
+
+    def forget(self, session_id: str) -> None:
+        self._by_session.pop(session_id, None)
+
+    def __len__(self) -> int:
+        return len(self._by_session)
+
+
 def info_to_mapping(data: dict[str, Any]) -> dict[str, str]:
     return {name: json.dumps(value, ensure_ascii=False) for name, value in data.items()}
 
@@ -198,6 +228,7 @@ def append_result(message: Message, created: int, stored: str, seq: Any = "") ->
 __all__ = [
     "BlobSizes",
     "ParsedMessages",
+    "SessionKeys",
     "SessionMeta",
     "TOO_LARGE",
     "TOO_MANY_MESSAGES",

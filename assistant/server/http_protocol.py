@@ -63,6 +63,15 @@ class HeaderTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
             self._header_timer = None
         super().connection_lost(exc)
 
+    def handle_websocket_upgrade(self) -> None:
+        """uvicorn's, then this protocol lets go of its parser: the WebSocket protocol has the
+        connection now and this one never hears of it again (no ``connection_lost``), and
+        httptools' parser refers back to it, a cycle that kept every upgraded connection's
+        objects (and its transport's) until the collector's next full pass, which the
+        server's tuning makes rare (``ServerSettings.gc_threshold``)."""
+        super().handle_websocket_upgrade()
+        self.parser = None
+
     def _await_headers(self) -> None:
         if self.header_timeout_s > 0:
             self._waited_cycle, self._request_begun = self.cycle, False

@@ -92,19 +92,22 @@ def _samples(**series):
                           series.items()}} for i in range(count)]  # fmt: skip
 
 
-def test_the_warm_up_ends_when_every_cache_is_full_or_steady():
-    # parsed fills up at sample 2; prompts (the sessions open now) wavers around 100 from sample 1
+def test_the_warm_up_ends_when_the_caches_that_fill_have_filled():
+    # parsed fills up at sample 2; prompts (the sessions open now) never fills: not waited for
     fills = _samples(parsed=([0, 60, 100, 100, 100], 100), prompts=([0, 90, 110, 95, 105], 4096))
     assert warm_index(fills) == (2, ["worker-1 parsed 60/100"])
     # a cache emptied when full (the renderer's) stays warm once it has been full
     fills = _samples(rendered=([0, 20, 100, 5, 40, 80], 100))
     assert warm_index(fills) == (2, ["worker-1 rendered 20/100"])
-    # a cache that fills all run long is warm only late: the run is too short to judge
-    rising = _samples(session_meta=([0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000], 4096))
-    assert warm_index(rising) == (9, ["worker-1 session_meta 800/4096"])
-    # a few sessions more or less in a cache of thousands: as good as warm
-    fills = _samples(prompts=([0, 3, 2, 4, 3], 4096), parsed=([0, 50, 100, 100, 100], 100))
-    assert warm_index(fills) == (2, ["worker-1 parsed 50/100"])
+    # one that never fills is warm from the start: what it gains counts as growth after warm-up
+    rising = _samples(session_meta=([0, 100, 200, 300, 400, 500, 600], 4096))
+    assert warm_index(rising) == (1, [])
+    # one that fills only at the end keeps the warm-up to the end (too short a run to judge)
+    late = _samples(parsed=([0, 20, 40, 60, 80, 100], 100), prompts=([0, 9, 9, 9, 9, 9], 4096))
+    assert warm_index(late) == (5, ["worker-1 parsed 80/100"])
+    # a token-bounded cache evicting whole entries stays a little under its bound: full at 95 %
+    fills = _samples(kv_cache_tokens=([0, 9000, 15700, 14900, 15800], 16384))
+    assert warm_index(fills) == (2, ["worker-1 kv_cache_tokens 9000/16384"])
     # a worker not read at a sample: that sample is not warm
     fills = _samples(parsed=([0, 100, 100, 100], 100))
     del fills[1]["worker-1"]

@@ -102,6 +102,19 @@ def test_session_metadata_is_parsed_once_per_content_bounded_and_forgotten():
     assert len(meta) == 1 and meta("sess_c", _flat(SessionInfo(id="sess_c")))[0].id == "sess_c"
 
 
+def test_session_key_names_are_made_once_bounded_and_forgotten():
+    from adapters.memory.redis_codec import SessionKeys
+
+    names = SessionKeys("assistant:default", size=2)
+    keys = names("sess_a")
+    assert keys["meta"] == "assistant:default:s:{sess_a}:meta" and names("sess_a") is keys
+    names("sess_b")
+    names("sess_c")  # full: emptied, then sess_c's made
+    assert len(names) == 1
+    names.forget("sess_c")
+    assert len(names) == 0 and names("sess_a") == keys
+
+
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
 def served(request):
     """The real app on the in-memory store or on the Redis store with a real redis-server."""
@@ -132,11 +145,13 @@ def test_a_closed_connection_leaves_no_prompt_or_metadata_of_its_session(served)
         ws.send_json({"type": "response.create"})
         until(ws, "response.done")
         assert session_id in held  # kept for the next turn while the connection is open
+        kept = [held]
         if store == "redis":
-            assert session_id in redis_codec.session_meta._by_session
-    metadata = redis_codec.session_meta._by_session if store == "redis" else {}
-    wait_for(lambda: session_id not in held and session_id not in metadata,
-             what="the session's prompt and metadata dropped as its connection closed")  # fmt: skip
+            keys = client.app.state.components.store._keys._by_session
+            kept += [redis_codec.session_meta._by_session, keys]
+        assert all(session_id in cache for cache in kept)
+    wait_for(lambda: not any(session_id in cache for cache in kept),
+             what="the session's prompt, metadata and key names dropped as it closed")  # fmt: skip
 
 
 def test_the_allocator_is_tuned_unless_the_environment_says_otherwise():
