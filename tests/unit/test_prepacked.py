@@ -1,7 +1,7 @@
 """Prepacked linear layers (``adapters.llm.prepacked``) on the tiny random Llama: the decoder's
-layers are swapped once, the LM head is left alone (and fp16, and bf16 where the CPU lacks it), the
-logits stay those of the plain layers (to rounding), greedy tokens too, and a pass with gradients
-still backpropagates."""
+layers and its LM head are prepacked in place once (hooks on them still run; fp16, and bf16 where
+the CPU lacks it, are left alone), the logits stay those of the plain layers (to rounding), greedy
+tokens too, and a pass with gradients still backpropagates."""
 
 from __future__ import annotations
 
@@ -32,18 +32,31 @@ def model(tokenizer):
 
 
 def linears(model):
-    return {name: type(m) for name, m in model.named_modules() if "Linear" in type(m).__name__}
+    return {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
 
 
-def test_the_decoder_layers_are_swapped_once_and_the_lm_head_is_left_alone(model):
+def test_every_linear_layer_is_prepacked_in_place_once(model):
     before = linears(model)
-    swapped = prepack_linears(model)
+    assert prepack_linears(model) == 15  # 2 layers x (q, k, v, o, gate, up, down), the LM head
     after = linears(model)
-    # 2 layers x (q, k, v, o, gate, up, down); the head stays an nn.Linear.
-    assert swapped == 14 and after["lm_head"] is torch.nn.Linear
-    assert sorted(before) == sorted(after)
-    assert all(kind is PrepackedLinear for name, kind in after.items() if name != "lm_head")
-    assert prepack_linears(model) == 0 and linears(model) == after
+    assert after == before  # the same modules, in the same places
+    assert all(type(m) is PrepackedLinear for m in after.values())
+    assert prepack_linears(model) == 0 and linears(model) == before
+
+
+def test_hooks_on_a_layer_still_run_once_it_is_prepacked(model):
+    forced = 7
+
+    def force(module, inputs, logits):  # (B, T, V): token ``forced`` everywhere
+        out = torch.full_like(logits, float("-inf"))
+        out[..., forced] = 0.0
+        return out
+
+    model.lm_head.register_forward_hook(force)
+    prepack_linears(model)
+    with torch.inference_mode():
+        logits = model(input_ids=torch.tensor([[5, 17, 42]])).logits
+    assert logits.argmax(-1).tolist() == [[forced] * 3]
 
 
 def test_logits_and_greedy_tokens_stay_those_of_the_plain_layers(model):
@@ -60,10 +73,10 @@ def test_logits_and_greedy_tokens_stay_those_of_the_plain_layers(model):
 
 def test_bf16_is_prepacked_only_where_the_cpu_multiplies_it_natively_and_fp16_never(tokenizer):
     bf16 = tiny_llama(tokenizer).to(torch.bfloat16)
-    assert prepack_linears(bf16) == (14 if native_bf16() else 0)
+    assert prepack_linears(bf16) == (15 if native_bf16() else 0)
     fp16 = tiny_llama(tokenizer).to(torch.float16)
     assert prepack_linears(fp16) == 0
-    assert all(kind is torch.nn.Linear for kind in linears(fp16).values())
+    assert all(type(m) is torch.nn.Linear for m in linears(fp16).values())
 
 
 def test_a_pass_with_gradients_backpropagates_to_its_inputs(model):
