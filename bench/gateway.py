@@ -69,8 +69,13 @@ class GatewayConfig:
 
     @classmethod
     def quick(cls) -> GatewayConfig:
-        # Five repetitions, the median kept: one short run on a shared machine can be far off.
-        return cls(turns=3, total_turns=1000, reps=5, idle_sessions=500)
+        # Three repetitions, the median kept: one short run on a shared machine can be far off.
+        # (Five took 40 % of the quick bench's time: at 1,000 sessions a run takes ~5 s, and the
+        # one-worker comparison runs that level again.) 400 turns a level: at 1 session each
+        # turn waits for Redis's fsync (``appendfsync always``), and 1,000 of them one after the
+        # other took 60-90 s of the entry's 135-210 s for a latency 400 measure as well; 1,000
+        # sessions still run 3,000.
+        return cls(turns=3, total_turns=400, reps=3, idle_sessions=500)
 
     def rounds_for(self, sessions: int) -> int:
         return max(1, math.ceil(self.total_turns / (sessions * max(self.turns, 1))))

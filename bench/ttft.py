@@ -23,7 +23,9 @@ forward passes with its greedy agreement with fp32.
 
 Late in a long conversation (``bench.long_conversation``): ``turn_60_ms``, the first token at turn
 60 of a conversation past a 512-token budget (its oldest messages summarised in the background and
-dropped in chunks), and ``turn_60_ratio`` to a new session's first turn, measured in pairs.
+dropped in chunks), and ``turn_60_ratio`` to a new session's first turn, measured in pairs (5; the
+quick run: turn 40, 3 pairs: the conversation past the budget and summarised all the same, its
+prompt in the same band, which the budget bounds; ``turn_60_turns`` says which turn).
 
 ``python -m bench.ttft [--quick] [--threads=N]`` prints the result as JSON.
 """
@@ -86,7 +88,14 @@ def measure_ttft_by_turn(
     cold = TransformersLocalLM(reusing.model, reusing.tokenizer, kv_cache_sessions=0)
     max_new_tokens, repeats = (4, 7) if quick else (16, 7)
     result = asyncio.run(_measure(reusing, cold, max(turns, 2), max_new_tokens, repeats))
-    result.update(asyncio.run(measure_long_conversation(reusing, max_new_tokens=max_new_tokens)))
+    long_turns, long_repeats = (40, 3) if quick else (60, 5)  # quick: past the budget too
+    result.update(
+        asyncio.run(
+            measure_long_conversation(
+                reusing, turns=long_turns, repeats=long_repeats, max_new_tokens=max_new_tokens
+            )
+        )
+    )
     fast = TransformersLocalLM.from_path(path, threads=threads, precision=ADOPTED_PRECISION)
     decoding = asyncio.run(_decoding(fast, reusing, quick))
     del fast
