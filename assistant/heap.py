@@ -10,9 +10,10 @@ serve`` calls it) keeps the arenas from growing with the churn of turns in the f
 **Bounded caches.** Every in-process cache that grows with what the process serves (parsed
 messages, rendered prompts, token counts, KV caches, ...) is bounded, and registers itself with
 ``track`` under a name with its capacity. ``caches()`` says how full each one is (summed over its
-instances: several apps live in one test process): ``/metrics`` shows it (``assistant_cache_entries``,
-``assistant_cache_capacity``), and the soak (``bench.soak``) ends its warm-up when every cache is
-full or steady, so memory that grows only until the caches are full is told apart from a leak.
+instances: several apps live in one test process): ``/metrics`` shows it
+(``assistant_cache_entries``, ``assistant_cache_capacity``), and the soak (``bench.soak``) ends its
+warm-up when the caches that fill have filled, so memory that grows only until the caches are full
+is told apart from a leak.
 """
 
 from __future__ import annotations

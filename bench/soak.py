@@ -23,13 +23,14 @@ process of the server's pid tree (``bench.soak_procs``) is sampled at the start,
 ``sample_s`` (a minute) and at the end: RSS, open file descriptors, Redis's ``used_memory``, and
 how full each worker's bounded caches are (``bench.soak_caches``, from ``/metrics``).
 
-The warm-up is over at the first sample at which every cache is full or steady
-(``soak_caches.warm_index``); ``growth_after_warmup`` per process is (end - value then) / value
+The warm-up is over at the first sample by which every cache that fills up during the run has
+been full (``soak_caches.warm_index``; one that never fills does not hold it back, its growth is
+counted); ``growth_after_warmup`` per process is (end - value then) / value
 then (``growth_after_first_minute``: from the sample after the first minute, for comparison).
 ``findings`` lists what misses the issue's target: any error, a process gone or new, a server
 process other than Redis growing 5 % or more after warm-up, a warm-up not over by the end or
-past half the run (too short a run to judge; ``warm_up.caches_filling`` says what was still
-filling). Redis holds the conversations, so its memory grows with what is stored and is
+past half the run (too short a run to judge; ``warm_up.caches_filling`` says what it waited
+for). Redis holds the conversations, so its memory grows with what is stored and is
 reported, not judged.
 """
 
@@ -241,7 +242,7 @@ def table_rows(data: dict[str, Any]) -> list[tuple[str, str, Any]]:
                  ("soak", f"{prefix}turn p50 / p99 ms",
                   f"{run['turn_p50_ms']} / {run['turn_p99_ms']}")]  # fmt: skip
         warm = run["warm_up"]
-        rows.append(("soak", f"{prefix}warm-up (caches full or steady) over at s",
+        rows.append(("soak", f"{prefix}warm-up (the caches that fill, full) at s",
                      "not over" if warm["after_s"] is None else warm["after_s"]))  # fmt: skip
         for process, values in run["rss_mb"].items():
             growth = run["growth_after_warmup"][process]

@@ -73,7 +73,7 @@ def test_a_tiny_soak_reports_memory_descriptors_and_turns_without_errors():
     table = format_table({"meta": {"wall_s": 1.0}, "soak": report})
     assert "3 sessions x 0.2 min: turns" in table
     assert "worker-2 RSS MB start/end" in table and "redis used_memory MB" in table
-    assert "worker-1 RSS MB at each sample" in table and "warm-up (caches full" in table
+    assert "worker-1 RSS MB at each sample" in table and "warm-up (the caches that fill" in table
 
 
 def test_growth_is_measured_from_the_sample_after_warm_up():
