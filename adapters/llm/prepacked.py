@@ -2,20 +2,21 @@
 
 Every projection, MLP and the LM head of a decoder is an ``nn.Linear``, which multiplies through
 MKL's ``sgemm``: for one token a fast matrix-vector product, but from two rows up a general product
-that re-packs panels of the weight matrix on every call, so a step over 2 sequences cost 1.6x one
-over 1 (SmolLM2-135M, one thread: 43 ms alone, 70 ms for 2, 83 ms for 8). ``prepack_linears``
-makes each a ``PrepackedLinear`` in place: the weight also reordered once into oneDNN's blocked
-layout (``torch.ops.mkldnn._reorder_linear_weight``, no batch size assumed) and multiplied with
-``torch.ops.mkldnn._linear_pointwise``. Measured side by side on the 2-core AMD EPYC here (avx512,
-avx512_bf16), one thread, load 1.5-3 from other work (ranges: separate runs):
+that re-packs panels of the weight matrix on every call, so a step over 2 sequences cost 1.7x one
+over 1. ``prepack_linears`` makes each a ``PrepackedLinear`` in place: the weight also reordered
+once into oneDNN's blocked layout (``torch.ops.mkldnn._reorder_linear_weight``, no batch size
+assumed) and multiplied with ``torch.ops.mkldnn._linear_pointwise``. Measured side by side in one
+process on the 2-core AMD EPYC here (avx512, avx512_bf16), SmolLM2-135M, one thread, load 2.7-3.1
+from other work, medians of 15:
 
-- fp32, the decoder's layers: a decode step 42-43 -> 32-34 ms alone and 83 -> 59 ms for 8
-  sequences, a 32-token prefill 121-123 -> 66-69 ms, a 128-token one 364 -> 181 ms. The LM head
-  too: 31 -> 28 ms alone, 54 -> 43 ms for 8 (49,152 x 576: at 8 rows MKL's product took a fifth
-  of the step). Greedy tokens over ``bench.decode``'s 8 prompts x 48 tokens: all 311 the plain
-  fp32 model's own, teacher-forced and free running.
-- bf16 (``llm.precision=bf16``, where the CPU multiplies bf16 natively): a decode step 30 -> 21
-  ms, a 32-token prefill 49 -> 42 ms; its agreement with fp32 is bf16's (0.987 teacher-forced).
+- fp32: a decode step 39.7 -> 32.1 ms alone, 67.6 -> 33.0 ms for 2 and 87.9 -> 45.3 ms for 8
+  sequences; a 32-token prefill 126.8 -> 59.7 ms, a 128-token one 338 -> 162 ms. (The LM head's share,
+  49,152 x 576, in another run: the layers alone prepacked 54 ms a step for 8, with it 43.) Greedy tokens over
+  ``bench.decode``'s 8 prompts x 48 tokens: all 311 the plain fp32 model's own, teacher-forced
+  and free running.
+- bf16 (``llm.precision=bf16``, where the CPU multiplies bf16 natively), another run: a decode
+  step 30 -> 21 ms, a 32-token prefill 49 -> 42 ms; its agreement with fp32 is bf16's (0.987
+  teacher-forced).
 
 The cost is memory: the reordered weights are a copy (SmolLM2 in fp32: +0.52 GB of a process's
 anonymous memory, the LM head's 113 MB of it), next to weights that are pages of the
