@@ -40,7 +40,7 @@ class MessageRenderer:
                     PromptMessage(message.role, message.text.replace(IMAGE_MARKER, "")),
                 )
                 if len(plain) >= _PLAIN_PROMPTS_MAX:
-                    plain.clear()  # cheap to rebuild: one message's rendering each
+                    del plain[next(iter(plain))]  # the oldest first out
                 plain[message.id] = rendered
             return rendered[1]
 

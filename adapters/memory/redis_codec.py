@@ -83,8 +83,8 @@ session_meta = SessionMeta()
 
 class SessionKeys:
     """The key names of each session under ``base`` (``{prefix}:{tenant}``), made once (every turn
-    needs them); at most ``size`` sessions' (emptied when full: cheap to make again), a session's
-    dropped when its connection closes (``forget``)."""
+    needs them); at most ``size`` sessions' (the oldest made first out), a session's dropped when
+    its connection closes (``forget``)."""
 
     PARTS = ("meta", "msgs", "turns", "lock", "partial", "sumlock", "events")
 
@@ -100,7 +100,7 @@ class SessionKeys:
             prefix = f"{self.base}:s:{{{session_id}}}:"
             keys = {part: prefix + part for part in self.PARTS}
             if len(self._by_session) >= self.size:
-                self._by_session.clear()
+                del self._by_session[next(iter(self._by_session))]
             self._by_session[session_id] = keys
         return keys
 

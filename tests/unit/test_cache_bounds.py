@@ -78,6 +78,19 @@ def test_the_prompt_cache_keeps_its_bound_and_forgets_a_session():
     assert cache.extended == extended  # built anew: nothing of s3 was left to extend
 
 
+async def test_the_renderer_keeps_its_bound_the_oldest_first_out(monkeypatch):
+    from assistant import rendering
+
+    monkeypatch.setattr(rendering, "_PLAIN_PROMPTS_MAX", 3)
+    renderer = rendering.MessageRenderer(ScriptedLM())
+    history = [Message.from_text("user", f"message {i}") for i in range(5)]
+    render = await renderer.for_history(history, None)
+    first = [render(m) for m in history]
+    assert [p.text for p in first] == [f"message {i}" for i in range(5)]
+    assert list(renderer._plain) == [m.id for m in history[2:]]  # full, not emptied
+    assert render(history[4]) is first[4] and render(history[0]) is not first[0]
+
+
 def _flat(info: SessionInfo, **extra: str) -> tuple[str, ...]:
     fields = {k: json.dumps(v) for k, v in info.model_dump(mode="json").items()} | extra
     return tuple(x for pair in fields.items() for x in pair)
@@ -109,10 +122,10 @@ def test_session_key_names_are_made_once_bounded_and_forgotten():
     keys = names("sess_a")
     assert keys["meta"] == "assistant:default:s:{sess_a}:meta" and names("sess_a") is keys
     names("sess_b")
-    names("sess_c")  # full: emptied, then sess_c's made
-    assert len(names) == 1
+    names("sess_c")  # full: sess_a's, the oldest, go
+    assert len(names) == 2 and "sess_a" not in names._by_session
     names.forget("sess_c")
-    assert len(names) == 0 and names("sess_a") == keys
+    assert len(names) == 1 and names("sess_a") == keys
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
