@@ -39,11 +39,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     redis-server, when there is one, is stopped on every way out."""
     from assistant import heap
 
-    heap.tune_allocator()  # first: before any thread allocates; the workers inherit it
+    settings = _settings(args)
+    # First: before any thread allocates; the workers inherit it.
+    heap.tune_allocator(model_in_process=settings.llm.adapter.startswith("transformers"))
     from assistant.processes import Stopped, stop_on_signals
     from assistant.registry import prepare_models, start_embedded_redis
 
-    settings = _settings(args)
     server = settings.server.model_copy(
         update={"host": args.host or settings.server.host, "port": args.port or settings.server.port}
     )

@@ -48,6 +48,11 @@ class LLMSettings(_Section):
     #: bytes; measured here, avx512_bf16 without AMX: 0.97-1.08x fp32's decode speed, 0.987 of
     #: the greedy tokens agreeing; see ``adapters.llm.precision``).
     precision: Literal["fp32", "bf16"] = "fp32"
+    #: The local model's linear layers (and LM head) laid out once for oneDNN when it loads
+    #: (``adapters.llm.prepacked``): faster decoding, above all for several sequences a step, the
+    #: same greedy tokens; about 0.5 GB more memory for SmolLM2. Off: the plain products (the
+    #: decoding path before issue 15, the ``ttft_by_turn`` bench's baseline).
+    prepack: bool = True
     #: Seconds allowed between two tokens before a generation fails with ``model_timeout``.
     token_timeout_s: float = Field(120.0, gt=0)
     #: Conversations whose KV cache the local model keeps between turns (LRU); 0 turns reuse off.

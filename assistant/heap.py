@@ -37,8 +37,14 @@ _MIN_INTERVAL_S = 1.0
 #: threshold (up to 32 MB) at the first such block freed, and from then on the big short-lived
 #: buffers of turns (an image's data URL, its pixels, a long reply's JSON) are carved out of the
 #: arenas, leaving holes: 20-50 MB free in a soak worker's arenas, still growing after minutes
-#: (3-6 MB with these settings; the worker's RSS then flat within 2 % from minute two).
+#: (3-6 MB with these settings; the worker's RSS then flat within 2 % from minute two). Not where a
+#: model's forward passes run in the process (``model_in_process``): its activations, 0.3-1 MB a
+#: tensor, dozens a pass, were then each mapped, faulted in page by page and unmapped, and a
+#: 128-token SmolLM2 prefill took 340-450 ms instead of 190-280 (16 tokens: +20 %); there the
+#: arenas keep them, reused pass after pass, and ``trim()`` returns what a closed connection freed.
 MALLOC_TUNING = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "131072"}
+#: What ``tune_allocator`` leaves out for a process running a model's forward passes.
+_NOT_WITH_A_MODEL = frozenset({"MALLOC_MMAP_THRESHOLD_"})
 #: ``mallopt`` parameters of those settings (``M_ARENA_MAX``, ``M_MMAP_THRESHOLD`` in malloc.h).
 _MALLOPT = {"MALLOC_ARENA_MAX": -8, "MALLOC_MMAP_THRESHOLD_": -3}
 _lock = threading.Lock()
@@ -73,17 +79,20 @@ def trim() -> bool:
     return True
 
 
-def tune_allocator(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
+def tune_allocator(
+    environ: MutableMapping[str, str] | None = None, *, model_in_process: bool = False
+) -> dict[str, str]:
     """Apply ``MALLOC_TUNING`` to this process (``mallopt``) and put it in ``environ`` (the
     process's environment) for the processes it starts: glibc reads it as each one starts. A
-    setting the environment has already (an operator's own) is left as it is. Returns what was
-    set. ``assistant serve`` calls it first: the arena count holds only from before a second
-    thread allocates."""
+    setting the environment has already (an operator's own) is left as it is, and with
+    ``model_in_process`` (the language model runs its passes here) the mmap threshold is not
+    set. Returns what was set. ``assistant serve`` calls it first: the arena count holds only
+    from before a second thread allocates."""
     environ = os.environ if environ is None else environ
     libc = _libc()
     applied = {}
     for name, value in MALLOC_TUNING.items():
-        if name in environ:
+        if name in environ or (model_in_process and name in _NOT_WITH_A_MODEL):
             continue
         environ[name] = applied[name] = value
         if libc is not None and hasattr(libc, "mallopt"):

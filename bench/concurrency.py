@@ -3,8 +3,7 @@ and 8 concurrent sessions, over the real server (``assistant serve`` in a subpro
 SmolLM2-135M local model, continuous batching on, a private ``redis-server``), driven over real
 WebSockets from this process.
 
-Each session is fresh (no history, no cached prefix) and asks one question of ``QUESTIONS`` for
-``TOKENS`` tokens (``max_output_tokens``; greedy, the server's default). A level of ``n`` sessions
+Each session is fresh (no history) and asks one question of ``QUESTIONS`` for ``TOKENS`` tokens (``max_output_tokens``; greedy, the server's default). A level of ``n`` sessions
 opens them all, then sends every turn at once (``conversation.item.create`` + ``response.create``)
 and times, per session, sending -> its first ``response.output_text.delta`` and -> its
 ``response.done``. Aggregate tokens/s = the output tokens of all (``usage``) / (first send ->
@@ -14,6 +13,16 @@ batched sessions whose text is exactly their question's reply alone), and their 
 the one-session figure the ratios use. Levels run in rounds ``1, 4, 8``, ``repeats`` times
 (the machine is shared: the ratios come from the same run), figures over all rounds. The quick
 run: one round, 4 of the questions (each asked by two of the 8 sessions), ``QUICK_TOKENS`` each.
+
+A new conversation starts from a copy of the longest prefix another conversation's KV cache holds
+(``PrefixCacheLRU.borrow``): a question asked before would prefill one token, the system prompt
+shared, only its own words. So that every measured session, alone or batched, prefills the same
+(its question after the shared system prompt), the model's kept caches are flushed before each
+measured level: ``FLUSH`` sessions at once ask other short questions for 4 tokens, which puts
+``FLUSH`` caches holding the system prompt and other words in the LRU in place of all others
+(``ASSISTANT_LLM__KV_CACHE_SESSIONS`` is pinned to it). Otherwise the batched sessions, asking
+questions just asked alone, borrowed all but one token while the first rounds alone prefilled
+13-16, which flattered the first-token ratio.
 
 ``python -m bench.concurrency [--quick] [--threads=N]`` prints the result as JSON.
 """
@@ -36,6 +45,10 @@ TOKENS = 48
 QUICK_TOKENS = 16
 LEVELS = (1, 4, 8)
 TIMEOUT_S = 300.0
+#: Conversations whose KV cache the bench's server keeps (and sessions a flush opens).
+FLUSH = 8
+#: What the flushing sessions ask: nothing a measured question starts with past the chat template.
+FILLERS = tuple(f"Say the number {n}." for n in range(FLUSH))
 #: Questions whose replies run to ``TOKENS`` tokens and more (so every session decodes them all).
 QUESTIONS = (
     "Tell me about the history of Paris in detail.",
@@ -63,7 +76,11 @@ def measure_concurrency(quick: bool = False, threads: int = 0) -> dict[str, Any]
     redis_server, server = None, None
     try:
         redis_server = EmbeddedRedis(tmp / "redis").start()
-        env = bench_env(ASSISTANT_REDIS_URL=redis_server.url, ASSISTANT_LLM__THREADS=str(threads))
+        env = bench_env(
+            ASSISTANT_REDIS_URL=redis_server.url,
+            ASSISTANT_LLM__THREADS=str(threads),
+            ASSISTANT_LLM__KV_CACHE_SESSIONS=str(FLUSH),
+        )
         port = free_port()
         args = ["-m", "assistant.cli", "serve", "--port", str(port), "--log-level", "warning",
                 "--data-dir", str(Settings().data_dir)]  # fmt: skip
@@ -88,16 +105,26 @@ async def _measure(
         for n in LEVELS:
             if n == 1:
                 for question in questions:
+                    await _flush(url)
                     run = await _level(url, [question], tokens)
                     alone.setdefault(question, []).extend(run["texts"])
                     runs[1].append(run)
             else:
                 asked = [questions[i % len(questions)] for i in range(n)]
+                await _flush(url)
                 runs[n].append(await _level(url, asked, tokens))
     return _report(runs, alone)
 
 
-async def _level(url: str, questions: list[str], tokens: int) -> dict[str, Any]:
+async def _flush(url: str) -> None:
+    """Replace every KV cache the model keeps with ``FLUSH`` new ones that share only the system
+    prompt with the measured questions (see the module docstring)."""
+    await _level(url, list(FILLERS), 4, quiet=True)  # 4 tokens: a text delta, surely
+
+
+async def _level(
+    url: str, questions: list[str], tokens: int, quiet: bool = False
+) -> dict[str, Any]:
     """One session per question, all turns sent at once; per session its first-token and done
     times (ms from its send), text and output tokens, and the level's wall time."""
     from websockets.asyncio.client import connect
@@ -115,9 +142,10 @@ async def _level(url: str, questions: list[str], tokens: int) -> dict[str, Any]:
         for ws in sockets:
             await ws.close()
     tokens_out = sum(t["tokens"] for t in turns)
-    print(f"concurrency: {len(questions)} at once, {tokens_out / wall:.1f} tokens/s, first tokens "
-          f"{min(t['ttft_ms'] for t in turns):.0f}-{max(t['ttft_ms'] for t in turns):.0f} ms",
-          file=sys.stderr, flush=True)  # fmt: skip
+    if not quiet:
+        print(f"concurrency: {len(questions)} at once, {tokens_out / wall:.1f} tokens/s, first "
+              f"tokens {min(t['ttft_ms'] for t in turns):.0f}-{max(t['ttft_ms'] for t in turns):.0f}"
+              " ms", file=sys.stderr, flush=True)  # fmt: skip
     return {
         "wall_s": wall,
         "ttft_ms": [t["ttft_ms"] for t in turns],

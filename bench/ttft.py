@@ -16,8 +16,11 @@ about a second): the median TTFTs, and ``ratio_turn20_vs_turn1``, the median of 
 ratios (all of them in ``ratio_turn20_vs_turn1_by_repeat``).
 
 Single-stream decoding (``bench.decode``): ``tokens_per_s`` of the local model loaded in
-``precision="bf16"`` and ``tokens_per_s_baseline`` of the fp32 one, through ``stream()``, one after
-the other in every repeat, and ``decode_speedup``, the median of the per-repeat ratios; a full run
+``precision="bf16"``, ``tokens_per_s_fp32`` of the default (fp32; both with their layers
+prepacked) and ``tokens_per_s_baseline`` of fp32 with the plain products (``prepack=False``: the
+path before issue 15), through ``stream()``, one after the other in every repeat;
+``decode_speedup`` (bf16 / baseline), ``decode_speedup_fp32`` (default / baseline) and
+``decode_speedup_vs_fp32`` (bf16 / default) are medians of the per-repeat ratios; a full run
 adds ``decode_options``, every option the CPU offers (fp32, bf16, int8, eager attention) in bare
 forward passes with its greedy agreement with fp32.
 
@@ -97,8 +100,9 @@ def measure_ttft_by_turn(
         )
     )
     fast = TransformersLocalLM.from_path(path, threads=threads, precision=ADOPTED_PRECISION)
-    decoding = asyncio.run(_decoding(fast, reusing, quick))
-    del fast
+    plain = TransformersLocalLM.from_path(path, threads=threads, prepack=False)
+    decoding = asyncio.run(_decoding({"fast": fast, "fp32": reusing, "plain": plain}, quick))
+    del fast, plain
     if not quick:  # every option the CPU offers, bare forward passes: see bench.decode
         decoding["decode_options"] = survey(path)
     import torch
@@ -106,17 +110,25 @@ def measure_ttft_by_turn(
     return {**result, **decoding, "threads": torch.get_num_threads()}
 
 
-async def _decoding(fast: Any, baseline: Any, quick: bool) -> dict[str, Any]:
-    """Single-stream decode rate of the adopted precision and of fp32, side by side."""
+async def _decoding(lms: dict[str, Any], quick: bool) -> dict[str, Any]:
+    """Single-stream decode rates side by side: ``fast`` (the adopted precision, prepacked),
+    ``fp32`` (the default: fp32, prepacked) and ``plain`` (fp32 with the plain products: the path
+    of the day issue 15 was filed, the baseline)."""
     tokens, repeats = (24, 4) if quick else (64, 7)
-    await stream_tokens_per_s(fast, LONG_PROMPTS[0], 4)  # warm-up: a new model's first passes
-    rates = await stream_side_by_side({"fast": fast, "fp32": baseline}, tokens, repeats)
+    for name in ("fast", "plain"):  # warm-up: a new model's first passes
+        await stream_tokens_per_s(lms[name], LONG_PROMPTS[0], 4)
+    rates = await stream_side_by_side(lms, tokens, repeats)
+    fast, fp32, plain = rates["fast"], rates["fp32"], rates["plain"]
     return {
-        "tokens_per_s": _median(rates["fast"]),
-        "tokens_per_s_baseline": _median(rates["fp32"]),
-        "decode_speedup": median_ratio(rates["fast"], rates["fp32"]),
-        "decode_speedup_by_repeat": [round(f / b, 3) for f, b in zip(rates["fast"], rates["fp32"])],
+        "tokens_per_s": _median(fast),
+        "tokens_per_s_baseline": _median(plain),
+        "decode_speedup": median_ratio(fast, plain),
+        "decode_speedup_by_repeat": [round(f / b, 3) for f, b in zip(fast, plain)],
+        "tokens_per_s_fp32": _median(fp32),
+        "decode_speedup_fp32": median_ratio(fp32, plain),
+        "decode_speedup_vs_fp32": median_ratio(fast, fp32),
         "decode_precision": ADOPTED_PRECISION,
+        "decode_baseline": "fp32, plain products (ASSISTANT_LLM__PREPACK=false)",
         "decode_tokens": tokens,
     }
 

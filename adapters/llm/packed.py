@@ -16,8 +16,9 @@ mask over other sequences' positions, no copy of a cache.
 So a sequence's attention is bitwise what it is alone; the matrix products over ``N`` rows instead
 of one may round their sums differently in the last bits (measured on SmolLM2: see the README).
 
-The model's first step lays its linear layers' weights out for oneDNN (``prepacked``): a product
-over a few rows then costs little more than over one, where MKL's costs 1.6x from the second row.
+The adapter lays the model's linear layers' weights out for oneDNN when it is built
+(``prepacked``): a product over a few rows then costs little more than over one, where MKL's costs
+1.6x from the second row.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import torch
 
 from adapters.llm.decoding import last_logits
 from adapters.llm.kv_cache import CachedPrefix, sdpa_gqa_attention
-from adapters.llm.prepacked import prepack_linears
 
 
 @dataclass
@@ -143,9 +143,7 @@ def step_logits(
     """One forward pass over ``parts``: the logits of each part's last token, ``(K, V)``; each
     part's ``prefix.ids`` extended by its ids once the pass has completed. One part alone takes
     the path a single sequence always took (a token fed by id, a prompt from its embeddings at its
-    positions, transformers' own masks); more are packed (``packed_logits``). The first step of a
-    model prepacks its linear layers (``prepacked.prepack_linears``; once per model)."""
-    prepack_linears(model)
+    positions, transformers' own masks); more are packed (``packed_logits``)."""
     if len(parts) == 1:
         (part,) = parts
         cache, start, count = part.prefix.cache, len(part.prefix.ids), len(part.ids)

@@ -56,6 +56,7 @@ from adapters.llm.kv_cache import (
 )
 from adapters.llm.packed import Part, step_logits
 from adapters.llm.precision import torch_dtype
+from adapters.llm.prepacked import prepack_linears
 from adapters.torch_thread import on_torch_thread
 from assistant.config import LLMSettings, Settings
 from assistant.errors import ConfigurationError, ContextLengthError
@@ -90,6 +91,7 @@ class TransformersLocalLM(LanguageModel):
         max_batch: int = _LLM_DEFAULTS["max_batch"].default,
         max_queue: int = _LLM_DEFAULTS["max_queue"].default,
         prefill_chunk_tokens: int = _LLM_DEFAULTS["prefill_chunk_tokens"].default,
+        prepack: bool = _LLM_DEFAULTS["prepack"].default,
     ) -> None:
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigurationError(f"{name}: the tokenizer has no chat template")
@@ -98,6 +100,8 @@ class TransformersLocalLM(LanguageModel):
         self.model = model.eval()
         # No copies of the cache's key/value heads in a masked prefill; the packed passes too.
         gqa = use_gqa_attention(model)
+        if prepack:  # the weights laid out for oneDNN now, not on a first user's request
+            prepack_linears(model)
         self.tokenizer = tokenizer
         self.name = name
         self.token_timeout_s = token_timeout_s
@@ -153,10 +157,6 @@ class TransformersLocalLM(LanguageModel):
     @property
     def kv_cache_misses(self) -> int:
         return self._kv_cache.misses
-
-    @property
-    def kv_cache_reused_tokens(self) -> int:
-        return self._kv_cache.reused_tokens
 
     def _new_cache(self) -> Any:
         return new_cache(self.model.config)  # layers that grow in place (kv_cache.GrowingLayer)
@@ -374,6 +374,7 @@ def build(settings: Settings) -> TransformersLocalLM:
         max_batch=settings.llm.max_batch,
         max_queue=settings.llm.max_queue,
         prefill_chunk_tokens=settings.llm.prefill_chunk_tokens,
+        prepack=settings.llm.prepack,
     )
 
 

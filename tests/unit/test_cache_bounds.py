@@ -173,3 +173,9 @@ def test_the_allocator_is_tuned_unless_the_environment_says_otherwise():
     assert environ == {"MALLOC_ARENA_MAX": "4", "MALLOC_MMAP_THRESHOLD_": "131072"}
     assert heap.tune_allocator(environ) == {}  # nothing left to set
     assert heap.MALLOC_TUNING["MALLOC_ARENA_MAX"] == "2"
+
+
+def test_a_process_running_the_model_keeps_glibcs_mmap_threshold():
+    environ: dict[str, str] = {}
+    assert heap.tune_allocator(environ, model_in_process=True) == {"MALLOC_ARENA_MAX": "2"}
+    assert "MALLOC_MMAP_THRESHOLD_" not in environ

@@ -90,3 +90,12 @@ def test_a_pass_with_gradients_backpropagates_to_its_inputs(model):
         m(inputs_embeds=inputs).logits.sum().backward()
         grads.append(inputs.grad)
     assert torch.allclose(grads[1], grads[0], atol=1e-4)
+
+
+@pytest.mark.parametrize("prepack", [True, False])
+def test_the_adapter_prepacks_when_it_is_built_unless_told_not_to(tokenizer, prepack):
+    from adapters.llm.transformers_local import TransformersLocalLM
+
+    lm = TransformersLocalLM(tiny_llama(tokenizer), tokenizer, prepack=prepack)
+    kinds = {type(m) for m in linears(lm.model).values()}
+    assert kinds == ({PrepackedLinear} if prepack else {torch.nn.Linear})
