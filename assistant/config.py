@@ -44,9 +44,10 @@ class LLMSettings(_Section):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     #: Torch threads for the local model; 0 leaves torch's default.
     threads: int = Field(0, ge=0)
-    #: The local model's number format: ``fp32`` (the baseline) or ``bf16`` (half the weight
-    #: bytes; measured here, avx512_bf16 without AMX: 0.97-1.08x fp32's decode speed, 0.987 of
-    #: the greedy tokens agreeing; see ``adapters.llm.precision``).
+    #: The local model's number format: ``fp32`` (the default: the prepared weights' own greedy
+    #: tokens) or ``bf16`` (half the weight bytes, 0.987 of the greedy tokens agreeing; decoding
+    #: 1.5x prepacked fp32 on a CPU with avx512_bf16, about fp32's speed without it: see
+    #: ``adapters.llm.precision``).
     precision: Literal["fp32", "bf16"] = "fp32"
     #: The local model's linear layers (and LM head) laid out once for oneDNN when it loads
     #: (``adapters.llm.prepacked``): faster decoding, above all for several sequences a step, the

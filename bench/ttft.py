@@ -102,6 +102,8 @@ def measure_ttft_by_turn(
     fast = TransformersLocalLM.from_path(path, threads=threads, precision=ADOPTED_PRECISION)
     plain = TransformersLocalLM.from_path(path, threads=threads, prepack=False)
     decoding = asyncio.run(_decoding({"fast": fast, "fp32": reusing, "plain": plain}, quick))
+    # Whether the default path multiplies a lone sequence's rows by MKL (prepacked.py says why).
+    decoding["one_row_plain"] = any(getattr(m, "one_row_plain", False) for m in reusing.model.modules())
     del fast, plain
     if not quick:  # every option the CPU offers, bare forward passes: see bench.decode
         decoding["decode_options"] = survey(path)
@@ -181,8 +183,8 @@ async def _measure(
         "turns": turns,
         "max_new_tokens": max_new_tokens,
         "repeats": repeats,
-        "kv_cache_hits": reusing.kv_cache_hits,
-        "kv_cache_misses": reusing.kv_cache_misses,
+        "kv_cache_hits": reusing.kv_cache.hits,
+        "kv_cache_misses": reusing.kv_cache.misses,
     }
 
 

@@ -4,8 +4,12 @@
 - ``bf16``: weights, activations and the KV cache in bfloat16 (logits are turned back to fp32
   before a token is picked). A decode step of a 135M model on a CPU is bound by reading the weights
   (540 MB per token in fp32); bf16 halves that, and on a CPU with ``avx512_bf16`` (or AMX) oneDNN
-  multiplies bf16 matrices natively. Where the CPU lacks them, bf16 products are emulated and
-  slower than fp32: ``native_bf16()`` says which.
+  multiplies bf16 matrices natively. Where the CPU lacks them, bf16 products are emulated:
+  ``native_bf16()`` says whether oneDNN takes bf16 at all (it also does on avx512 without
+  avx512_bf16, emulating). Decoding one sequence, bf16 against fp32 with the plain products
+  (``ttft_by_turn``'s baseline): 1.96x on a 2-core AMD EPYC with avx512_bf16 (1.5x fp32 with
+  its layers prepacked); 0.96-1.15x on a 2-core Intel Xeon with avx512 but no avx512_bf16 (the
+  emulated products cost what the halved reads save).
 
 Greedy outputs change a little in bf16. Measured on SmolLM2-135M-Instruct over 8 prompts x 48
 greedy tokens (313 tokens; ``bench.decode``): 98.7 % of the tokens are the fp32 model's own choice

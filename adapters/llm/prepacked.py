@@ -23,6 +23,15 @@ anonymous memory, the LM head's 113 MB of it), next to weights that are pages of
 memory-mapped checkpoint (which two worker processes share, and which the kernel may drop while
 they go unread).
 
+Not every CPU gains for one row. On the 2-core Intel Xeon of another session (avx512 and
+avx512_vnni, no avx512_bf16), MKL's matrix-vector product was the faster one for a single
+sequence (a one-token pass 46-60 ms plain vs 52-66 prepacked; decoding alone 22.0 vs 17.7
+tokens/s through the scheduler) while 8 rows and long prefills still gained (8 rows 77 -> 68 ms,
+128 rows 265 -> 228 ms, two threads). So ``choose_one_row_product`` times whole one-token passes
+both ways when the model loads (alternating, medians) and keeps MKL's product for one-row inputs
+where it is more than 5 % faster (``PrepackedLinear.one_row_plain``); two rows and more always
+take the prepacked one.
+
 Left as they are: layers not on the CPU, in another dtype, or in bf16 where the CPU lacks it, and
 everything when oneDNN is missing or its product is not the plain one's on a sample. A pass with
 gradients (``assistant train-projector`` trains through the frozen model) takes the plain product.
@@ -30,6 +39,8 @@ gradients (``assistant train-projector`` trains through the frozen model) takes 
 
 from __future__ import annotations
 
+import statistics
+import time
 import weakref
 from typing import Any
 
@@ -39,6 +50,8 @@ from adapters.llm.precision import native_bf16
 
 #: The largest difference from the plain product allowed on the sample ``prepack_linears`` checks.
 _TOLERANCE = 1e-3
+#: One-token passes timed each way by ``choose_one_row_product`` (after one of each to warm up).
+_CALIBRATION_PASSES = 5
 _prepared: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
@@ -49,9 +62,13 @@ class PrepackedLinear(torch.nn.Linear):
     parameters, its hooks and its place in the model are untouched."""
 
     packed: torch.Tensor
+    #: A one-row input takes the plain product (``choose_one_row_product``).
+    one_row_plain = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
         if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
+            return super().forward(x)
+        if self.one_row_plain and x.numel() == self.in_features:
             return super().forward(x)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
@@ -92,6 +109,34 @@ def prepack_linears(model: Any) -> int:
     return swapped
 
 
+def choose_one_row_product(model: Any) -> bool:
+    """Time one-token passes of ``model`` with its ``PrepackedLinear`` layers taking one-row
+    inputs prepacked and plain, alternating; keep plain (True) where it is more than 5 % faster
+    by the medians. False, and nothing changed, for a model without such layers or whose pass
+    fails here."""
+    layers = [m for m in model.modules() if isinstance(m, PrepackedLinear)]
+    if not layers:
+        return False
+    x = torch.zeros(1, 1, model.get_input_embeddings().embedding_dim, dtype=layers[0].weight.dtype)
+    times: dict[bool, list[float]] = {False: [], True: []}
+    try:
+        with torch.inference_mode():
+            for i in range(2 * _CALIBRATION_PASSES + 2):
+                plain = bool(i % 2)
+                for layer in layers:
+                    layer.one_row_plain = plain
+                started = time.perf_counter()
+                model(inputs_embeds=x, use_cache=False)
+                if i >= 2:  # the first of each: warm-up
+                    times[plain].append(time.perf_counter() - started)
+        chosen = statistics.median(times[True]) < 0.95 * statistics.median(times[False])
+    except Exception:  # noqa: BLE001 - a model this pass does not fit: keep the prepacked one
+        chosen = False
+    for layer in layers:
+        layer.one_row_plain = chosen
+    return chosen
+
+
 def _packable(linear: torch.nn.Linear) -> bool:
     weight = linear.weight
     if weight.device.type != "cpu" or not weight.is_contiguous():
@@ -112,4 +157,4 @@ def _agrees() -> bool:
         return False
 
 
-__all__ = ["PrepackedLinear", "prepack", "prepack_linears", "supported"]
+__all__ = ["PrepackedLinear", "choose_one_row_product", "prepack", "prepack_linears", "supported"]

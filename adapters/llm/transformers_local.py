@@ -56,8 +56,8 @@ from adapters.llm.kv_cache import (
 )
 from adapters.llm.packed import Part, step_logits
 from adapters.llm.precision import torch_dtype
-from adapters.llm.prepacked import prepack_linears
-from adapters.torch_thread import on_torch_thread
+from adapters.llm.prepacked import choose_one_row_product, prepack_linears
+from adapters.torch_thread import on_torch_thread, run_sync
 from assistant.config import LLMSettings, Settings
 from assistant.errors import ConfigurationError, ContextLengthError
 from assistant.ports import (
@@ -100,8 +100,8 @@ class TransformersLocalLM(LanguageModel):
         self.model = model.eval()
         # No copies of the cache's key/value heads in a masked prefill; the packed passes too.
         gqa = use_gqa_attention(model)
-        if prepack:  # the weights laid out for oneDNN now, not on a first user's request
-            prepack_linears(model)
+        if prepack and prepack_linears(model):  # laid out now, not on a first user's request
+            run_sync(choose_one_row_product, model)  # on the torch thread, as every pass
         self.tokenizer = tokenizer
         self.name = name
         self.token_timeout_s = token_timeout_s
@@ -151,12 +151,10 @@ class TransformersLocalLM(LanguageModel):
     # -- KV cache reuse counters ------------------------------------------------------------------
 
     @property
-    def kv_cache_hits(self) -> int:
-        return self._kv_cache.hits
-
-    @property
-    def kv_cache_misses(self) -> int:
-        return self._kv_cache.misses
+    def kv_cache(self) -> PrefixCacheLRU:
+        """The conversations' KV caches and their counters (``hits``, ``misses``,
+        ``reused_tokens``, ``shared_hits``, ``shared_tokens``)."""
+        return self._kv_cache
 
     def _new_cache(self) -> Any:
         return new_cache(self.model.config)  # layers that grow in place (kv_cache.GrowingLayer)

@@ -152,6 +152,6 @@ async def test_the_next_turn_reuses_the_kv_cache_of_a_batched_turn(loaded):
         for i, (k, (text, _)) in enumerate(zip(keys, firsts))
     ]  # fmt: skip
     together = await asyncio.gather(*(reply(lm, p) for p in seconds))
-    assert (lm.kv_cache_hits, lm.kv_cache_misses) == (3, 3)
+    assert (lm.kv_cache.hits, lm.kv_cache.misses) == (3, 3)
     assert [text for text, _ in together] == await alone(fresh, seconds)
     assert lm.prefill_tokens < len(lm._prompt_ids(seconds[-1].messages)) / 2

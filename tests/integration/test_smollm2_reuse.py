@@ -63,5 +63,5 @@ async def test_reused_turns_match_stock_transformers_on_the_whole_prompt(path):
         text = "".join([delta async for delta in generation])
         assert (generation.usage.input_tokens, text) == (prompt_tokens, expected)
         messages.append(PromptMessage("assistant", text))
-    assert (lm.kv_cache_hits, lm.kv_cache_misses) == (TURNS - 1, 1)
+    assert (lm.kv_cache.hits, lm.kv_cache.misses) == (TURNS - 1, 1)
     assert lm.prefill_tokens < 30 < prompt_tokens / 5

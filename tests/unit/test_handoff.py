@@ -189,3 +189,17 @@ async def test_the_status_is_not_written_around_the_compare_and_set():
     with pytest.raises(ValueError, match="transition"):
         await sessions.update_info("sess_1", status="human")
     assert sessions.infos["sess_1"].status == "bot"
+
+
+@pytest.mark.parametrize("seq", ["0", "1700000000000", "1700000000000-0", "12-345"])
+def test_a_stream_id_is_a_sequence_number(seq):
+    from assistant.ports.conversations import valid_seq
+
+    assert valid_seq(seq)
+
+
+@pytest.mark.parametrize("seq", ["", "²", "1²", "٣", "1-²", "-1", "1-", "1-2-3", "x", "1" * 20, " 1"])
+def test_only_ascii_digits_make_a_sequence_number(seq):
+    from assistant.ports.conversations import valid_seq
+
+    assert not valid_seq(seq)

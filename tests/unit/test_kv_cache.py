@@ -190,7 +190,7 @@ async def test_every_turn_matches_stock_transformers_encoding_the_whole_prompt(
         assert generation.usage.input_tokens == ids.shape[1]
         assert text == expected
         messages.append(PromptMessage("assistant", text))
-    assert lm.kv_cache_hits == len(QUESTIONS) - 1
+    assert lm.kv_cache.hits == len(QUESTIONS) - 1
     assert lm.prefill_tokens < len(lm._prompt_ids(messages[:-1])) / 2
 
 

@@ -99,3 +99,23 @@ def test_the_adapter_prepacks_when_it_is_built_unless_told_not_to(tokenizer, pre
     lm = TransformersLocalLM(tiny_llama(tokenizer), tokenizer, prepack=prepack)
     kinds = {type(m) for m in linears(lm.model).values()}
     assert kinds == ({PrepackedLinear} if prepack else {torch.nn.Linear})
+
+
+def test_a_one_row_input_takes_the_plain_product_where_the_model_chose_it(model):
+    from adapters.llm.prepacked import choose_one_row_product
+
+    plain = copy.deepcopy(model)
+    prepack_linears(model)
+    chosen = choose_one_row_product(model)
+    layers = [m for m in model.modules() if isinstance(m, PrepackedLinear)]
+    assert {layer.one_row_plain for layer in layers} == {chosen}  # one choice for the model
+    layer, reference = layers[0], dict(plain.named_modules())[
+        next(name for name, m in model.named_modules() if m is layers[0])
+    ]
+    one, two = torch.randn(1, 1, layer.in_features), torch.randn(1, 2, layer.in_features)
+    with torch.inference_mode():
+        layer.one_row_plain = True
+        assert torch.equal(layer(one), reference(one))  # MKL's product itself, bit for bit
+        assert torch.allclose(layer(two), reference(two), atol=1e-4)  # two rows: prepacked
+        layer.one_row_plain = False
+        assert torch.allclose(layer(one), reference(one), atol=1e-4)

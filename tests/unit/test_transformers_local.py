@@ -269,20 +269,20 @@ async def test_reuse_gives_the_same_greedy_output_as_a_full_encode(sharp_model, 
         if turn:
             assert reusing.prefill_tokens < prompt_tokens / 2
         messages.append(PromptMessage("assistant", text))
-    assert (reusing.kv_cache_hits, reusing.kv_cache_misses) == (3, 1)
-    assert reusing.kv_cache_reused_tokens > 0
-    assert (fresh.kv_cache_hits, fresh.kv_cache_misses, len(fresh._kv_cache)) == (0, 0, 0)
+    assert (reusing.kv_cache.hits, reusing.kv_cache.misses) == (3, 1)
+    assert reusing.kv_cache.reused_tokens > 0
+    assert (fresh.kv_cache.hits, fresh.kv_cache.misses, len(fresh._kv_cache)) == (0, 0, 0)
 
 
 async def test_the_second_turn_prefills_only_its_new_tokens(lm):
     first, _ = await reply(lm, turn_prompt(0))
-    assert (lm.kv_cache_hits, lm.kv_cache_misses) == (0, 1)
+    assert (lm.kv_cache.hits, lm.kv_cache.misses) == (0, 1)
     second = turn_prompt(1, replies=(first,))
     prompt_tokens = len(lm._prompt_ids(second))
     await reply(lm, second)
-    assert lm.kv_cache_hits == 1
+    assert lm.kv_cache.hits == 1
     assert lm.prefill_tokens < prompt_tokens
-    assert lm.prefill_tokens + lm.kv_cache_reused_tokens == prompt_tokens
+    assert lm.prefill_tokens + lm.kv_cache.reused_tokens == prompt_tokens
 
 
 async def test_the_cache_holds_the_prompt_and_the_fed_reply_tokens(lm):
@@ -314,7 +314,7 @@ async def test_a_different_cache_key_is_a_miss_that_starts_from_the_shared_prefi
     first, _ = await reply(lm, turn_prompt(0), cache_key="a")
     second = turn_prompt(1, replies=(first,))
     text, _ = await reply(lm, second, cache_key="b")
-    assert (lm.kv_cache_hits, lm.kv_cache_misses) == (0, 2)
+    assert (lm.kv_cache.hits, lm.kv_cache.misses) == (0, 2)
     # Another conversation's cache holds the same start (system prompt, first exchange): copied.
     shared = lm._kv_cache.shared_tokens
     assert lm._kv_cache.shared_hits == 1 and shared >= len(lm._prompt_ids(turn_prompt(0))) - 1
@@ -331,7 +331,7 @@ async def test_the_least_recently_used_session_is_evicted(model, tokenizer):
         await reply(lm, turn_prompt(0), cache_key=key)
     assert set(lm._kv_cache._entries) == {"a", "c"}
     await reply(lm, turn_prompt(0), cache_key="b")
-    assert (lm.kv_cache_hits, lm.kv_cache_misses) == (1, 4)
+    assert (lm.kv_cache.hits, lm.kv_cache.misses) == (1, 4)
     assert set(lm._kv_cache._entries) == {"c", "b"}
 
 
@@ -350,14 +350,14 @@ async def test_zero_sessions_disables_reuse(model, tokenizer):
     lm = TransformersLocalLM(model, tokenizer, kv_cache_sessions=0)
     await reply(lm, turn_prompt(0))
     await reply(lm, turn_prompt(0))
-    assert (lm.kv_cache_hits, lm.kv_cache_misses, len(lm._kv_cache)) == (0, 0, 0)
+    assert (lm.kv_cache.hits, lm.kv_cache.misses, len(lm._kv_cache)) == (0, 0, 0)
     assert lm.prefill_tokens == len(lm._prompt_ids(turn_prompt(0)))
 
 
 async def test_no_cache_key_never_stores(lm):
     await reply(lm, turn_prompt(0), cache_key=None)
     await reply(lm, turn_prompt(0), cache_key=None)
-    assert (lm.kv_cache_hits, lm.kv_cache_misses, len(lm._kv_cache)) == (0, 0, 0)
+    assert (lm.kv_cache.hits, lm.kv_cache.misses, len(lm._kv_cache)) == (0, 0, 0)
     assert lm.prefill_tokens == len(lm._prompt_ids(turn_prompt(0)))
 
 
@@ -376,7 +376,7 @@ async def test_a_cancelled_turn_then_the_next_matches_a_fresh_model(sharp_model,
     assert "s" in lm._kv_cache and lm._kv_cache._entries["s"].consistent()
     following = turn_prompt(1, replies=(partial,))  # the interrupted reply as it was stored
     text, _ = await reply(lm, following)
-    assert lm.kv_cache_hits == 1
+    assert lm.kv_cache.hits == 1
     assert text == (await reply(fresh, following))[0]
 
 
@@ -437,7 +437,7 @@ async def test_a_template_that_rerenders_earlier_turns_reuses_the_common_prefix(
         text, _ = await reply(reusing, messages)
         assert text == (await reply(fresh, messages))[0]
         messages.append(PromptMessage("assistant", text))
-    assert reusing.kv_cache_hits == 2
+    assert reusing.kv_cache.hits == 2
     assert 0 < reusing.prefill_tokens < len(reusing._prompt_ids(messages[:-1]))
 
 
