@@ -21,6 +21,8 @@ from bench.fuzz_media import b64, encoded_image
 #: (``assistant/server/auth_routes.py``) answer 400 (a body FastAPI's 422 would describe: the app
 #: maps validation errors to 400) and 404 without declaring them; reported to their owners.
 LENIENT_PREFIXES = ("/v1/admin/", "/v1/realtime/client_secrets")
+#: Routes that stream server-sent events (``_call_stream``).
+STREAM_SUFFIX = "/events"
 
 
 def _checks(strict: bool) -> list[Any]:
@@ -60,18 +62,37 @@ def fuzz_operation(
         return 0
     ran = 0
 
+    streams = operation.path.endswith(STREAM_SUFFIX)
+
     @fuzz_settings(examples, verbosity=Verbosity.quiet)  # the failure's message has the request
     @given(case=operation.as_strategy(generation_mode=mode, path_parameters=path_parameters))
     def case(case: Any) -> None:
         nonlocal ran
         ran += 1
-        case.call_and_validate(base_url=base_url, checks=checks, timeout=30)
+        if streams:
+            _call_stream(case, base_url)
+        else:
+            case.call_and_validate(base_url=base_url, checks=checks, timeout=30)
 
     try:
         case()
     except Unsatisfiable:
         return 0
     return ran
+
+
+def _call_stream(case: Any, base_url: str) -> None:
+    """An event-stream route (SSE): it streams for as long as the client stays, so the case is
+    judged on its status and headers, the body left unread: no 5xx, and a 200 is
+    ``text/event-stream`` (reading it, each case waited for the client's timeout: 30 s)."""
+    import requests
+
+    kwargs = case.as_transport_kwargs(base_url=base_url)
+    with requests.request(**kwargs, stream=True, timeout=30) as response:
+        status, kind = response.status_code, response.headers.get("content-type", "")
+    curl = case.as_curl_command()
+    assert status < 500, f"{status} from {curl}"
+    assert status != 200 or kind.startswith("text/event-stream"), f"{kind!r} from {curl}"
 
 
 def stored_session(server: FuzzServer) -> str:
