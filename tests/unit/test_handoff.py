@@ -184,6 +184,31 @@ async def test_the_hub_hands_each_event_once_to_each_subscriber_from_its_own_pos
     await hub.aclose()
 
 
+async def test_the_hub_keeps_each_streams_cursor_and_waits_more_the_more_it_watches():
+    from assistant.handoff import hub as hubs
+
+    sessions, conversations, _ = await _setup()
+    hub = EventHub(conversations, block_ms=1_000)
+    assert hub.coalesce_s == 0
+    first = await conversations.publish("sess_1", {"n": 0})
+    ahead = await hub.subscribe("acme", "sess_1", first)  # past the first event
+    behind = await hub.subscribe("acme", "sess_1", "0")  # catches up on it before joining
+    assert hub._cursors == {("acme", "sess_1"): first}
+    assert (await anext(aiter(behind)))[1]["n"] == 0
+    second = await conversations.publish("sess_1", {"n": 1})
+    assert [(await anext(aiter(sub)))[1]["n"] for sub in (ahead, behind)] == [1, 1]
+    assert hub._cursors == {("acme", "sess_1"): second}
+    hub.unsubscribe(ahead)
+    hub.unsubscribe(behind)
+    assert hub._cursors == {} and hub.watched == 0
+    await hub.aclose()
+    assert hub.coalesce_s == 0
+    hub._subs = {("acme", f"s{i}"): set() for i in range(10)}
+    assert hub.coalesce_s == pytest.approx(10 * hubs.COALESCE_S_PER_STREAM)
+    hub._subs = {("acme", f"s{i}"): set() for i in range(100_000)}
+    assert hub.coalesce_s == hubs.COALESCE_MAX_S
+
+
 async def test_the_status_is_not_written_around_the_compare_and_set():
     sessions, _, _ = await _setup()
     with pytest.raises(ValueError, match="transition"):
