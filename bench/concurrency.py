@@ -3,9 +3,10 @@ and 8 concurrent sessions, over the real server (``assistant serve`` in a subpro
 SmolLM2-135M local model, continuous batching on, a private ``redis-server``), driven over real
 WebSockets from this process.
 
-Each session is fresh (no history) and asks one question of ``QUESTIONS`` for ``TOKENS`` tokens (``max_output_tokens``; greedy, the server's default). A level of ``n`` sessions
-opens them all, then sends every turn at once (``conversation.item.create`` + ``response.create``)
-and times, per session, sending -> its first ``response.output_text.delta`` and -> its
+Each session is fresh (no history) and asks one question of ``QUESTIONS`` for ``TOKENS`` tokens
+(``max_output_tokens``; greedy, the server's default). A level of ``n`` sessions opens them all,
+then sends every turn at once (``conversation.item.create`` + ``response.create``) and times, per
+session, sending -> its first ``response.output_text.delta`` and -> its
 ``response.done``. Aggregate tokens/s = the output tokens of all (``usage``) / (first send ->
 last done). The level 1 rounds run every question alone, one after the other: their replies are
 the greedy single-session runs the batched ones are compared with (``identical``: the share of

@@ -63,8 +63,6 @@ from assistant.ports.conversations import (
 )
 
 POLL_S = 0.05
-#: Stream key names a store remembers for its blocking reads (``_stream_name``).
-_NAMES_MAX = 65_536
 #: Status changes kept in a tenant's queue stream (a console resumes within them).
 QUEUE_MAXLEN = 1_000
 
@@ -107,7 +105,6 @@ class RedisConversations(ConversationStore):
         self._root = self
         self._views: dict[str, RedisConversations] = {self.tenant: self}
         self._reader: aioredis.Redis | None = None  # the blocking reads' own connection
-        self._names: dict[StreamKey, str] = {}  # watched streams' key names (``_stream_name``)
         self._reader_id: int | None = None
         self._cluster = sessions._lines is not None and "Cluster" in type(sessions.client).__name__
 
@@ -126,21 +123,11 @@ class RedisConversations(ConversationStore):
     def _pipe(self) -> Any:
         return self.sessions.pipe
 
-    def _stream_name(self, key: StreamKey) -> str:
-        """``_stream`` of a ``(tenant, session id)``, remembered (every blocking read names
-        every watched stream; at most ``_NAMES_MAX`` kept)."""
-        name = self._names.get(key)
-        if name is None:
-            if len(self._names) >= _NAMES_MAX:
-                self._names.clear()
-            name = self._names[key] = self._stream(key[1], key[0])
-        return name
-
     def _stream(self, session_id: str, tenant: str | None = None) -> str:
         store = self.sessions if tenant is None else self.sessions.for_tenant(tenant)
         if session_id == QUEUE:
             return f"{store.key_prefix}:{store.tenant}:queue"
-        return store.keys(session_id)["meta"][: -len("meta")] + "events"
+        return store.keys(session_id)["events"]  # made once per session (codec.SessionKeys)
 
     def _index(self) -> str:
         return f"{self.sessions.key_prefix}:{self.tenant}:conversations"
@@ -252,7 +239,7 @@ class RedisConversations(ConversationStore):
     ) -> dict[StreamKey, list[tuple[str, Event]]]:
         if not cursors:
             return {}
-        names = {self._stream_name(key): key for key in cursors}
+        names = {self._stream(sid, tenant): (tenant, sid) for tenant, sid in cursors}
         root = self._root
         if self._cluster:
             return await self._poll(names, cursors, count)
