@@ -41,9 +41,16 @@ AGREEMENT_PROMPTS = (
     "Give me a recipe for pancakes.",
 )
 SYSTEM = "You are a helpful assistant."
-OPTIONS = ("fp32", "bf16", "int8", "eager")
-#: The faster path ``bench.ttft`` times against fp32 (``LLMSettings.precision``).
-ADOPTED_PRECISION = "bf16"
+OPTIONS = ("fp32", "bf16", "int8", "int8-decode", "eager")
+
+
+def adopted_precision() -> str:
+    """The faster path ``bench.ttft`` times against fp32 (``LLMSettings.precision``) on this CPU:
+    ``bf16`` where oneDNN multiplies it natively (avx512_bf16 or AMX), else ``int8-decode``
+    (without them bf16 decodes at fp32's speed: ``adapters.llm.precision``)."""
+    from adapters.llm.precision import bf16_in_hardware
+
+    return "bf16" if bf16_in_hardware() else "int8-decode"
 
 
 # -- through the public API -----------------------------------------------------------------------
@@ -101,6 +108,10 @@ def load_option(path: str, option: str) -> Any:
     ).eval()
     if option == "int8":
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    if option == "int8-decode":
+        from adapters.llm.prepacked import quantise_one_row_products
+
+        quantise_one_row_products(model)
     use_gqa_attention(model)
     return model
 
@@ -136,21 +147,40 @@ def greedy_ids(
     return out, (len(out) - 1) / elapsed if len(out) > 1 else 0.0
 
 
-def forced_agreement(model: Any, ids: Sequence[int], reference: Sequence[int]) -> int:
+def forced_agreement(
+    model: Any, ids: Sequence[int], reference: Sequence[int], *, one_row: bool = False
+) -> int:
     """How many tokens of ``reference`` (a reply to ``ids``) the model picks itself, each after
-    the reference's tokens before it (one pass, teacher-forced)."""
+    the reference's tokens before it (teacher-forced): in one pass, or with ``one_row`` a pass per
+    token on the cache, as decoding runs (``int8-decode`` multiplies one-row inputs only)."""
     import torch
 
+    from adapters.llm.kv_cache import new_cache
+
     with torch.inference_mode():
-        logits = model(input_ids=torch.tensor([[*ids, *reference]]), use_cache=False).logits
-    picks = logits[0, len(ids) - 1 : len(ids) + len(reference) - 1].float().argmax(-1).tolist()
+        if not one_row:
+            logits = model(input_ids=torch.tensor([[*ids, *reference]]), use_cache=False).logits
+            span = logits[0, len(ids) - 1 : len(ids) + len(reference) - 1]
+            picks = span.float().argmax(-1).tolist()
+        else:
+            cache = new_cache(model.config)
+            fed, picks = list(ids), []
+            for token in reference:
+                logits = model(
+                    input_ids=torch.tensor([fed]), past_key_values=cache, use_cache=True,
+                    logits_to_keep=1,
+                ).logits  # fmt: skip
+                picks.append(int(logits[0, -1].float().argmax()))
+                fed = [token]
     return sum(int(a == b) for a, b in zip(picks, reference))
 
 
 def agreement_vs_fp32(
-    reference: Any, model: Any, tokenizer: Any, prompts: Sequence[str], tokens: int, eos: Any = ()
-) -> dict[str, Any]:
-    """``agreement``: the share of the fp32 replies' tokens ``model`` picks teacher-forced;
+    reference: Any, model: Any, tokenizer: Any, prompts: Sequence[str], tokens: int, eos: Any = (),
+    *, one_row: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """``agreement``: the share of the fp32 replies' tokens ``model`` picks teacher-forced (with
+    ``one_row``: a pass per token, ``forced_agreement``);
     ``identical_prefix_share``: the share before the first token its own greedy reply differs in;
     ``tokens``: the fp32 replies' tokens counted."""
     total = forced = prefix = 0
@@ -160,7 +190,7 @@ def agreement_vs_fp32(
         own, _ = greedy_ids(model, ids, tokens, eos)
         same = next((k for k, (a, b) in enumerate(zip(own, expected)) if a != b), None)
         prefix += min(len(own), len(expected)) if same is None else same
-        forced += forced_agreement(model, ids, expected)
+        forced += forced_agreement(model, ids, expected, one_row=one_row)
         total += len(expected)
     return {
         "agreement": round(forced / total, 3),
@@ -195,16 +225,17 @@ def survey(
         }
         if option != "fp32":
             result[option] |= agreement_vs_fp32(
-                models["fp32"], models[option], tokenizer, prompts, tokens, eos
-            )
+                models["fp32"], models[option], tokenizer, prompts, tokens, eos,
+                one_row=option == "int8-decode",
+            )  # fmt: skip
     return {"options": result, "tokens": tokens, "repeats": repeats}
 
 
 __all__ = [
-    "ADOPTED_PRECISION",
     "AGREEMENT_PROMPTS",
     "LONG_PROMPTS",
     "OPTIONS",
+    "adopted_precision",
     "agreement_vs_fp32",
     "forced_agreement",
     "greedy_ids",

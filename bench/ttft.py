@@ -15,14 +15,15 @@ without, back to back, alternating which goes first. Reported, over 7 repeats (a
 about a second): the median TTFTs, and ``ratio_turn20_vs_turn1``, the median of the per-repeat
 ratios (all of them in ``ratio_turn20_vs_turn1_by_repeat``).
 
-Single-stream decoding (``bench.decode``): ``tokens_per_s`` of the local model loaded in
-``precision="bf16"``, ``tokens_per_s_fp32`` of the default (fp32; both with their layers
-prepacked) and ``tokens_per_s_baseline`` of fp32 with the plain products (``prepack=False``: the
-path before issue 15), through ``stream()``, one after the other in every repeat;
-``decode_speedup`` (bf16 / baseline), ``decode_speedup_fp32`` (default / baseline) and
-``decode_speedup_vs_fp32`` (bf16 / default) are medians of the per-repeat ratios; a full run
-adds ``decode_options``, every option the CPU offers (fp32, bf16, int8, eager attention) in bare
-forward passes with its greedy agreement with fp32.
+Single-stream decoding (``bench.decode``): ``tokens_per_s`` of the local model in the faster
+precision this CPU has (``decode_precision``: ``bf16`` with avx512_bf16 or AMX, else
+``int8-decode``; ``bench.decode.adopted_precision``), ``tokens_per_s_fp32`` of the default (fp32;
+both with their layers prepacked) and ``tokens_per_s_baseline`` of fp32 with the plain products
+(``prepack=False``: the path before issue 15), through ``stream()``, one after the other in every
+repeat; ``decode_speedup`` (faster / baseline), ``decode_speedup_fp32`` (default / baseline) and
+``decode_speedup_vs_fp32`` (faster / default) are medians of the per-repeat ratios; a full run
+adds ``decode_options``, every option the CPU offers (fp32, bf16, int8 dynamic, int8-decode, eager
+attention) in bare forward passes with its greedy agreement with fp32.
 
 Late in a long conversation (``bench.long_conversation``): ``turn_60_ms``, the first token at turn
 60 of a conversation past a 512-token budget (its oldest messages summarised in the background and
@@ -42,8 +43,8 @@ import sys
 from typing import Any
 
 from bench.decode import (
-    ADOPTED_PRECISION,
     LONG_PROMPTS,
+    adopted_precision,
     median_ratio,
     stream_side_by_side,
     stream_tokens_per_s,
@@ -99,7 +100,7 @@ def measure_ttft_by_turn(
             )
         )
     )
-    fast = TransformersLocalLM.from_path(path, threads=threads, precision=ADOPTED_PRECISION)
+    fast = TransformersLocalLM.from_path(path, threads=threads, precision=adopted_precision())
     plain = TransformersLocalLM.from_path(path, threads=threads, prepack=False)
     decoding = asyncio.run(_decoding({"fast": fast, "fp32": reusing, "plain": plain}, quick))
     # Whether the default path multiplies a lone sequence's rows by MKL (prepacked.py says why).
@@ -129,7 +130,7 @@ async def _decoding(lms: dict[str, Any], quick: bool) -> dict[str, Any]:
         "tokens_per_s_fp32": _median(fp32),
         "decode_speedup_fp32": median_ratio(fp32, plain),
         "decode_speedup_vs_fp32": median_ratio(fast, fp32),
-        "decode_precision": ADOPTED_PRECISION,
+        "decode_precision": adopted_precision(),
         "decode_baseline": "fp32, plain products (ASSISTANT_LLM__PREPACK=false)",
         "decode_tokens": tokens,
     }

@@ -46,6 +46,7 @@ from typing import Any
 
 import torch
 
+from adapters.llm import int8_rows
 from adapters.llm.precision import native_bf16
 
 #: The largest difference from the plain product allowed on the sample ``prepack_linears`` checks.
@@ -61,14 +62,22 @@ class PrepackedLinear(torch.nn.Linear):
     (autograd has no formula for the prepacked one). The module stays the one it was: its
     parameters, its hooks and its place in the model are untouched."""
 
-    packed: torch.Tensor
+    #: The weight in oneDNN's layout; None: not reordered (only ``row_int8`` is used).
+    packed: torch.Tensor | None = None
     #: A one-row input takes the plain product (``choose_one_row_product``).
     one_row_plain = False
+    #: Int8 weights and scales a one-row input is multiplied by (``quantise_one_row_products``).
+    row_int8: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
         if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
             return super().forward(x)
-        if self.one_row_plain and x.numel() == self.in_features:
+        if x.numel() == self.in_features:
+            if self.row_int8 is not None:
+                return int8_rows.row_product(x, *self.row_int8, self.bias)
+            if self.one_row_plain:
+                return super().forward(x)
+        if self.packed is None:
             return super().forward(x)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
@@ -79,6 +88,22 @@ def prepack(linear: torch.nn.Linear) -> PrepackedLinear:
     linear.__class__ = PrepackedLinear
     linear.packed = packed
     return linear  # type: ignore[return-value]
+
+
+def quantise_one_row_products(model: Any) -> int:
+    """Give every fp32 linear layer of ``model`` on the CPU (prepacked or not) int8 weights for
+    one-row inputs (``int8_rows``): a lone sequence's decode steps; how many. 0, and nothing
+    changed, where this torch lacks the product or it does not match the plain one on a sample."""
+    if not int8_rows.supported() or not _int8_agrees():
+        return 0
+    swapped = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and _quantisable(module):
+            if type(module) is torch.nn.Linear:
+                module.__class__ = PrepackedLinear  # packed stays None: the plain product
+            module.row_int8 = int8_rows.quantise(module.weight)
+            swapped += 1
+    return swapped
 
 
 def supported() -> bool:
@@ -144,6 +169,39 @@ def _packable(linear: torch.nn.Linear) -> bool:
     return weight.dtype == torch.float32 or (weight.dtype == torch.bfloat16 and native_bf16())
 
 
+def lay_out_products(model: Any, *, prepack: bool, int8_decode: bool, name: str) -> None:
+    """How the local model's layers multiply, settled when it is built, not on a first request:
+    prepacked (``prepack``; then one-row inputs timed both ways), with int8 one-row weights
+    (``int8_decode``; a ``ConfigurationError`` where they cannot be had), both, or neither."""
+    from adapters.torch_thread import run_sync
+    from assistant.errors import ConfigurationError
+
+    prepacked = prepack and prepack_linears(model)
+    if int8_decode and not quantise_one_row_products(model):
+        raise ConfigurationError(f"{name}: int8-decode needs fp32 weights and torch's int8 product")
+    if prepacked and not int8_decode:
+        run_sync(choose_one_row_product, model)  # on the torch thread, as every pass
+
+
+def _quantisable(linear: torch.nn.Linear) -> bool:
+    weight = linear.weight
+    return weight.device.type == "cpu" and weight.dtype == torch.float32 and weight.dim() == 2
+
+
+def _int8_agrees() -> bool:
+    """The int8 one-row product against the plain one on a sample (within int8's rounding)."""
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(48, 64, generator=generator)
+    x = torch.randn(1, 64, generator=generator)
+    try:
+        with torch.inference_mode():
+            got = int8_rows.row_product(x, *int8_rows.quantise(weight), None)
+        expected = x @ weight.T
+        return bool((got - expected).abs().max() < 0.05 * expected.abs().max())
+    except RuntimeError:  # pragma: no cover - a build whose kernel refuses these inputs
+        return False
+
+
 def _agrees() -> bool:
     """A prepacked product against the plain one, on a small sample."""
     generator = torch.Generator().manual_seed(0)
@@ -157,4 +215,7 @@ def _agrees() -> bool:
         return False
 
 
-__all__ = ["PrepackedLinear", "choose_one_row_product", "prepack", "prepack_linears", "supported"]
+__all__ = [
+    "PrepackedLinear", "choose_one_row_product", "lay_out_products", "prepack", "prepack_linears",
+    "quantise_one_row_products", "supported",
+]

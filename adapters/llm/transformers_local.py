@@ -56,8 +56,8 @@ from adapters.llm.kv_cache import (
 )
 from adapters.llm.packed import Part, step_logits
 from adapters.llm.precision import torch_dtype
-from adapters.llm.prepacked import choose_one_row_product, prepack_linears
-from adapters.torch_thread import on_torch_thread, run_sync
+from adapters.llm.prepacked import lay_out_products
+from adapters.torch_thread import on_torch_thread
 from assistant.config import LLMSettings, Settings
 from assistant.errors import ConfigurationError, ContextLengthError
 from assistant.ports import (
@@ -92,6 +92,7 @@ class TransformersLocalLM(LanguageModel):
         max_queue: int = _LLM_DEFAULTS["max_queue"].default,
         prefill_chunk_tokens: int = _LLM_DEFAULTS["prefill_chunk_tokens"].default,
         prepack: bool = _LLM_DEFAULTS["prepack"].default,
+        int8_decode: bool = False,
     ) -> None:
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigurationError(f"{name}: the tokenizer has no chat template")
@@ -100,8 +101,7 @@ class TransformersLocalLM(LanguageModel):
         self.model = model.eval()
         # No copies of the cache's key/value heads in a masked prefill; the packed passes too.
         gqa = use_gqa_attention(model)
-        if prepack and prepack_linears(model):  # laid out now, not on a first user's request
-            run_sync(choose_one_row_product, model)  # on the torch thread, as every pass
+        lay_out_products(model, prepack=prepack, int8_decode=int8_decode, name=name)
         self.tokenizer = tokenizer
         self.name = name
         self.token_timeout_s = token_timeout_s
@@ -137,7 +137,7 @@ class TransformersLocalLM(LanguageModel):
     def from_path(
         cls, path_or_hub_id: str, *, threads: int = 0, precision: str = "fp32", **kw: Any
     ) -> TransformersLocalLM:
-        """Load a causal LM and its tokenizer in eval mode, in ``precision`` (``fp32`` or ``bf16``:
+        """Load a causal LM and its tokenizer in eval mode, in ``precision`` (``fp32``, ``bf16`` or ``int8-decode``:
         ``adapters.llm.precision``), from a local directory (with ``local_files_only``: no network)
         or from a hub id. On the torch thread, like its passes."""
         dtype = torch_dtype(precision)  # a bad value fails before anything is loaded
@@ -146,7 +146,7 @@ class TransformersLocalLM(LanguageModel):
         source, local = model_source(path_or_hub_id)
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=local)
-        return cls(model.eval(), tokenizer, **kw)
+        return cls(model.eval(), tokenizer, int8_decode=precision == "int8-decode", **kw)
 
     # -- KV cache reuse counters ------------------------------------------------------------------
 

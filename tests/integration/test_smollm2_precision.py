@@ -1,7 +1,8 @@
-"""The real SmolLM2-135M-Instruct loaded in bf16 (``LLMSettings.precision``, ``adapters.llm.precision``):
-it loads in bf16 and answers; its greedy tokens agree with the fp32 model's within the documented
-tolerance (a share of tokens, teacher-forced, over a few prompts); a bad precision is a
-configuration error before anything is loaded."""
+"""The real SmolLM2-135M-Instruct loaded in bf16 and in int8-decode (``LLMSettings.precision``,
+``adapters.llm.precision``): each loads as said and answers; its greedy tokens agree with the fp32
+model's within the documented tolerance (a share of tokens, teacher-forced, over a few prompts;
+int8-decode's a pass per token, as it decodes); a bad precision is a configuration error before
+anything is loaded."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from adapters.llm import smollm2  # noqa: E402
-from adapters.llm.precision import BF16_MIN_AGREEMENT, precision_of  # noqa: E402
+from adapters.llm.precision import (  # noqa: E402
+    BF16_MIN_AGREEMENT,
+    INT8_DECODE_MIN_AGREEMENT,
+    precision_of,
+)
 from assistant.config import Settings  # noqa: E402
 from assistant.errors import ConfigurationError  # noqa: E402
 from assistant.ports import GenerationOptions, Prompt, PromptMessage  # noqa: E402
@@ -84,3 +89,28 @@ def test_a_bad_precision_is_a_configuration_error(path):
     assert LLMSettings().precision == "fp32"  # the baseline stays the default
     settings = Settings(llm=LLMSettings(model=path, precision="bf16"))
     assert precision_of(transformers_local.build(settings).model) == "bf16"
+
+
+@pytest.fixture(scope="module")
+def int8_decode(path):
+    from adapters.llm.transformers_local import TransformersLocalLM
+
+    return TransformersLocalLM.from_path(path, precision="int8-decode")
+
+
+async def test_int8_decode_answers_and_agrees_with_fp32_within_the_tolerance(int8_decode, fp32):
+    assert precision_of(int8_decode.model) == "int8-decode"
+    assert next(int8_decode.model.parameters()).dtype == torch.float32  # prompts stay fp32
+    prompt = Prompt((PromptMessage("user", "What is the capital of France?"),))
+    generation = int8_decode.stream(prompt, GenerationOptions(max_new_tokens=24, temperature=0.0))
+    assert "Paris" in "".join([delta async for delta in generation])
+    eos = sorted(fp32.eos_ids)
+    prompts = AGREEMENT_PROMPTS[:4]
+    share = agreement_vs_fp32(
+        fp32.model, int8_decode.model, fp32.tokenizer, prompts, 24, eos, one_row=True
+    )
+    assert share["tokens"] >= 40
+    assert share["agreement"] >= INT8_DECODE_MIN_AGREEMENT
+    # Teacher-forced in one pass (rows: fp32's products) it is fp32 itself: one_row is what tells.
+    whole = agreement_vs_fp32(fp32.model, int8_decode.model, fp32.tokenizer, prompts[:1], 24, eos)
+    assert whole["agreement"] == 1.0

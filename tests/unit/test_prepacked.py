@@ -119,3 +119,51 @@ def test_a_one_row_input_takes_the_plain_product_where_the_model_chose_it(model)
         assert torch.allclose(layer(two), reference(two), atol=1e-4)  # two rows: prepacked
         layer.one_row_plain = False
         assert torch.allclose(layer(one), reference(one), atol=1e-4)
+
+
+# -- int8 weights for one-row products (llm.precision=int8-decode) ---------------------------------
+
+int8_supported = pytest.mark.skipif(
+    not prepacked.int8_rows.supported(), reason="no int8-weight product in this torch"
+)
+
+
+@int8_supported
+@pytest.mark.parametrize("packed_first", [True, False])
+def test_int8_weights_serve_one_row_inputs_and_two_rows_keep_fp32(model, packed_first):
+    from adapters.llm.int8_rows import quantise
+    from adapters.llm.prepacked import quantise_one_row_products
+
+    plain = copy.deepcopy(model)
+    if packed_first:
+        prepack_linears(model)
+    assert quantise_one_row_products(model) == 15
+    assert all(type(m) is PrepackedLinear for m in linears(model).values())
+    name, layer = next((n, m) for n, m in model.named_modules() if isinstance(m, PrepackedLinear))
+    reference = dict(plain.named_modules())[name]
+    ints, scales = quantise(reference.weight)
+    assert ints.dtype == torch.int8 and int(ints.abs().max()) == 127
+    dequantised = ints.float() * scales.float()[:, None]
+    assert (dequantised - reference.weight).abs().max() <= scales.float().max()  # half a step+
+    one, two = torch.randn(1, 1, layer.in_features), torch.randn(1, 2, layer.in_features)
+    with torch.inference_mode():
+        got, exact = layer(one), reference(one)
+        assert not torch.equal(got, exact)  # the int8 product, not fp32's
+        assert torch.allclose(got, exact, atol=0.05 * float(exact.abs().max()))
+        assert torch.allclose(layer(two), reference(two), atol=1e-4)  # two rows: fp32
+
+
+@int8_supported
+def test_the_adapter_in_int8_decode_quantises_and_greedy_tokens_mostly_agree(tokenizer):
+    from adapters.llm.precision import precision_of
+    from adapters.llm.transformers_local import TransformersLocalLM
+    from bench.decode import forced_agreement, greedy_ids
+
+    reference = tiny_llama(tokenizer, initializer_range=0.2)
+    lm = TransformersLocalLM(copy.deepcopy(reference), tokenizer, int8_decode=True)
+    assert precision_of(lm.model) == "int8-decode" and precision_of(reference) == "fp32"
+    assert all(m.row_int8 is not None for m in linears(lm.model).values())
+    ids = [5, 17, 42, 99, 7, 3]
+    expected, _ = greedy_ids(reference, ids, 12)
+    assert forced_agreement(reference, ids, expected, one_row=True) == len(expected)
+    assert forced_agreement(lm.model, ids, expected, one_row=True) >= len(expected) // 2
