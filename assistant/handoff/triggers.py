@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 
@@ -17,10 +18,20 @@ def _words(text: str) -> str:
     return " " + " ".join(_WORD.findall(text.casefold())) + " "
 
 
+@functools.lru_cache(maxsize=256)
+def _phrase_words(phrases: tuple[str, ...]) -> tuple[str, ...]:
+    """The profile's phrases as ``_words`` gives them, the empty ones left out: made once per
+    profile (its phrases are a tuple), not at every customer message."""
+    return tuple(words for words in map(_words, phrases) if words.strip())
+
+
 def asks_for_person(text: str, phrases: Iterable[str]) -> bool:
     """``text`` holds one of ``phrases`` as whole words."""
+    wanted = _phrase_words(phrases if isinstance(phrases, tuple) else tuple(phrases))
+    if not wanted:
+        return False
     said = _words(text)
-    return any(_words(phrase).strip() and _words(phrase) in said for phrase in phrases)
+    return any(words in said for words in wanted)
 
 
 def unanswered_in_a_row(messages: Sequence[Message]) -> int:
