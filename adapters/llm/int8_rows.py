@@ -47,4 +47,47 @@ def row_product(
     return out if bias is None else out + bias
 
 
-__all__ = ["quantise", "row_product", "supported"]
+class RowGroup:
+    """Sibling layers a module feeds the same input one after the other (``q_proj``, ``k_proj``,
+    ``v_proj``; ``gate_proj``, ``up_proj``), multiplied together: one int8 product over their
+    rows stacked, on the first one's call, and the others' shares handed back when they are
+    called with that same tensor. Each layer's own weights are views of the stacked ones; a call
+    in another order or with another input multiplies that layer alone."""
+
+    def __init__(self, layers: list[torch.nn.Linear]) -> None:
+        quantised = [quantise(layer.weight) for layer in layers]
+        self.ints = torch.cat([ints for ints, _ in quantised]).contiguous()
+        self.scales = torch.cat([scales for _, scales in quantised]).contiguous()
+        self.sizes = [int(ints.shape[0]) for ints, _ in quantised]
+        self.layers = layers
+        self._input: torch.Tensor | None = None  # the input whose shares wait (held: no id reuse)
+        self._waiting: dict[int, torch.Tensor] = {}  # id(layer) -> its share of that product
+        start = 0
+        for layer, size in zip(layers, self.sizes):
+            layer.row_int8 = (self.ints[start : start + size], self.scales[start : start + size])
+            start += size
+
+    def product(self, layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        if layer is self.layers[0]:
+            out = row_product(x, self.ints, self.scales, None)
+            shares = out.split(self.sizes, dim=-1)
+            self._input = x
+            self._waiting = {
+                id(other): share if other.bias is None else share + other.bias
+                for other, share in zip(self.layers[1:], shares[1:])
+            }
+            return shares[0] if layer.bias is None else shares[0] + layer.bias
+        share = self._waiting.pop(id(layer), None) if self._input is x else None
+        if not self._waiting:
+            self._input = None
+        if share is not None:
+            return share
+        ints, scales = layer.row_int8  # type: ignore[misc]
+        return row_product(x, ints, scales, layer.bias)
+
+
+#: Sibling layers grouped by ``RowGroup``, by their names in their parent module.
+SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
+
+__all__ = ["SIBLINGS", "RowGroup", "quantise", "row_product", "supported"]

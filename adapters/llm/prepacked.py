@@ -68,11 +68,15 @@ class PrepackedLinear(torch.nn.Linear):
     one_row_plain = False
     #: Int8 weights and scales a one-row input is multiplied by (``quantise_one_row_products``).
     row_int8: tuple[torch.Tensor, torch.Tensor] | None = None
+    #: The siblings it is multiplied with (``int8_rows.RowGroup``), if any.
+    row_group: int8_rows.RowGroup | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
         if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
             return super().forward(x)
         if x.numel() == self.in_features:
+            if self.row_group is not None:
+                return self.row_group.product(self, x)
             if self.row_int8 is not None:
                 return int8_rows.row_product(x, *self.row_int8, self.bias)
             if self.one_row_plain:
@@ -103,6 +107,14 @@ def quantise_one_row_products(model: Any) -> int:
                 module.__class__ = PrepackedLinear  # packed stays None: the plain product
             module.row_int8 = int8_rows.quantise(module.weight)
             swapped += 1
+    for parent in model.modules():  # siblings fed the same input: one product for them all
+        for names in int8_rows.SIBLINGS:
+            layers = [getattr(parent, name, None) for name in names]
+            if all(isinstance(layer, PrepackedLinear) and layer.row_int8 is not None
+                   for layer in layers):  # fmt: skip
+                group = int8_rows.RowGroup(layers)  # type: ignore[arg-type]
+                for layer in layers:
+                    layer.row_group = group  # type: ignore[union-attr]
     return swapped
 
 

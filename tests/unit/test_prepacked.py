@@ -167,3 +167,30 @@ def test_the_adapter_in_int8_decode_quantises_and_greedy_tokens_mostly_agree(tok
     expected, _ = greedy_ids(reference, ids, 12)
     assert forced_agreement(reference, ids, expected, one_row=True) == len(expected)
     assert forced_agreement(lm.model, ids, expected, one_row=True) >= len(expected) // 2
+
+
+@int8_supported
+def test_siblings_fed_the_same_input_are_multiplied_together_and_alone_otherwise(model):
+    from adapters.llm import int8_rows
+    from adapters.llm.prepacked import quantise_one_row_products
+
+    quantise_one_row_products(model)
+    attention = model.model.layers[0].self_attn
+    q, k, v = attention.q_proj, attention.k_proj, attention.v_proj
+    group = q.row_group
+    assert group is not None and group.layers == [q, k, v] and k.row_group is group
+    assert model.model.layers[0].mlp.gate_proj.row_group is model.model.layers[0].mlp.up_proj.row_group
+    assert model.model.layers[0].mlp.down_proj.row_group is None  # fed another input
+    x, other = torch.randn(1, 1, q.in_features), torch.randn(1, 1, q.in_features)
+    alone = {
+        name: int8_rows.row_product(x, *layer.row_int8, layer.bias)
+        for name, layer in (("q", q), ("k", k), ("v", v))
+    }
+    with torch.inference_mode():
+        together = {"q": q(x), "k": k(x), "v": v(x)}  # the model's order: one product
+        assert group._input is None and not group._waiting  # nothing held after the last
+        for name in alone:
+            assert torch.allclose(together[name], alone[name], atol=1e-5)
+        q(x)
+        assert torch.allclose(k(other), int8_rows.row_product(other, *k.row_int8, None), atol=1e-5)
+        assert torch.allclose(v(x), alone["v"], atol=1e-5)  # still waiting for that input
