@@ -11,8 +11,9 @@ phases, turn 1 and the last turn could each fall in or out of one (quick ratios 
 were seen for the same code). So every repeat measures both, a second apart: turn 1 (a
 new conversation), then the turn before the last replayed (which puts the cache back in the state a
 real conversation has there: previous prompt and reply), then the last turn; each with reuse and
-without, back to back, alternating which goes first. Reported, over 7 repeats (a quick one takes
-about a second): the median TTFTs, and ``ratio_turn20_vs_turn1``, the median of the per-repeat
+without, back to back, alternating which goes first. Reported, over 7 repeats (5 in a quick run,
+and decoding there 3 repeats of 24 tokens: the quick bench must stay under 5 minutes; a repeat
+takes about a second): the median TTFTs, and ``ratio_turn20_vs_turn1``, the median of the per-repeat
 ratios (all of them in ``ratio_turn20_vs_turn1_by_repeat``).
 
 Single-stream decoding (``bench.decode``): ``tokens_per_s`` of the local model in the faster
@@ -90,7 +91,7 @@ def measure_ttft_by_turn(
     path = model_path or _default_path()
     reusing = TransformersLocalLM.from_path(path, threads=threads)
     cold = TransformersLocalLM(reusing.model, reusing.tokenizer, kv_cache_sessions=0)
-    max_new_tokens, repeats = (4, 7) if quick else (16, 7)
+    max_new_tokens, repeats = (4, 5) if quick else (16, 7)
     result = asyncio.run(_measure(reusing, cold, max(turns, 2), max_new_tokens, repeats))
     long_turns, long_repeats = (40, 3) if quick else (60, 5)  # quick: past the budget too
     result.update(
@@ -117,7 +118,7 @@ async def _decoding(lms: dict[str, Any], quick: bool) -> dict[str, Any]:
     """Single-stream decode rates side by side: ``fast`` (the adopted precision, prepacked),
     ``fp32`` (the default: fp32, prepacked) and ``plain`` (fp32 with the plain products: the path
     of the day issue 15 was filed, the baseline)."""
-    tokens, repeats = (24, 4) if quick else (64, 7)
+    tokens, repeats = (24, 3) if quick else (64, 7)
     for name in ("fast", "plain"):  # warm-up: a new model's first passes
         await stream_tokens_per_s(lms[name], LONG_PROMPTS[0], 4)
     rates = await stream_side_by_side(lms, tokens, repeats)
