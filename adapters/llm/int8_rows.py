@@ -55,7 +55,7 @@ class RowGroup:
     in another order or with another input multiplies that layer alone."""
 
     def __init__(self, layers: list[torch.nn.Linear]) -> None:
-        quantised = [quantise(layer.weight) for layer in layers]
+        quantised = [getattr(layer, "row_int8", None) or quantise(layer.weight) for layer in layers]
         self.ints = torch.cat([ints for ints, _ in quantised]).contiguous()
         self.scales = torch.cat([scales for _, scales in quantised]).contiguous()
         self.sizes = [int(ints.shape[0]) for ints, _ in quantised]
