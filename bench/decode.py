@@ -46,7 +46,7 @@ OPTIONS = ("fp32", "bf16", "int8", "int8-decode", "eager")
 
 def adopted_precision() -> str:
     """The faster path ``bench.ttft`` times against fp32 (``LLMSettings.precision``) on this CPU:
-    ``bf16`` where oneDNN multiplies it natively (avx512_bf16 or AMX), else ``int8-decode``
+    ``bf16`` where the CPU multiplies it itself (avx512_bf16 or AMX), else ``int8-decode``
     (without them bf16 decodes at fp32's speed: ``adapters.llm.precision``)."""
     from adapters.llm.precision import bf16_in_hardware
 

@@ -20,8 +20,10 @@ separate, equally plausible ways. The tolerance the tests hold bf16 to: ``BF16_M
 - ``int8-decode``: the fp32 model, and int8 copies of its weights (one scale per output row) that
   a single sequence's decode steps multiply by, their inputs in bf16 (``adapters.llm.int8_rows``);
   prompts and batched steps of several sequences stay fp32. For CPUs without avx512_bf16, where
-  bf16 saves nothing: on the 2-core Intel Xeon of 2026-12-03, decoding 1.34x fp32 in bare passes,
-  97.1 % of the greedy tokens agreeing (teacher-forced, one-row passes), +135 MB for SmolLM2. The
+  bf16 saves nothing: on the 2-core Intel Xeon of 2026-12-03, decoding 1.29-1.48x plain fp32
+  through ``stream()`` side by side (1.34x in bare passes before q/k/v and gate/up were grouped
+  into one product each), 96.8-97.1 % of the greedy tokens agreeing (teacher-forced, one-row
+  passes), +135 MB for SmolLM2. The
   tolerance the tests hold it to: ``INT8_DECODE_MIN_AGREEMENT``. A sequence decoding alone and the
   same one in a batch take different products here: their tokens may differ (in fp32 and bf16
   they are the same).
@@ -31,8 +33,8 @@ of the Linear layers (``torch.ao.quantization.quantize_dynamic``, per-tensor or 
 the fastest, but only 41-47 % of its tokens agree with fp32 (78 % with ``down_proj`` left in
 fp32): SmolLM2's activations have outliers that one int8 scale per row cannot hold; int8
 weights alone (``torch._weight_int8pack_mm``) with fp32 inputs keep 97.4 % agreement but decode
-at half fp32's speed (with bf16 inputs they are ``int8-decode``); ``eager`` attention instead of SDPA is no faster for one sequence; ``torch.compile``
-(dynamic shapes) did not finish compiling the model within 15 minutes on the loaded 2-core
+at half fp32's speed (with bf16 inputs they are ``int8-decode``); ``eager`` attention instead of
+SDPA is no faster for one sequence; ``torch.compile`` (dynamic shapes) did not finish compiling the model within 15 minutes on the loaded 2-core
 machine.
 """
 
@@ -77,7 +79,8 @@ def precision_of(model: Any) -> str:
 
 
 def native_bf16() -> bool:
-    """Whether oneDNN multiplies bf16 matrices natively on this CPU (avx512_bf16 or AMX)."""
+    """Whether oneDNN takes bf16 matrices on this CPU: natively with avx512_bf16 or AMX, and also
+    on avx512 without them, emulating (``bf16_in_hardware`` tells the two apart)."""
     import torch
 
     check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)

@@ -48,6 +48,8 @@ import torch
 
 from adapters.llm import int8_rows
 from adapters.llm.precision import native_bf16
+from adapters.torch_thread import run_sync
+from assistant.errors import ConfigurationError
 
 #: The largest difference from the plain product allowed on the sample ``prepack_linears`` checks.
 _TOLERANCE = 1e-3
@@ -185,9 +187,6 @@ def lay_out_products(model: Any, *, prepack: bool, int8_decode: bool, name: str)
     """How the local model's layers multiply, settled when it is built, not on a first request:
     prepacked (``prepack``; then one-row inputs timed both ways), with int8 one-row weights
     (``int8_decode``; a ``ConfigurationError`` where they cannot be had), both, or neither."""
-    from adapters.torch_thread import run_sync
-    from assistant.errors import ConfigurationError
-
     prepacked = prepack and prepack_linears(model)
     if int8_decode and not quantise_one_row_products(model):
         raise ConfigurationError(f"{name}: int8-decode needs fp32 weights and torch's int8 product")

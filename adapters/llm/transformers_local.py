@@ -137,9 +137,9 @@ class TransformersLocalLM(LanguageModel):
     def from_path(
         cls, path_or_hub_id: str, *, threads: int = 0, precision: str = "fp32", **kw: Any
     ) -> TransformersLocalLM:
-        """Load a causal LM and its tokenizer in eval mode, in ``precision`` (``fp32``, ``bf16`` or ``int8-decode``:
-        ``adapters.llm.precision``), from a local directory (with ``local_files_only``: no network)
-        or from a hub id. On the torch thread, like its passes."""
+        """Load a causal LM and its tokenizer in eval mode, in ``precision`` (``fp32``, ``bf16`` or
+        ``int8-decode``: ``adapters.llm.precision``), from a local directory (with
+        ``local_files_only``: no network) or from a hub id. On the torch thread, like its passes."""
         dtype = torch_dtype(precision)  # a bad value fails before anything is loaded
         if threads > 0:
             torch.set_num_threads(threads)
