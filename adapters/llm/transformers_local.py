@@ -54,6 +54,7 @@ from adapters.llm.kv_cache import (
     new_cache,
     use_gqa_attention,
 )
+from adapters.llm.lean_decode import LeanDecoder
 from adapters.llm.packed import Part, step_logits
 from adapters.llm.precision import torch_dtype
 from adapters.llm.prepacked import lay_out_products
@@ -102,6 +103,8 @@ class TransformersLocalLM(LanguageModel):
         # No copies of the cache's key/value heads in a masked prefill; the packed passes too.
         gqa = use_gqa_attention(model)
         lay_out_products(model, prepack=prepack, int8_decode=int8_decode, name=name)
+        #: A lone sequence's decode steps written out (int8-decode on a Llama model), else None.
+        self.lean = LeanDecoder.build(model) if int8_decode else None
         self.tokenizer = tokenizer
         self.name = name
         self.token_timeout_s = token_timeout_s
@@ -257,6 +260,12 @@ class TransformersLocalLM(LanguageModel):
             self._kv_cache.put(request.cache_key, request.prefix)
 
     def step(self, parts: Sequence[Part]) -> torch.Tensor:
+        if self.lean is not None and len(parts) == 1 and len(parts[0].ids) == 1:
+            (part,) = parts
+            if part.ids[0] >= 0:  # a token, not an image row
+                logits = self.lean.logits(part.prefix.cache, len(part.prefix.ids), part.ids[0])
+                part.prefix.ids.extend(part.ids)
+                return logits  # (1, V)
         return step_logits(self.model, self._embed_prompt, self._accepts_logits_to_keep, parts)
 
     def _text_deltas(self, token_ids: Iterator[int]) -> Iterator[str]:

@@ -1,7 +1,8 @@
 """The real SmolLM2-135M-Instruct loaded in bf16 and in int8-decode (``LLMSettings.precision``,
 ``adapters.llm.precision``): each loads as said and answers; its greedy tokens agree with the fp32
 model's within the documented tolerance (a share of tokens, teacher-forced, over a few prompts;
-int8-decode's a pass per token, as it decodes); a bad precision is a configuration error before
+int8-decode's a pass per token, as it decodes; its lean decode step picks what the model's own
+passes pick); a bad precision is a configuration error before
 anything is loaded."""
 
 from __future__ import annotations
@@ -114,3 +115,16 @@ async def test_int8_decode_answers_and_agrees_with_fp32_within_the_tolerance(int
     # Teacher-forced in one pass (rows: fp32's products) it is fp32 itself: one_row is what tells.
     whole = agreement_vs_fp32(fp32.model, int8_decode.model, fp32.tokenizer, prompts[:1], 24, eos)
     assert whole["agreement"] == 1.0
+
+
+def test_int8_decode_decodes_alone_through_the_lean_step_as_its_own_passes_do(int8_decode):
+    from assistant.ports import CancelToken, Usage
+    from bench.decode import greedy_ids, prompt_ids
+
+    assert int8_decode.lean is not None  # SmolLM2 is a Llama: its decode steps are written out
+    ids = prompt_ids(int8_decode.tokenizer, AGREEMENT_PROMPTS[1])
+    options = GenerationOptions(max_new_tokens=24, temperature=0.0)
+    with torch.inference_mode():
+        got = list(int8_decode._generate_ids(ids, options, CancelToken(), Usage()))
+    expected, _ = greedy_ids(int8_decode.model, ids, 24, sorted(int8_decode.eos_ids))
+    assert len(got) >= 8 and got == expected
