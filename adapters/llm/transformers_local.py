@@ -103,8 +103,7 @@ class TransformersLocalLM(LanguageModel):
         # No copies of the cache's key/value heads in a masked prefill; the packed passes too.
         gqa = use_gqa_attention(model)
         lay_out_products(model, prepack=prepack, int8_decode=int8_decode, name=name)
-        #: A lone sequence's decode steps written out (int8-decode on a Llama model), else None.
-        self.lean = LeanDecoder.build(model) if int8_decode else None
+        self.lean = LeanDecoder.build(model) if int8_decode else None  # a lone token's step
         self.tokenizer = tokenizer
         self.name = name
         self.token_timeout_s = token_timeout_s
@@ -260,13 +259,12 @@ class TransformersLocalLM(LanguageModel):
             self._kv_cache.put(request.cache_key, request.prefix)
 
     def step(self, parts: Sequence[Part]) -> torch.Tensor:
-        if self.lean is not None and len(parts) == 1 and len(parts[0].ids) == 1:
-            (part,) = parts
-            if part.ids[0] >= 0:  # a token, not an image row
-                logits = self.lean.logits(part.prefix.cache, len(part.prefix.ids), part.ids[0])
-                part.prefix.ids.extend(part.ids)
-                return logits  # (1, V)
-        return step_logits(self.model, self._embed_prompt, self._accepts_logits_to_keep, parts)
+        logits = self.lean.step(parts) if self.lean is not None else None  # a lone token: (1, V)
+        return (
+            logits
+            if logits is not None
+            else step_logits(self.model, self._embed_prompt, self._accepts_logits_to_keep, parts)
+        )
 
     def _text_deltas(self, token_ids: Iterator[int]) -> Iterator[str]:
         return text_deltas(token_ids, self._decode)
@@ -321,16 +319,22 @@ class TransformersLocalLM(LanguageModel):
     def _embed_prompt(
         self, input_ids: torch.Tensor, image_rows: dict[int, Any] | None = None
     ) -> torch.Tensor:
-        """Embeddings of the prompt tokens to prefill (all, or those after the cached prefix),
-        ``(1, S) -> (1, S, H)``, with the projected image rows (``image_rows``: pseudo-id ->
-        ``(H,)``) spliced in where the ids are an image's pseudo-ids (negative)."""
-        table = self.model.get_input_embeddings()
-        embeds = table(input_ids.clamp(min=0))  # (1, S, H)
-        image_positions = (input_ids[0] < 0).nonzero().flatten()  # (K,)
-        if len(image_positions):
-            rows = [(image_rows or {})[int(input_ids[0, p])] for p in image_positions]
-            embeds[0, image_positions] = torch.stack(rows).to(embeds.dtype)  # (K, H)
-        return embeds  # (1, S, H)
+        return embed_prompt(self.model.get_input_embeddings(), input_ids, image_rows)
+
+
+def embed_prompt(
+    table: Any, input_ids: torch.Tensor, image_rows: dict[int, Any] | None = None
+) -> torch.Tensor:
+    """Embeddings of the prompt tokens to prefill (all, or those after the cached prefix),
+    ``(1, S) -> (1, S, H)`` from the model's input embeddings ``table``, with the projected image
+    rows (``image_rows``: pseudo-id -> ``(H,)``) spliced in where the ids are an image's pseudo-ids
+    (negative)."""
+    embeds = table(input_ids.clamp(min=0))  # (1, S, H)
+    image_positions = (input_ids[0] < 0).nonzero().flatten()  # (K,)
+    if len(image_positions):
+        rows = [(image_rows or {})[int(input_ids[0, p])] for p in image_positions]
+        embeds[0, image_positions] = torch.stack(rows).to(embeds.dtype)  # (K, H)
+    return embeds  # (1, S, H)
 
 
 _BULK_CHARS = 4_096
