@@ -12,7 +12,8 @@ Both servers run the way they are deployed on this machine: ``--workers`` uvicor
 processes, one per core (``GatewayConfig.workers``, the CPU count up to 4), the echo server with as
 many as the real one. Any worker serves any session (its memory is in Redis), so this is the
 server's throughput on the machine. The same comparison with one worker each (one core per
-server: the CPU cost of a turn decides) is reported as ``single_worker`` at the top concurrency.
+server: the CPU cost of a turn decides) is reported as ``single_worker`` at the top concurrency
+(not in a quick run).
 
 Fairness: the load generator is a separate process (it never shares a server's loop); Redis, for
 the gateway only, takes its share of the same cores: that is part of the real path's cost. Both
@@ -74,8 +75,10 @@ class GatewayConfig:
         # one-worker comparison runs that level again.) 400 turns a level: at 1 session each
         # turn waits for Redis's fsync (``appendfsync always``), and 1,000 of them one after the
         # other took 60-90 s of the entry's 135-210 s for a latency 400 measure as well; 1,000
-        # sessions still run 3,000.
-        return cls(turns=3, total_turns=400, reps=3, idle_sessions=500)
+        # sessions still run 3,000. No one-worker comparison: at 1,000 sessions it took 40 s of
+        # the entry's ~100 (2-core AMD EPYC, 2026-12-04) and the quick bench passed 5 minutes;
+        # the full run keeps it.
+        return cls(turns=3, total_turns=400, reps=3, idle_sessions=500, single_worker=False)
 
     def rounds_for(self, sessions: int) -> int:
         return max(1, math.ceil(self.total_turns / (sessions * max(self.turns, 1))))

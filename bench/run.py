@@ -37,7 +37,9 @@ def _gateway(quick: bool, options: dict[str, Any]) -> dict[str, Any]:
     from bench.gateway import GatewayConfig, run_gateway
 
     config = GatewayConfig.quick() if quick else GatewayConfig()
-    for name in ("sessions", "turns", "total_turns", "idle_sessions", "clients", "reps", "workers"):
+    names = ("sessions", "turns", "total_turns", "idle_sessions", "clients", "reps", "workers",
+             "single_worker")  # fmt: skip
+    for name in names:
         if options.get(name) is not None:
             setattr(config, name, options[name])
     return run_gateway(config)
@@ -150,7 +152,8 @@ def run_bench(
     """Run the entries (all, or ``only``) and return the report; ``json_path`` gets it as JSON.
     ``options`` (all optional): ``sessions`` (concurrency levels), ``turns`` (per session),
     ``total_turns`` (per level, at least), ``idle_sessions``, ``clients`` (load-generator
-    processes), ``reps`` (of each gateway run), ``redis_turns``, ``fuzz_examples`` (cases per
+    processes), ``reps`` (of each gateway run), ``single_worker`` (the gateway's one-worker
+    comparison; off in ``quick``), ``redis_turns``, ``fuzz_examples`` (cases per
     suite), ``fuzz_minutes`` (repeat the fuzz rounds until then)."""
     chosen = list(only) if only else list(ENTRIES)
     unknown = [name for name in chosen if name not in RUNNERS]

@@ -16,6 +16,7 @@ def test_quick_bench_on_tiny_settings_writes_the_report(tmp_path):
     report = run_bench(
         True, path, ["gateway", "redis"],
         sessions=[1, 5], turns=2, total_turns=4, idle_sessions=5, redis_turns=3,
+        single_worker=True,  # off in a quick run unless asked for
     )  # fmt: skip
     data = json.loads(path.read_text())
     assert data["meta"]["quick"] is True and data["meta"]["wall_s"] > 0
