@@ -48,8 +48,8 @@ class LLMSettings(_Section):
     #: tokens) or ``bf16`` (half the weight bytes, 0.987 of the greedy tokens agreeing; decoding
     #: 1.5x prepacked fp32 on a CPU with avx512_bf16, about fp32's speed without it: see
     #: ``adapters.llm.precision``) or ``int8-decode`` (fp32, with int8 weights for a lone
-    #: sequence's decode steps: 1.72x plain fp32 where bf16 gains nothing, 0.968-0.971
-    #: agreeing).
+    #: sequence's decode steps: 1.72-2.17x plain fp32 for Llama models where bf16 gains
+    #: nothing, 0.968-0.971 agreeing).
     precision: Literal["fp32", "bf16", "int8-decode"] = "fp32"
     #: The local model's linear layers (and LM head) laid out once for oneDNN when it loads
     #: (``adapters.llm.prepacked``): faster decoding, above all for several sequences a step, the

@@ -66,8 +66,10 @@ async def _key_facts(
 ) -> dict[str, Any]:
     """Each answered question asked as a stateless chat completion of the support bot (the
     default local model, greedy, 64 tokens): the share whose reply holds the key fact. Asked
-    together, as many at once as the model batches (``llm.max_batch``): batched greedy replies
-    are the replies alone (the ``concurrency`` entry checks that), in a fraction of the time."""
+    together, as many at once as the model batches (``llm.max_batch``): in fp32 (the default)
+    batched greedy replies are the replies alone (the ``concurrency`` entry checks that), in a
+    fraction of the time. (In ``int8-decode`` a reply alone and in a batch take different
+    products: with that precision the share may move with how the requests interleave.)"""
     from assistant.completions import Completions
     from assistant.config import BotSettings, LLMSettings
     from assistant.knowledge.answer import BotProfile
@@ -95,9 +97,11 @@ async def _key_facts(
             return "".join([delta async for delta in completion])
 
     try:
-        replies = await asyncio.gather(*(ask(q["q"]) for q in questions))
+        async with asyncio.TaskGroup() as group:  # one failing cancels the others first
+            tasks = [group.create_task(ask(q["q"])) for q in questions]
     finally:
         await llm.aclose()
+    replies = [task.result() for task in tasks]
     held, misses = 0, []
     for q, reply in zip(questions, replies):
         if q["fact"].lower() in reply.lower():

@@ -16,12 +16,16 @@ a loop over the layers' weights, gathered once:
 - attention is SDPA over every cached position with the key/value heads as they are
   (``enable_gqa``): one query at the last position needs no mask.
 
-Only one-token steps of one sequence take it (``TransformersLocalLM.step``); prompts and batched
-steps keep the model's pass with its fp32 products. ``LeanDecoder.build`` returns None for any
-model it does not cover: not ``model_type == "llama"``, biases, an activation other than SiLU, or
-layers without the int8 weights. Its logits match the model's own int8-decode pass (on SmolLM2
-bitwise, over 40 steps; the unit tests allow float rounding), so its greedy agreement with fp32 is
-int8-decode's, held to ``precision.INT8_DECODE_MIN_AGREEMENT`` by the SmolLM2 tests.
+Only one-token steps of one sequence take it (``TransformersLocalLM.step``): decode steps, and
+a prompt's last token when all before it was cached (which the model's pass multiplied by the same
+int8 weights); longer prompts and batched steps keep the model's pass with its fp32 products. A
+step it cannot vouch for goes through the model too: with gradients on, with a forward hook on any
+of the model's modules (or a global one), or on a cache that is not the model's layers holding
+just the sequence's ids. ``LeanDecoder.build`` returns None for any model it does not cover: not
+``model_type == "llama"``, biases, an activation other than SiLU, or layers without the int8
+weights. Its logits match the model's own int8-decode pass (on SmolLM2 bitwise, over 40 steps;
+the unit tests allow float rounding), so its greedy agreement with fp32 is int8-decode's, held to
+``precision.INT8_DECODE_MIN_AGREEMENT`` by the SmolLM2 tests.
 
 Measured side by side on that Xeon (medians of 20 steps, 5 rounds): a step 19-25 ms here, 23-36
 ms through the model's modules, 33-47 ms for plain fp32. ``assistant bench --only ttft_by_turn``
@@ -73,6 +77,10 @@ class LeanDecoder:
         self.final_norm = model.model.norm.weight  # (H,)
         self.head = model.lm_head.row_int8  # int8 (V, H), scales
         self.layers = layers
+        # The hook tables of every module a step skips (dicts filled in place by register_*).
+        self._hooks = tuple(
+            table for m in model.modules() for table in (m._forward_hooks, m._forward_pre_hooks)
+        )
 
     @classmethod
     def build(cls, model: Any) -> LeanDecoder | None:
@@ -98,9 +106,19 @@ class LeanDecoder:
         if len(parts) != 1 or len(parts[0].ids) != 1 or parts[0].ids[0] < 0:
             return None
         prefix = parts[0].prefix
+        if not self._vouches_for(prefix.cache, len(prefix.ids)):
+            return None
         logits = self.logits(prefix.cache, len(prefix.ids), parts[0].ids[0])
         prefix.ids.extend(parts[0].ids)
         return logits
+
+    def _vouches_for(self, cache: Any, position: int) -> bool:
+        """Whether this step is the model's pass: no gradients, no forward hooks to run, and a
+        cache of the model's layers holding ``position`` positions."""
+        if torch.is_grad_enabled() or _hooked(self._hooks):
+            return False
+        layers = getattr(cache, "layers", None) or ()
+        return len(layers) == len(self.layers) and layers[0].get_seq_length() == position
 
     def logits(self, cache: Any, position: int, token_id: int) -> torch.Tensor:
         """Feed ``token_id`` at ``position`` (the cache's length), extending ``cache``; the
@@ -139,6 +157,15 @@ class LeanDecoder:
         gate_up = _int8_mm(self._normed(hidden, layer.mlp_norm), *layer.gate_up).float()
         gate, up = gate_up.split(self.intermediate, dim=-1)
         return _int8_mm((torch.nn.functional.silu(gate) * up).to(torch.bfloat16), *layer.down)
+
+
+def _hooked(tables: Sequence[dict[Any, Any]]) -> bool:
+    """Whether a forward hook (or pre-hook) is in any of the modules' ``tables`` or global."""
+    from torch.nn.modules import module as nn_module
+
+    if nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks:
+        return True
+    return any(tables)
 
 
 def _gather(layer: Any) -> _Layer | None:

@@ -22,8 +22,9 @@ separate, equally plausible ways. The tolerance the tests hold bf16 to: ``BF16_M
   prompts and batched steps of several sequences stay fp32. For CPUs without avx512_bf16, where
   bf16 saves nothing: on the 2-core Intel Xeon of 2026-12-03, decoding 1.72x plain fp32
   through ``stream()`` side by side (per repeat 1.68-1.85; Llama models' lone decode steps run
-  through ``adapters.llm.lean_decode``, 1.29-1.48x through transformers' modules), 96.8-97.1 %
-  of the greedy tokens agreeing (teacher-forced, one-row passes), +135 MB for SmolLM2. The
+  through ``adapters.llm.lean_decode``, 1.29-1.48x through transformers' modules); on a 2-core
+  AMD EPYC with AVX2 only (2026-12-04) 2.17x (per repeat 2.04-2.50); 96.8-97.1 % of the greedy
+  tokens agreeing (teacher-forced, one-row passes), +135 MB for SmolLM2. The
   tolerance the tests hold it to: ``INT8_DECODE_MIN_AGREEMENT``. A sequence decoding alone and the
   same one in a batch take different products here: their tokens may differ (in fp32 and bf16
   they are the same).

@@ -1,7 +1,8 @@
 """The lean decode step of int8-decode (``adapters.llm.lean_decode``) on the tiny random Llama:
 its logits are the model's own int8-decode pass's (to float rounding), it extends the same cache
 (a later prompt through the model reads what it wrote), the adapter decodes a lone sequence
-through it and only then, and models it does not cover get none."""
+through it and only then, steps it cannot vouch for go through the model, and models it does not
+cover get none."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
 from adapters.llm import int8_rows  # noqa: E402
-from adapters.llm.kv_cache import new_cache  # noqa: E402
+from adapters.llm.kv_cache import CachedPrefix, new_cache  # noqa: E402
 from adapters.llm.lean_decode import LeanDecoder  # noqa: E402
+from adapters.llm.packed import Part  # noqa: E402
 from adapters.llm.prepacked import quantise_one_row_products  # noqa: E402
 from tests.support.tiny_models import make_tokenizer, tiny_llama  # noqa: E402
 
@@ -106,3 +108,37 @@ def test_models_it_does_not_cover_get_none(tokenizer, model):
     assert LeanDecoder.build(mistral) is None
     model.model.layers[1].mlp.gate_proj.row_group = None  # a layer without its group
     assert LeanDecoder.build(model) is None
+
+
+def test_steps_it_cannot_vouch_for_are_left_to_the_model(model):
+    lean = LeanDecoder.build(model)
+    assert lean is not None
+    with torch.inference_mode():
+        cache = new_cache(model.config)
+        model_step(model, cache, PROMPT)
+        prefix = CachedPrefix(cache, list(PROMPT))
+        other = CachedPrefix(new_cache(model.config))
+        refused = [
+            [Part(prefix, [3]), Part(other, [4])],  # two sequences
+            [Part(prefix, [3, 4])],  # two tokens
+            [Part(prefix, [-1], {-1: torch.zeros(model.config.hidden_size)})],  # an image row
+            [Part(CachedPrefix(cache, [*PROMPT, 1]), [3])],  # ids the cache does not hold
+            [Part(CachedPrefix(new_cache(model.config), list(PROMPT)), [3])],  # an empty cache
+        ]
+        for parts in refused:
+            assert lean.step(parts) is None
+        handle = model.lm_head.register_forward_hook(lambda *args: None)
+        assert lean.step([Part(prefix, [3])]) is None  # a hook the lean step would skip
+        handle.remove()
+        assert prefix.ids == PROMPT and cache.get_seq_length() == len(PROMPT)  # nothing fed
+        logits = lean.step([Part(prefix, [3])])
+        assert logits is not None and prefix.ids == [*PROMPT, 3]
+    with torch.enable_grad():  # a pass with gradients takes the model's products
+        assert lean.step([Part(prefix, [4])]) is None
+
+
+def test_configs_it_does_not_cover_get_none(tokenizer):
+    for extra in ({"attention_bias": True}, {"hidden_act": "gelu"}):
+        model = tiny_llama(tokenizer, **extra)
+        quantise_one_row_products(model)
+        assert LeanDecoder.build(model) is None, extra
