@@ -7,35 +7,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adapters.knowledge.reader import SplittingReader
 from assistant.completions import Completions
 from assistant.config import (
     BotSettings,
-    KnowledgeSettings,
     LLMSettings,
     MemorySettings,
     PromptSettings,
 )
 from assistant.knowledge.answer import BotProfile
 from assistant.knowledge.grounder import Grounder
-from assistant.knowledge.retriever import EmbeddedRetriever
-from assistant.knowledge.service import KnowledgeService
 from assistant.messages import Message
 from assistant.orchestrator import Orchestrator, ResponseOverrides
 from assistant.protocol.items import wire_item
-from assistant.testing.knowledge import HashingEmbedder, MemoryKnowledgeStore
 from assistant.testing.language_models import ScriptedLM
 from assistant.testing.memory import MemoryStore
+from tests.support.knowledge import fake_knowledge
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "kb"
 FALLBACK = "I can't find that in our help pages."
 
 
 async def _bot(reply="Your bank declined the payment [1].", *, knowledge_base="help", **prompt):
-    store = MemoryKnowledgeStore()
-    embedder = HashingEmbedder()
-    service = KnowledgeService(store, embedder, SplittingReader(),
-                               EmbeddedRetriever(store, embedder), KnowledgeSettings())  # fmt: skip
+    service = fake_knowledge()
     for name in ("payments.pdf", "returns.md", "shipping.md"):
         await service.add("help", name, (CORPUS / name).read_bytes())
 
@@ -46,7 +39,7 @@ async def _bot(reply="Your bank declined the payment [1].", *, knowledge_base="h
         BotSettings(knowledge_base=knowledge_base, threshold=0.26, fallback=FALLBACK,
                     instructions="You are Shopbot.")
     )  # fmt: skip
-    grounder = Grounder(store, retriever_of, default, top_k=2, profile_cache_s=0)
+    grounder = Grounder(service.store, retriever_of, default, top_k=2, profile_cache_s=0)
     llm = ScriptedLM(reply)
     sessions = MemoryStore()
     orchestrator = Orchestrator(

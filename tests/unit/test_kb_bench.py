@@ -7,22 +7,11 @@ import asyncio
 
 import pytest
 
-from adapters.knowledge.reader import SplittingReader
 from assistant.config import Settings
-from assistant.knowledge.retriever import EmbeddedRetriever
-from assistant.knowledge.service import KnowledgeService
-from assistant.testing.knowledge import HashingEmbedder, MemoryKnowledgeStore
 from bench import kb
+from tests.support.knowledge import fake_knowledge
 
 DOC = b"Returns: you can send any unused item back within 30 days. Shipping is free."
-
-
-def _service(settings: Settings) -> KnowledgeService:
-    store, embedder = MemoryKnowledgeStore(), HashingEmbedder()
-    retriever = EmbeddedRetriever(
-        store, embedder, semantic_weight=settings.knowledge.semantic_weight
-    )
-    return KnowledgeService(store, embedder, SplittingReader(), retriever, settings.knowledge)
 
 
 def test_key_facts_are_judged_per_question_in_order() -> None:
@@ -38,7 +27,7 @@ def test_key_facts_are_judged_per_question_in_order() -> None:
     ]
 
     async def run() -> dict:
-        service = _service(settings)
+        service = fake_knowledge(settings.knowledge)
         await service.add("help", "returns.md", DOC)
         return await kb._key_facts(settings, service, questions, threshold=0.0)
 

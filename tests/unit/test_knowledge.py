@@ -8,23 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from adapters.knowledge.reader import SplittingReader
 from assistant.config import KnowledgeSettings
 from assistant.errors import DocumentError, KnowledgeNotFoundError
 from assistant.knowledge.lexical import BM25, tokens
-from assistant.knowledge.retriever import EmbeddedRetriever
 from assistant.knowledge.service import KnowledgeService
-from assistant.testing.knowledge import HashingEmbedder, MemoryKnowledgeStore
+from tests.support.knowledge import fake_knowledge
 from tests.support.pdf import text_pdf
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "kb"
 
 
 def _service(**settings) -> KnowledgeService:
-    store, embedder = MemoryKnowledgeStore(), HashingEmbedder()
-    retriever = EmbeddedRetriever(store, embedder)
-    return KnowledgeService(store, embedder, SplittingReader(), retriever,
-                            KnowledgeSettings(**settings))  # fmt: skip
+    return fake_knowledge(KnowledgeSettings(**settings))
 
 
 async def test_all_four_formats_keep_title_heading_and_page():
